@@ -1,0 +1,162 @@
+/* ragged.h — the public C API of ragged: GPT-style transformers on packed
+ * variable-length batches (no padding). One header, in sections:
+ *   1. status and errors      2. backends and memory     3. attention (varlen)
+ *   4. batches                5. samplers                6. model (later)
+ * Conventions: every function that can fail returns rg_status; on failure
+ * rg_last_error() says what was wrong (argument, index, expected vs got) and no
+ * output was written. Nothing here aborts or exits the process.
+ * Shapes are written (dim0, dim1, ...), row-major. */
+#ifndef RAGGED_H
+#define RAGGED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ===== 1. status and errors ============================================ */
+
+typedef enum rg_status {
+    RG_OK = 0,
+    RG_ERR_INVALID_ARG,    /* an argument is out of its documented range */
+    RG_ERR_OUT_OF_MEMORY,  /* host or device allocation failed */
+    RG_ERR_OVERFLOW,       /* a size does not fit its integer type */
+    RG_ERR_IO,             /* a file could not be opened, read or written */
+    RG_ERR_FORMAT,         /* a file's contents are malformed */
+    RG_ERR_UNSUPPORTED,    /* valid, but not supported by this build/backend */
+    RG_ERR_BACKEND,        /* the device (CUDA, cuBLAS) reported a failure */
+    RG_ERR_EXHAUSTED,      /* a fixed pool (e.g. KV cache blocks) is full */
+} rg_status;
+
+/* Name of a status ("invalid argument", ...); never NULL. */
+const char *rg_status_str(rg_status s);
+
+/* Message of the last failure on this thread ("" if none). */
+const char *rg_last_error(void);
+
+/* Library version string, e.g. "0.1.0". */
+const char *rg_version(void);
+
+/* ===== 2. backends and memory ========================================== */
+
+/* A backend runs ops on one device. CPU is the reference (fp32 everywhere);
+ * CUDA keeps activations in bf16. Memory passed to ops lives on the backend's
+ * device: allocate it with rg_buffer_alloc. */
+typedef struct rg_backend rg_backend;
+
+typedef enum rg_backend_kind {
+    RG_BACKEND_CPU = 0,
+    RG_BACKEND_CUDA = 1,
+} rg_backend_kind;
+
+typedef enum rg_dtype {
+    RG_DTYPE_F32 = 0,
+    RG_DTYPE_BF16 = 1,
+    RG_DTYPE_F16 = 2,
+    RG_DTYPE_I32 = 3,
+} rg_dtype;
+
+size_t rg_dtype_size(rg_dtype t);
+const char *rg_dtype_name(rg_dtype t);
+
+/* n_threads <= 0 picks the machine's core count (CPU; ignored by CUDA). */
+rg_status rg_backend_init(rg_backend_kind kind, int n_threads, rg_backend **out);
+void rg_backend_free(rg_backend *be);
+/* True when this build has the backend and a device for it is present. */
+bool rg_backend_available(rg_backend_kind kind);
+const char *rg_backend_name(const rg_backend *be);
+/* The dtype of activations (q, k, v, o, ...) on this backend. */
+rg_dtype rg_backend_act_dtype(const rg_backend *be);
+/* Wait for all work queued on the backend. */
+rg_status rg_backend_sync(rg_backend *be);
+
+/* Device memory. Buffers are uninitialised; rg_buffer_free(be, NULL) is a no-op. */
+rg_status rg_buffer_alloc(rg_backend *be, size_t bytes, void **out);
+void rg_buffer_free(rg_backend *be, void *p);
+/* Copies n elements between host float32 and a device buffer of dtype t,
+ * converting (rounding to nearest even for bf16/f16). */
+rg_status rg_buffer_upload_f32(rg_backend *be, void *dst, rg_dtype t, const float *src, size_t n);
+rg_status rg_buffer_download_f32(rg_backend *be, float *dst, const void *src, rg_dtype t, size_t n);
+/* Raw byte copies host <-> device (no conversion). */
+rg_status rg_buffer_upload(rg_backend *be, void *dst, const void *src, size_t bytes);
+rg_status rg_buffer_download(rg_backend *be, void *dst, const void *src, size_t bytes);
+
+/* ===== 3. attention on packed (varlen) batches ========================= */
+
+/* FlashAttention's varlen contract. Sequence b owns query rows
+ * cu_seqlens_q[b]..cu_seqlens_q[b+1] and key rows cu_seqlens_k[b]..cu_seqlens_k[b+1].
+ *   q    (total_q, h, d)      k, v (total_k, h_kv, d)     o (total_q, h, d)
+ *   lse  (h, total_q) fp32    natural-log log-sum-exp of the scaled scores
+ * h % h_kv == 0 (query head i reads kv head i / (h / h_kv)); d a multiple of 8, <= 256.
+ * causal: aligned bottom-right per sequence, i.e. query i of a sequence with
+ * lq queries and lk keys sees keys j <= i + lk - lq. A row that sees no key
+ * outputs 0 and lse = -inf. softmax_scale <= 0 means 1/sqrt(d).
+ * cu_seqlens_* are int32 (batch + 1) in the backend's memory; max_seqlen_* are
+ * upper bounds (used to size work, checked against cu_seqlens). */
+typedef enum rg_attn_mask_kind {
+    RG_ATTN_MASK_NONE = 0,
+    RG_ATTN_MASK_BOOL,      /* uint8: 1 = may attend, 0 = masked */
+    RG_ATTN_MASK_ADDITIVE,  /* float: added to the scaled score (-INFINITY masks) */
+} rg_attn_mask_kind;
+
+typedef enum rg_attn_algo {
+    RG_ATTN_AUTO = 0,       /* the backend's fast kernel */
+    RG_ATTN_REFERENCE,      /* plain loops, the definition of right (CPU only) */
+    RG_ATTN_FLASH,          /* tiled online-softmax kernel */
+} rg_attn_algo;
+
+typedef struct rg_attn_desc {
+    int32_t batch;               /* number of sequences B >= 1 */
+    int32_t n_heads;             /* h */
+    int32_t n_kv_heads;          /* h_kv, divides h */
+    int32_t head_dim;            /* d */
+    const int32_t *cu_seqlens_q; /* (B+1), starts at 0, non-decreasing */
+    const int32_t *cu_seqlens_k; /* (B+1) */
+    int32_t max_seqlen_q;
+    int32_t max_seqlen_k;
+    float softmax_scale;         /* <= 0: 1/sqrt(d) */
+    bool causal;
+    rg_attn_algo algo;
+    /* Row strides in elements between consecutive tokens of q/dq, k/dk, v/dv;
+     * 0 means contiguous (h*d for q, h_kv*d for k and v). This lets q, k, v be
+     * views into one fused (T, (h + 2*h_kv)*d) projection. o and dout are contiguous. */
+    int32_t stride_q, stride_k, stride_v;
+    /* Optional explicit mask, reference algorithm only. Sequence b's block is
+     * (len_q_b, len_k_b) row-major and starts at element sum_{c<b} len_q_c*len_k_c. */
+    rg_attn_mask_kind mask_kind;
+    const void *mask;
+} rg_attn_desc;
+
+/* Forward: writes o and lse (lse may be NULL when no backward follows). */
+rg_status rg_attn_forward(rg_backend *be, const rg_attn_desc *desc,
+                          const void *q, const void *k, const void *v,
+                          void *o, float *lse);
+
+/* Backward: given o, lse from the forward and dout (total_q, h, d), writes
+ * dq (total_q, h, d), dk and dv (total_k, h_kv, d). Gradients of query heads
+ * sharing a kv head are summed into it. Outputs are overwritten, not accumulated. */
+rg_status rg_attn_backward(rg_backend *be, const rg_attn_desc *desc,
+                           const void *q, const void *k, const void *v,
+                           const void *o, const float *lse, const void *dout,
+                           void *dq, void *dk, void *dv);
+
+/* Useful FLOPs of one forward: 4 * sum_b lq_b * lk_b * h * d, halved when
+ * causal (the convention of FlashAttention's and PyTorch's benchmarks; a
+ * forward+backward counts 3.5x this). */
+double rg_attn_flops_forward(int32_t batch, const int32_t *cu_seqlens_q,
+                             const int32_t *cu_seqlens_k, int32_t n_heads,
+                             int32_t head_dim, bool causal);
+
+/* ===== 4. batches ====================================================== */
+/* (section owned by src/batch) */
+
+/* ===== 5. samplers ===================================================== */
+/* (section owned by src/batch) */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RAGGED_H */

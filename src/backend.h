@@ -1,0 +1,137 @@
+/* backend.h — the backend interface: a small table of ops over device memory,
+ * private to the library. The CPU backend (src/cpu) is the reference; the CUDA
+ * backend (src/cuda) implements the same table. The model (src/model) calls ops
+ * only through this table. Public entry points (src/backend.c, src/attention.c)
+ * validate arguments before an op is called, so ops may assume valid input. */
+#ifndef RG_BACKEND_H
+#define RG_BACKEND_H
+#include "ragged.h"
+
+/* Attention arguments as an op sees them: the public description (with
+ * cu_seqlens in host memory, already validated, strides resolved to non-zero) plus the same cu_seqlens in
+ * backend memory and the resolved scale. On the CPU both pointers are equal. */
+typedef struct rg_attn_args {
+    rg_attn_desc desc;            /* desc.cu_seqlens_* are host pointers */
+    const int32_t *cu_seqlens_q_dev;
+    const int32_t *cu_seqlens_k_dev;
+    float scale;                  /* resolved softmax scale (> 0) */
+    int64_t total_q, total_k;     /* cu_seqlens_q[B], cu_seqlens_k[B] */
+} rg_attn_args;
+
+typedef struct rg_backend_ops {
+    const char *name;
+    rg_dtype act_dtype;           /* dtype of activations on this backend */
+    void (*destroy)(rg_backend *be);
+
+    /* memory */
+    rg_status (*alloc)(rg_backend *be, size_t bytes, void **out);
+    void (*free)(rg_backend *be, void *p);
+    rg_status (*upload)(rg_backend *be, void *dst, const void *src, size_t bytes);
+    rg_status (*download)(rg_backend *be, void *dst, const void *src, size_t bytes);
+    rg_status (*sync)(rg_backend *be);
+
+    /* attention: see rg_attn_forward / rg_attn_backward in ragged.h */
+    rg_status (*attn_forward)(rg_backend *be, const rg_attn_args *a,
+                              const void *q, const void *k, const void *v,
+                              void *o, float *lse);
+    rg_status (*attn_backward)(rg_backend *be, const rg_attn_args *a,
+                               const void *q, const void *k, const void *v,
+                               const void *o, const float *lse, const void *dout,
+                               void *dq, void *dk, void *dv);
+
+    /* ---- model ops (src/model uses these) ----
+     * Conventions (llm.c's): outputs first, then inputs, then sizes. T is the
+     * number of token slots in the batch, C the model width. "act" pointers are
+     * in the backend's act_dtype (CPU f32, CUDA bf16); parameters are read from
+     * the model's compute copy (act_dtype); everything typed float* is fp32 on
+     * every backend. Activation gradients are OVERWRITTEN unless marked (+=);
+     * parameter gradients (fp32) are always ACCUMULATED (+=), so gradient
+     * accumulation over micro-batches is free. No op allocates or synchronises
+     * unless it says so. */
+
+    /* out (T,C) = wte[tokens[t]] + wpe[pos[t]]; tokens, pos int32 (T) in backend memory. */
+    rg_status (*embedding_forward)(rg_backend *be, void *out, const int32_t *tokens, const int32_t *pos,
+                                   const void *wte, const void *wpe, int64_t T, int C);
+    /* dwte[tokens[t]] += dout[t]; dwpe[pos[t]] += dout[t] (fp32 grads). */
+    rg_status (*embedding_backward)(rg_backend *be, float *dwte, float *dwpe, const void *dout,
+                                    const int32_t *tokens, const int32_t *pos, int64_t T, int C);
+
+    /* out (T,C) = (inp - mean) * rstd * weight + bias; bias may be NULL.
+     * mean, rstd (T) fp32 are saved for the backward. */
+    rg_status (*layernorm_forward)(rg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                   const void *weight, const void *bias, float eps, int64_t T, int C);
+    /* dinp (+=) because a layernorm's input is always the residual stream;
+     * dweight (+=), dbias (+=, may be NULL). */
+    rg_status (*layernorm_backward)(rg_backend *be, void *dinp, float *dweight, float *dbias,
+                                    const void *dout, const void *inp, const void *weight,
+                                    const float *mean, const float *rstd, int64_t T, int C);
+
+    /* out (T,OC) = inp (T,C) @ weight^T + bias, weight (OC,C) as in torch.nn.Linear;
+     * bias may be NULL. gelu != RG_GELU_NONE applies GELU to the result and
+     * stores the pre-activation in pre_gelu (T,OC) for the backward (an epilogue
+     * on CUDA); otherwise pre_gelu is unused. */
+    rg_status (*matmul_forward)(rg_backend *be, void *out, void *pre_gelu, const void *inp,
+                                const void *weight, const void *bias, int64_t T, int C, int OC,
+                                int gelu);
+    /* dinp (T,C) = dout @ weight (overwritten; may be NULL to skip);
+     * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum_t dout (may be NULL). */
+    rg_status (*matmul_backward)(rg_backend *be, void *dinp, float *dweight, float *dbias,
+                                 const void *dout, const void *inp, const void *weight,
+                                 int64_t T, int C, int OC);
+
+    /* GELU on its own: out = gelu(inp); backward: dinp = dout * gelu'(inp). n elements. */
+    rg_status (*gelu_forward)(rg_backend *be, void *out, const void *inp, int64_t n, int gelu);
+    rg_status (*gelu_backward)(rg_backend *be, void *dinp, const void *inp, const void *dout,
+                               int64_t n, int gelu);
+
+    /* out = a + b (n elements; out may alias a). */
+    rg_status (*add)(rg_backend *be, void *out, const void *a, const void *b, int64_t n);
+
+    /* Fused softmax + cross-entropy over logits (T,V) with targets (T) int32.
+     * losses (T) fp32: -log softmax(logits[t])[targets[t]], 0 where
+     * targets[t] == ignore_index. If dlogits is not NULL it receives
+     * (softmax - onehot) * dloss for non-ignored rows and 0 for ignored ones;
+     * dlogits may alias logits (no vocabulary-sized probability buffer is kept). */
+    rg_status (*xent_forward_backward)(rg_backend *be, float *losses, void *dlogits, const void *logits,
+                                       const int32_t *targets, int32_t ignore_index, float dloss,
+                                       int64_t T, int V);
+
+    /* ---- parameters and optimizers (fp32 master weights) ---- */
+    /* dst (n, dst_dtype) = src (n, src_dtype); both in backend memory; f32 <-> act dtype. */
+    rg_status (*convert)(rg_backend *be, void *dst, rg_dtype dst_dtype, const void *src,
+                         rg_dtype src_dtype, int64_t n);
+    /* Sets bytes of backend memory to zero. */
+    rg_status (*zero)(rg_backend *be, void *p, size_t bytes);
+    /* *out_host = sum g[i]^2 over n fp32 elements, in double. Synchronises (end of step only). */
+    rg_status (*sum_squares)(rg_backend *be, double *out_host, const float *g, int64_t n);
+    /* One optimizer step over n fp32 parameters. grad_scale multiplies every
+     * gradient first (global-norm clipping, 1/accumulation). If compute is not
+     * NULL it receives the updated parameters in the act dtype. */
+    rg_status (*sgd_update)(rg_backend *be, float *param, void *compute, float *momentum_buf,
+                            const float *grad, int64_t n, float lr, float momentum,
+                            float weight_decay, float grad_scale);
+    /* AdamW as torch.optim.AdamW: decoupled weight decay param *= 1 - lr*wd,
+     * bias-corrected moments with step t >= 1. */
+    rg_status (*adamw_update)(rg_backend *be, float *param, void *compute, float *m, float *v,
+                              const float *grad, int64_t n, float lr, float beta1, float beta2,
+                              float eps, float weight_decay, float grad_scale, int64_t t);
+} rg_backend_ops;
+
+/* GELU variants (the `gelu` argument of the ops above). */
+enum { RG_GELU_NONE = 0, RG_GELU_ERF = 1, RG_GELU_TANH = 2 };
+
+struct rg_backend {
+    const rg_backend_ops *ops;
+    rg_backend_kind kind;
+    int n_threads;
+    void *impl;                   /* the backend's own state */
+};
+
+/* Constructors, one per backend. */
+rg_status rg_backend_cpu_create(int n_threads, rg_backend **out);
+#ifdef RAGGED_HAVE_CUDA
+rg_status rg_backend_cuda_create(rg_backend **out);
+bool rg_backend_cuda_device_present(void);
+#endif
+
+#endif

@@ -1,0 +1,72 @@
+/* backend_cpu.c — the CPU backend's table: host memory and dispatch to the
+ * reference or flash kernels. */
+#include "cpu/cpu.h"
+#include "core/alloc.h"
+#include "core/status.h"
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static void cpu_destroy(rg_backend *be) { free(be); }
+
+static rg_status cpu_alloc(rg_backend *be, size_t bytes, void **out) {
+    (void)be;
+    return rg_alloc(out, bytes, 1, "cpu buffer");
+}
+
+static void cpu_free(rg_backend *be, void *p) { (void)be; rg_free(p); }
+
+static rg_status cpu_copy(rg_backend *be, void *dst, const void *src, size_t bytes) {
+    (void)be;
+    if (bytes) memmove(dst, src, bytes);
+    return RG_OK;
+}
+
+static rg_status cpu_sync(rg_backend *be) { (void)be; return RG_OK; }
+
+static rg_status cpu_attn_forward(rg_backend *be, const rg_attn_args *a, const void *q,
+                                  const void *k, const void *v, void *o, float *lse) {
+    (void)be;
+    if (a->desc.algo == RG_ATTN_REFERENCE) return rg_cpu_attn_forward_ref(a, q, k, v, o, lse);
+    return rg_cpu_attn_forward_flash(a, q, k, v, o, lse);
+}
+
+static rg_status cpu_attn_backward(rg_backend *be, const rg_attn_args *a, const void *q,
+                                   const void *k, const void *v, const void *o, const float *lse,
+                                   const void *dout, void *dq, void *dk, void *dv) {
+    (void)be;
+    if (a->desc.algo == RG_ATTN_REFERENCE)
+        return rg_cpu_attn_backward_ref(a, q, k, v, o, lse, dout, dq, dk, dv);
+    return rg_cpu_attn_backward_flash(a, q, k, v, o, lse, dout, dq, dk, dv);
+}
+
+static const rg_backend_ops cpu_ops = {
+    .name = "cpu",
+    .act_dtype = RG_DTYPE_F32,
+    .destroy = cpu_destroy,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .sync = cpu_sync,
+    .attn_forward = cpu_attn_forward,
+    .attn_backward = cpu_attn_backward,
+};
+
+rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {
+    rg_backend *be = calloc(1, sizeof *be);
+    if (!be) return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the CPU backend");
+    be->ops = &cpu_ops;
+    be->kind = RG_BACKEND_CPU;
+#ifdef _OPENMP
+    if (n_threads > 0) omp_set_num_threads(n_threads);
+    be->n_threads = omp_get_max_threads();
+#else
+    (void)n_threads;
+    be->n_threads = 1;
+#endif
+    *out = be;
+    return RG_OK;
+}

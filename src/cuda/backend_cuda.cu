@@ -1,0 +1,99 @@
+/* backend_cuda.cu — the CUDA backend's table: device memory on one stream, and
+ * dispatch to the kernels (one .cu file per op family, named as in src/cpu). */
+#include "cuda/cuda_common.cuh"
+#include <stdlib.h>
+
+static void cuda_destroy(rg_backend *be) {
+    rg_cuda_state *st = rg_cuda(be);
+    if (st) {
+        cudaStreamDestroy(st->stream);
+        free(st);
+    }
+    free(be);
+}
+
+static rg_status cuda_alloc(rg_backend *be, size_t bytes, void **out) {
+    cudaError_t e = cudaMalloc(out, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        *out = NULL;
+        cudaGetLastError(); /* clear the sticky-free error so later calls work */
+        return rg_fail(e == cudaErrorMemoryAllocation ? RG_ERR_OUT_OF_MEMORY : RG_ERR_BACKEND,
+                       "cuda: cannot allocate %zu bytes: %s", bytes, cudaGetErrorString(e));
+    }
+    return RG_OK;
+}
+
+static void cuda_free(rg_backend *be, void *p) { cudaFree(p); }
+
+static rg_status cuda_upload(rg_backend *be, void *dst, const void *src, size_t bytes) {
+    RG_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, rg_cuda(be)->stream));
+    return RG_OK;
+}
+
+static rg_status cuda_download(rg_backend *be, void *dst, const void *src, size_t bytes) {
+    RG_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, rg_cuda(be)->stream));
+    RG_CUDA_TRY(cudaStreamSynchronize(rg_cuda(be)->stream));
+    return RG_OK;
+}
+
+static rg_status cuda_sync(rg_backend *be) {
+    RG_CUDA_TRY(cudaStreamSynchronize(rg_cuda(be)->stream));
+    return RG_OK;
+}
+
+static rg_status cuda_attn_forward(rg_backend *be, const rg_attn_args *a, const void *q, const void *k,
+                                   const void *v, void *o, float *lse) {
+    return rg_fail(RG_ERR_UNSUPPORTED, "cuda: attention forward is not implemented yet");
+}
+
+static rg_status cuda_attn_backward(rg_backend *be, const rg_attn_args *a, const void *q, const void *k,
+                                    const void *v, const void *o, const float *lse, const void *dout,
+                                    void *dq, void *dk, void *dv) {
+    return rg_fail(RG_ERR_UNSUPPORTED, "cuda: attention backward is not implemented yet");
+}
+
+static rg_backend_ops make_ops(void) {
+    rg_backend_ops o = {};
+    o.name = "cuda";
+    o.act_dtype = RG_DTYPE_BF16;
+    o.destroy = cuda_destroy;
+    o.alloc = cuda_alloc;
+    o.free = cuda_free;
+    o.upload = cuda_upload;
+    o.download = cuda_download;
+    o.sync = cuda_sync;
+    o.attn_forward = cuda_attn_forward;
+    o.attn_backward = cuda_attn_backward;
+    return o;
+}
+static const rg_backend_ops cuda_ops = make_ops();
+
+extern "C" bool rg_backend_cuda_device_present(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return false; }
+    return n > 0;
+}
+
+extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
+    if (!rg_backend_cuda_device_present())
+        return rg_fail(RG_ERR_UNSUPPORTED, "rg_backend_init: no CUDA device is present");
+    rg_backend *be = (rg_backend *)calloc(1, sizeof *be);
+    rg_cuda_state *st = (rg_cuda_state *)calloc(1, sizeof *st);
+    if (!be || !st) {
+        free(be); free(st);
+        return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the CUDA backend");
+    }
+    be->ops = &cuda_ops;
+    be->kind = RG_BACKEND_CUDA;
+    be->n_threads = 1;
+    be->impl = st;
+    cudaError_t e = cudaGetDevice(&st->device);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device);
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        free(st); free(be);
+        return rg_fail(RG_ERR_BACKEND, "rg_backend_init: cuda: %s", cudaGetErrorString(e));
+    }
+    *out = be;
+    return RG_OK;
+}
