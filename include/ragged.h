@@ -151,7 +151,56 @@ double rg_attn_flops_forward(int32_t batch, const int32_t *cu_seqlens_q,
                              int32_t head_dim, bool causal);
 
 /* ===== 4. batches ====================================================== */
-/* (section owned by src/batch) */
+
+/* Targets equal to this are ignored by the loss (PyTorch's default). */
+#define RG_IGNORE_INDEX (-100)
+
+typedef enum rg_batch_layout {
+    RG_LAYOUT_PAD_MAX = 0,   /* B rows of opts.max_len slots, padded with pad_id */
+    RG_LAYOUT_PAD_LONGEST,   /* B rows as long as the batch's longest sequence */
+    RG_LAYOUT_PACKED,        /* one row: sequences end to end, T = sum of lengths */
+} rg_batch_layout;
+
+typedef struct rg_batch_opts {
+    rg_batch_layout layout;
+    int32_t max_len;         /* longest sequence allowed (>= 1); PAD_MAX's row length */
+    int32_t vocab_size;      /* token ids must lie in [0, vocab_size) */
+    int32_t pad_id;          /* token written to padding slots, in [0, vocab_size) */
+} rg_batch_opts;
+
+/* A batch in one of the three layouts. Every per-slot array has n_tokens
+ * entries: slot r*row_len + i is position i of row r. In padded layouts row b
+ * holds sequence b, real tokens first; in PACKED there is one row. */
+typedef struct rg_batch {
+    rg_batch_layout layout;
+    int32_t n_seqs;          /* B */
+    int32_t n_rows;          /* B when padded, 1 when packed */
+    int32_t row_len;         /* padded: max_len or the longest length; packed: T */
+    int32_t n_tokens;        /* slots = n_rows * row_len */
+    int32_t n_real;          /* real tokens = sum of lengths */
+    int32_t n_targets;       /* targets that are not RG_IGNORE_INDEX = n_real - B */
+    int32_t max_seqlen;      /* longest sequence in the batch */
+    int32_t *tokens;         /* (n_tokens) token ids; pad_id in padding */
+    int32_t *targets;        /* (n_tokens) next token of the same sequence, or RG_IGNORE_INDEX
+                                at each sequence's last token and in padding */
+    int32_t *position_ids;   /* (n_tokens) 0.. within each sequence; padding continues the row's count */
+    int32_t *seq_ids;        /* (n_tokens) sequence index, -1 in padding */
+    uint8_t *key_mask;       /* (n_tokens) 1 for real tokens, 0 for padding */
+    int32_t *cu_seqlens;     /* (B+1) attention blocks: packed, the prefix sum of lengths;
+                                padded, r*row_len (pad keys are then excluded by key_mask
+                                or, for causal attention, never seen by a real query) */
+    int32_t *seqlens;        /* (B) real lengths */
+} rg_batch;
+
+/* Builds a batch from n_seqs sequences (seqs[b] has lens[b] tokens). Fails
+ * with RG_ERR_INVALID_ARG (naming the sequence and token) on an empty batch,
+ * a zero-length sequence, a length above max_len, or a token outside the
+ * vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds INT32_MAX;
+ * on failure *out is zeroed and nothing is allocated. */
+rg_status rg_batch_build(const rg_batch_opts *opts, int32_t n_seqs, const int32_t *const *seqs,
+                         const int32_t *lens, rg_batch *out);
+/* Frees the arrays of a built batch and zeroes it; NULL or zeroed is a no-op. */
+void rg_batch_free(rg_batch *b);
 
 /* ===== 5. samplers ===================================================== */
 /* (section owned by src/batch) */
