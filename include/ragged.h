@@ -84,6 +84,18 @@ rg_status rg_buffer_download_f32(rg_backend *be, float *dst, const void *src, rg
 rg_status rg_buffer_upload(rg_backend *be, void *dst, const void *src, size_t bytes);
 rg_status rg_buffer_download(rg_backend *be, void *dst, const void *src, size_t bytes);
 
+/* Threads the backend runs host-side work on (CPU: the OpenMP team size; CUDA: 1).
+ * 0 for a NULL backend. */
+int rg_backend_n_threads(const rg_backend *be);
+
+/* Measures the backend's dense matmul rate, the ceiling benchmarks quote as
+ * "% of peak": an (n, n) @ (n, n)^T product through the backend's matmul op in
+ * its activation dtype (CPU: fp32 through BLAS sgemm; CUDA: bf16), inputs random,
+ * one warm-up run, then the median of at least 3 timed runs (more while under
+ * about 0.25 s in all, at most 25). *flops_per_s = 2 n^3 / median seconds.
+ * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
+rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
+
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
 /* FlashAttention's varlen contract. Sequence b owns query rows
