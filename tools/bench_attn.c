@@ -23,7 +23,7 @@ static const char *const impl_names[N_IMPL] = {"flash", "padded", "reference"};
 static void opts_default(attn_opts *o) {
     memset(o, 0, sizeof *o);
     o->lengths_path = NULL;
-    o->batches = 3;
+    o->batches = 2;
     o->batch_size = 32;
     o->max_len = 1024;
     o->seed = 42;
@@ -67,13 +67,13 @@ static int parse_opts(attn_opts *o, int argc, char **argv) {
         {"Implementations", "impl", 'i', ARG_STRING, &o->impl, "LIST", 1, 0,
          "comma-separated subset of flash, padded, reference", NULL},
         {NULL, "ref-gflop", 0, ARG_DOUBLE, &o->ref_gflop, "X", 0, HUGE_VAL,
-         "the reference runs once on the first sequences of batch 1 that fit in X useful GFLOP", NULL},
+         "the reference runs once on the sequences of batch 1 that fit in X useful GFLOP", NULL},
         {NULL, "ref-full", 0, ARG_BOOL, &o->ref_full, NULL, 1, 0,
          "time the reference on every batch like the others (slow)", NULL},
         {NULL, "check", 0, ARG_BOOL, &o->check, NULL, 1, 0,
          "compare flash with the reference on that sample", NULL},
         INT_SPEC("Timing", "reps", 'r', reps, "N", 1, INT_MAX, "timed repetitions (passes over the batches)", NULL),
-        INT_SPEC(NULL, "warmup", 'w', warmup, "N", 0, INT_MAX, "untimed runs of batch 1 per implementation first", NULL),
+        INT_SPEC(NULL, "warmup", 'w', warmup, "N", 0, INT_MAX, "untimed runs of batch 1 per kernel first (padded shares flash's)", NULL),
         INT_SPEC(NULL, "threads", 't', threads, "N", 0, INT_MAX, "CPU threads", "0 = every core"),
         {NULL, "backend", 0, ARG_CHOICE, &o->backend, "cpu|cuda", 1, 0, "device", NULL},
         {NULL, "peak", 0, ARG_BOOL, &o->peak, NULL, 1, 0, "measure the backend's matmul rate for '% peak'", NULL},
@@ -131,19 +131,27 @@ static int build_cases(attn_opts *o, const lengths_set *ls, attn_run *run) {
     if (!run->cases) return -1;
     for (int b = 0; b < nb; b++)
         if (attn_case_init(&run->cases[b], ls->lens + ls->start[b], ls->start[b + 1] - ls->start[b], o)) return -1;
-    /* The sample: the first sequences of batch 1 whose fwd(+bwd) work fits the budget, at least one. */
+    /* The reference's sample: the sequences of batch 1 that fit the budget
+     * first-fit in batch order (the shortest one when none fits). */
     const int32_t *lens = ls->lens;
-    int n = ls->start[1] - ls->start[0], take = 0;
+    int n = ls->start[1] - ls->start[0], take = 0, shortest = 0;
+    int32_t *pick = malloc((size_t)n * sizeof *pick);
+    if (!pick) return -1;
     double f = 0, mult = o->bwd ? 3.5 : 1.0;
-    while (take < n) {
-        double add = 4.0 * (double)lens[take] * lens[take] * o->heads * o->head_dim * (o->causal ? 0.5 : 1.0) * mult;
-        if (take > 0 && f + add > o->ref_gflop * 1e9) break;
+    for (int i = 0; i < n; i++) {
+        int32_t cu[2] = {0, lens[i]};
+        double add = rg_attn_flops_forward(1, cu, cu, o->heads, o->head_dim, o->causal) * mult;
+        if (lens[i] < lens[shortest]) shortest = i;
+        if (f + add > o->ref_gflop * 1e9) continue;
         f += add;
-        take++;
+        pick[take++] = lens[i];
     }
+    if (take == 0) pick[take++] = lens[shortest];
     run->sample_seqs = take;
     run->sample_of = n;
-    return attn_case_init(&run->sample, lens, take, o);
+    int rc = attn_case_init(&run->sample, pick, take, o);
+    free(pick);
+    return rc;
 }
 
 static const report_col columns[] = {
@@ -181,7 +189,7 @@ static void add_row(report *r, const attn_opts *o, const attn_run *run, int impl
     report_set_str(r, row, "impl", "%s", impl_names[impl]);
     report_set_str(r, row, "mode", "%s", bwd ? "fwd+bwd" : "fwd");
     if (res->is_sample)
-        report_set_str(r, row, "batches", "seqs 1-%d of batch 1", run->sample_seqs);
+        report_set_str(r, row, "batches", "%d of %d seqs of batch 1", run->sample_seqs, run->sample_of);
     else
         report_set_str(r, row, "batches", "%d", n_b);
     report_set_num(r, row, "ms_median", st.median);
@@ -235,7 +243,7 @@ static void add_notes(report *r, const attn_opts *o, const attn_run *run, const 
         const attn_case *c = &run->cases[b];
         tok += c->tokens;
         useful += c->flops_fwd;
-        pad_flops += 4.0 * c->n_seqs * (double)o->max_len * o->max_len * o->heads * o->head_dim * (o->causal ? 0.5 : 1.0);
+        pad_flops += rg_attn_flops_forward(c->n_seqs, c->cu_pad, c->cu_pad, o->heads, o->head_dim, o->causal);
         if (c->n_seqs < bs_lo) bs_lo = c->n_seqs;
         if (c->n_seqs > bs_hi) bs_hi = c->n_seqs;
         for (int i = 0; i < c->n_seqs; i++) {
@@ -256,9 +264,9 @@ static void add_notes(report *r, const attn_opts *o, const attn_run *run, const 
     report_note(r, "attention: h=%d, h_kv=%d, d=%d, %s; padded = every sequence padded to %d rows (%.2fx the useful work)",
                 o->heads, o->kv_heads, o->head_dim, o->causal ? "causal" : "not causal", o->max_len,
                 useful > 0 ? pad_flops / useful : 0);
-    report_note(r, "ms/batch: median ± half the interquartile range over %d repetitions (one pass over the batches each), "
-                   "after %d untimed run%s of batch 1; fwd+bwd = forward then backward",
-                o->reps, o->warmup, o->warmup == 1 ? "" : "s");
+    report_note(r, "ms/batch: median ± half the interquartile range over %d repetition%s (one pass over the batches "
+                   "each, implementations interleaved), after %d untimed run%s of batch 1 per kernel; fwd+bwd = forward "
+                   "then backward", o->reps, o->reps == 1 ? "" : "s", o->warmup, o->warmup == 1 ? "" : "s");
     report_note(r, "GFLOP/s: useful FLOPs only, 4*sum(len^2)*h*d, /2 causal, x3.5 fwd+bwd; vs padded: that rate over "
                    "padded's in the same mode (the time ratio on the same batches)");
     if (run->peak_flops > 0)
@@ -266,11 +274,17 @@ static void add_notes(report *r, const attn_opts *o, const attn_run *run, const 
                     run->peak_flops / 1e9, run->peak_n, run->peak_n, rg_dtype_name(run->dt));
     else
         report_note(r, "peak: not measured (%s)", run->peak_why);
-    if (run->res[IMPL_REF].n_reps && run->res[IMPL_REF].is_sample)
-        report_note(r, "reference: one run on sequences 1-%d of %d of batch 1 (%.2f useful GFLOP fwd%s, --ref-gflop %g); "
-                       "its ms are for that sample, its GFLOP/s and speed-up compare (--ref-full times it on every batch)",
-                    run->sample_seqs, run->sample_of, run->sample.flops_fwd * (o->bwd ? 3.5 : 1) / 1e9,
-                    o->bwd ? "+bwd" : "", o->ref_gflop);
+    if (run->res[IMPL_REF].n_reps && run->res[IMPL_REF].is_sample) {
+        const attn_case *c = &run->sample;
+        int32_t slo = INT32_MAX;
+        for (int i = 0; i < c->n_seqs; i++)
+            if (c->cu[i + 1] - c->cu[i] < slo) slo = c->cu[i + 1] - c->cu[i];
+        report_note(r, "reference: one run on a sample of batch 1, the %d of its %d sequences that fit first-fit in "
+                       "--ref-gflop %g useful GFLOP (lengths %d-%d, %d tokens, %.2f GFLOP fwd%s); its ms are for that "
+                       "sample, its GFLOP/s and speed-up compare (--ref-full times it on every batch)",
+                    run->sample_seqs, run->sample_of, o->ref_gflop, slo, c->max_seqlen, c->tokens,
+                    c->flops_fwd * (o->bwd ? 3.5 : 1) / 1e9, o->bwd ? "+bwd" : "");
+    }
     if (run->ref_skipped[0]) report_note(r, "reference: %s", run->ref_skipped);
     if (run->check_done)
         report_note(r, "check: flash vs reference on that sample, relative L2 error: %s%s", run->check_text,

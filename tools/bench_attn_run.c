@@ -38,14 +38,30 @@ static void case_free(attn_case *c) {
     memset(c, 0, sizeof *c);
 }
 
-static int fail(rg_status s, const char *fmt, ...) {
+/* Set while a progress line without a newline is on the terminal. */
+static bool progress_line_open;
+
+/* Prints "ragged: bench attn: MESSAGE" on a line of its own; returns 1. */
+static int say_error(const char *fmt, ...) {
     va_list ap;
-    fprintf(stderr, "\nragged: bench attn: ");
+    if (progress_line_open) fputc('\n', stderr);
+    progress_line_open = false;
+    fprintf(stderr, "ragged: bench attn: ");
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, ": %s (%s)\n", rg_last_error(), rg_status_str(s));
+    fputc('\n', stderr);
     return 1;
+}
+
+/* The same for a failed library call: "...: WHAT: last error (status)". */
+static int fail(rg_status s, const char *fmt, ...) {
+    char what[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return say_error("%s: %s (%s)", what, rg_last_error(), rg_status_str(s));
 }
 
 static void progress(const attn_opts *o, attn_run *run, const char *fmt, ...) {
@@ -56,7 +72,10 @@ static void progress(const attn_opts *o, attn_run *run, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     run->step++;
-    if (run->progress_tty) fprintf(stderr, "\r\033[Kbench attn [%d/%d] %s", run->step, run->n_steps, msg);
+    if (run->progress_tty) {
+        fprintf(stderr, "\r\033[Kbench attn [%d/%d] %s", run->step, run->n_steps, msg);
+        progress_line_open = true;
+    }
     else fprintf(stderr, "bench attn [%d/%d] %s\n", run->step, run->n_steps, msg);
     fflush(stderr);
 }
@@ -98,8 +117,7 @@ static int alloc_buffers(const attn_opts *o, attn_run *run) {
     size_t bq, bk, blse;
     if (!mul3(rows, (size_t)o->heads * o->head_dim, run->es, &bq) ||
         !mul3(rows, (size_t)o->kv_heads * o->head_dim, run->es, &bk) || !mul3(rows, (size_t)o->heads, 4, &blse)) {
-        fprintf(stderr, "ragged: bench attn: buffers of %zu rows overflow size_t\n", rows);
-        return 1;
+        return say_error("buffers of %zu rows overflow size_t", rows);
     }
     struct { void **p; size_t bytes; bool need; const char *name; } bufs[] = {
         {&run->q, bq, true, "q"}, {&run->k, bk, true, "k"}, {&run->v, bk, true, "v"},
@@ -168,7 +186,7 @@ static int timed_passes(const attn_opts *o, attn_run *run, const bool timed[N_IM
     double tf, tb;
     for (int i = 0; i < N_IMPL; i++) {
         if (!timed[i]) continue;
-        if (alloc_result(&run->res[i], o->reps)) { fprintf(stderr, "ragged: bench attn: out of memory\n"); return 1; }
+        if (alloc_result(&run->res[i], o->reps)) return say_error("out of memory");
         run->res[i].n_batches = run->n_cases;
         for (int b = 0; b < run->n_cases; b++) {
             run->res[i].flops_fwd += run->cases[b].flops_fwd;
@@ -179,6 +197,7 @@ static int timed_passes(const attn_opts *o, attn_run *run, const bool timed[N_IM
         bool warm = p < o->warmup;
         for (int i = 0; i < N_IMPL; i++) {
             if (!timed[i]) continue;
+            if (warm && i == IMPL_PADDED && timed[IMPL_FLASH]) continue;   /* same kernel as flash, already warm */
             if (warm) {
                 progress(o, run, "%s: warm-up %d/%d on batch 1", impl_label[i], p + 1, o->warmup);
                 if (run_case(o, run, i, &run->cases[0], "batch 1", &tf, &tb)) return 1;
@@ -241,11 +260,11 @@ static double rel_l2(const float *got, const float *ref, size_t n) {
 static int reference_sample(const attn_opts *o, attn_run *run) {
     double tf, tb;
     const attn_case *c = &run->sample;
-    progress(o, run, "reference: one run on sequences 1-%d of batch 1", run->sample_seqs);
+    progress(o, run, "reference: one run on %d of %d sequences of batch 1", run->sample_seqs, run->sample_of);
     if (run_case(o, run, IMPL_REF, c, "the sample", &tf, &tb)) return 1;
     if (!o->ref_full) {
         attn_result *r = &run->res[IMPL_REF];
-        if (alloc_result(r, 1)) { fprintf(stderr, "ragged: bench attn: out of memory\n"); return 1; }
+        if (alloc_result(r, 1)) return say_error("out of memory");
         r->fwd_s[0] = tf;
         r->bwd_s[0] = tb;
         r->n_reps = r->n_batches = 1;
@@ -284,8 +303,7 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     bool cuda = !strcmp(o->backend, "cuda");
     rg_status s = rg_backend_init(cuda ? RG_BACKEND_CUDA : RG_BACKEND_CPU, o->threads, &run->be);
     if (s != RG_OK) {
-        fprintf(stderr, "ragged: bench attn: --backend %s: unavailable: %s\n", o->backend, rg_last_error());
-        return 1;
+        return say_error("--backend %s: unavailable: %s", o->backend, rg_last_error());
     }
     run->dt = rg_backend_act_dtype(run->be);
     run->es = rg_dtype_size(run->dt);
@@ -298,7 +316,8 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     bool timed[N_IMPL] = {o->use[IMPL_FLASH], o->use[IMPL_PADDED], use_ref && o->ref_full};
     int n_timed = timed[0] + timed[1] + timed[2];
     bool sample = use_ref && (!o->ref_full || o->check);
-    run->n_steps = o->peak + (o->warmup + o->reps) * n_timed + (sample ? 1 + o->check : 0);
+    int n_warm = n_timed - (timed[IMPL_FLASH] && timed[IMPL_PADDED]);
+    run->n_steps = o->peak + o->warmup * n_warm + o->reps * n_timed + (sample ? 1 + o->check : 0);
     double t_start = bench_now();
 
     if (o->peak) {
@@ -317,6 +336,7 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     if (sample && reference_sample(o, run)) return 1;
     if (!o->quiet) {
         if (run->progress_tty) fprintf(stderr, "\r\033[K");
+        progress_line_open = false;
         fprintf(stderr, "bench attn: done in %.1f s\n", bench_now() - t_start);
     }
     return 0;
