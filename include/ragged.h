@@ -193,10 +193,12 @@ typedef struct rg_batch {
 } rg_batch;
 
 /* Builds a batch from n_seqs sequences (seqs[b] has lens[b] tokens). Fails
- * with RG_ERR_INVALID_ARG (naming the sequence and token) on an empty batch,
- * a zero-length sequence, a length above max_len, or a token outside the
- * vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds INT32_MAX;
- * on failure *out is zeroed and nothing is allocated. */
+ * with RG_ERR_INVALID_ARG (naming the sequence and token) on NULL arguments,
+ * bad opts (max_len < 1, vocab_size < 1, pad_id outside the vocabulary), an
+ * empty batch, a zero-length sequence, a length above max_len, or a token
+ * outside the vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds
+ * INT32_MAX. Lengths and the slot count are checked before any token is read.
+ * On failure *out is zeroed (when out is not NULL) and nothing is allocated. */
 rg_status rg_batch_build(const rg_batch_opts *opts, int32_t n_seqs, const int32_t *const *seqs,
                          const int32_t *lens, rg_batch *out);
 /* Frees the arrays of a built batch and zeroes it; NULL or zeroed is a no-op. */
