@@ -1,11 +1,10 @@
 /* test_tools.c — the CLI's plumbing (tools/): the flag parser and its messages,
- * summary statistics, result tables in md/json/csv, lengths files, and the
+ * summary statistics, result tables in md/json/csv, and the
  * `ragged bench attn` command's exit codes and messages (run from the build
  * directory, where ctest starts it). The tools' sources are compiled in here
  * directly: they are not part of the library. */
 #define _POSIX_C_SOURCE 200809L
 #include "../tools/args.c"
-#include "../tools/lengths.c"
 #include "../tools/report.c"
 #include "../tools/stats.c"
 #include "check.h"
@@ -197,64 +196,6 @@ static void test_report(void) {
           "number formatting by magnitude");
 }
 
-static void test_lengths(rg_rng *rng) {
-    char path[64], err[256];
-    snprintf(path, sizeof path, "%s/lengths.txt", tmpdir);
-    lengths_set s;
-    write_file(path, "# header\n3 1 4\n\n   # indented comment\n1 5 9 2 # trailing\n6\n");
-    CHECK(lengths_read(path, &s, err, sizeof err) == 0, "good file: %s", err);
-    int32_t want[] = {3, 1, 4, 1, 5, 9, 2, 6};
-    bool same = s.n_batches == 3 && s.start[0] == 0 && s.start[1] == 3 && s.start[2] == 7 && s.start[3] == 8 && s.max_len == 9;
-    for (int i = 0; same && i < 8; i++) same = s.lens[i] == want[i];
-    CHECK(same, "batches and lengths as written");
-    lengths_free(&s);
-
-    struct { const char *text, *msg; } bad[] = {
-        {"1 2\n3 0\n", ":2: expected a positive sequence length, got '0'"},
-        {"1 -2\n", ":1: expected a positive sequence length, got '-2'"},
-        {"# x\n7 1.5\n", ":2: expected a positive sequence length, got '1.5'"},
-        {"3000000000\n", ":1: expected a positive sequence length, got '3000000000'"},
-        {"2000000000 2000000000\n", ":1: the batch has more than 2147483647 tokens"},
-        {"# nothing\n\n", ": no batches (every line is empty or a comment)"},
-        {"", ": no batches (every line is empty or a comment)"},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        write_file(path, bad[i].text);
-        s.n_batches = 99;
-        CHECK(lengths_read(path, &s, err, sizeof err) == -1 && s.n_batches == 0 && !s.lens, "bad file %zu rejected", i);
-        CHECK(strstr(err, bad[i].msg) && !strncmp(err, path, strlen(path)), "bad file %zu: '%s'", i, err);
-    }
-    CHECK(lengths_read("/nonexistent/x", &s, err, sizeof err) == -1 && strstr(err, "cannot open"), "missing file: %s", err);
-
-    int nb = 1 + (int)rg_rng_below(rng, 5), bs = 1 + (int)rg_rng_below(rng, 40), max = 2 + (int)rg_rng_below(rng, 2000);
-    uint64_t seed = rg_rng_u64(rng);
-    lengths_set u, v, w;
-    CHECK(lengths_uniform(nb, bs, max, seed, &u, err, sizeof err) == 0, "uniform: %s", err);
-    lengths_uniform(nb, bs, max, seed, &v, err, sizeof err);
-    lengths_uniform(nb, bs, max, seed + 1, &w, err, sizeof err);
-    bool in_range = u.n_batches == nb && u.start[nb] == nb * bs, equal = true, differ = false;
-    for (int i = 0; i < nb * bs; i++) {
-        in_range &= u.lens[i] >= 1 && u.lens[i] <= max - 1 && u.lens[i] <= u.max_len;
-        equal &= u.lens[i] == v.lens[i];
-        differ |= u.lens[i] != w.lens[i];
-    }
-    CHECK(in_range, "uniform lengths in [1, %d]", max - 1);
-    CHECK(equal, "same seed, same lengths");
-    CHECK(differ || max == 2 || nb * bs < 4, "another seed, other lengths");
-    lengths_free(&u);
-    lengths_free(&v);
-    lengths_free(&w);
-    CHECK(lengths_uniform(1, 1, 1, 0, &u, err, sizeof err) == -1, "max_len 1 cannot generate [1, 0]");
-    /* The distribution: 20000 draws in [1, 9] hit every value about equally. */
-    lengths_uniform(1, 20000, 10, seed, &u, err, sizeof err);
-    int hist[10] = {0};
-    for (int i = 0; i < 20000; i++) hist[u.lens[i]]++;
-    bool flat = hist[0] == 0;
-    for (int k = 1; k <= 9; k++) flat &= hist[k] > 20000 / 9 * 0.85 && hist[k] < 20000 / 9 * 1.15;
-    CHECK(flat, "uniform histogram flat (1: %d, 9: %d)", hist[1], hist[9]);
-    lengths_free(&u);
-}
-
 /* Runs `./ragged ARGS`, returns the exit status; its stdout and stderr land in files. */
 static int run_cli(const char *args, const char **out, const char **err) {
     static char out_buf[1 << 16];
@@ -321,8 +262,9 @@ static void test_cli(void) {
         {"bench attn --batches 0", "ragged: bench attn: --batches: 0 (every batch) needs --lengths FILE\n", 2},
         {"bench --heads x", "ragged: bench attn: --heads: expected a positive integer, got 'x'\n", 2},
         {"bench nosuch", "ragged: bench: unknown subcommand 'nosuch'\n", 2},
-        {"bench attn --lengths /nonexistent/l.txt", "ragged: bench attn: --lengths: /nonexistent/l.txt: cannot open: "
-                                                    "No such file or directory\n", 1},
+        {"bench attn --lengths /nonexistent/l.txt", "ragged: bench attn: --lengths: rg_lengths_read: cannot open "
+                                                    "'/nonexistent/l.txt'", 1},
+        {"bench attn -b 100000 --max-len 100000", "ragged: bench attn: batch 1: 100000 sequences of ", 1},
         {"bench attn --backend cuda --no-peak -q", NULL, 1},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -336,6 +278,10 @@ static void test_cli(void) {
     }
     char lpath[64], args[256];
     snprintf(lpath, sizeof lpath, "%s/big.txt", tmpdir);
+    write_file(lpath, "5 20\n3 x\n");
+    snprintf(args, sizeof args, "bench attn --lengths %s", lpath);
+    CHECK(run_cli(args, &out, &err) == 1 && strstr(err, "ragged: bench attn: --lengths: ") == err && strstr(err, lpath) &&
+          strstr(err, ":2:"), "a malformed lengths file is named with its line: '%s'", err);
     write_file(lpath, "5 20\n");
     snprintf(args, sizeof args, "bench attn --lengths %s --max-len 16", lpath);
     CHECK(run_cli(args, &out, &err) == 2 && strstr(err, "--max-len: 16 is below the longest length 20"), "max-len check: %s", err);
@@ -368,7 +314,6 @@ int main(void) {
     test_args();
     test_stats(&rng);
     test_report();
-    test_lengths(&rng);
     test_cli();
     const char *names[] = {"stderr", "report", "lengths.txt", "out", "err", "big.txt"};
     char p[96];

@@ -37,10 +37,10 @@ static void describe_range(char *buf, size_t size, const arg_spec *s) {
     const char *what = s->kind == ARG_INT ? "integer" : "number";
     bool has_max = s->min <= s->max && s->max < (s->kind == ARG_INT ? INT_MAX : HUGE_VAL);
     if (s->min > s->max) snprintf(buf, size, "%s %s", s->kind == ARG_INT ? "an" : "a", what);
-    else if (has_max) snprintf(buf, size, "%s %s in [%g, %g]", s->kind == ARG_INT ? "an" : "a", what, s->min, s->max);
+    else if (has_max) snprintf(buf, size, "%s %s in [%.15g, %.15g]", s->kind == ARG_INT ? "an" : "a", what, s->min, s->max);
     else if (s->min == 1 && s->kind == ARG_INT) snprintf(buf, size, "a positive integer");
     else if (s->min == 0) snprintf(buf, size, "a non-negative %s", what);
-    else snprintf(buf, size, "%s %s >= %g", s->kind == ARG_INT ? "an" : "a", what, s->min);
+    else snprintf(buf, size, "%s %s >= %.15g", s->kind == ARG_INT ? "an" : "a", what, s->min);
 }
 
 static bool parse_bool_word(const char *v, bool *out) {

@@ -7,7 +7,6 @@
 #include "args.h"
 #include "bench_attn.h"
 #include "cli.h"
-#include "lengths.h"
 #include "report.h"
 #include "stats.h"
 #include <limits.h>
@@ -53,15 +52,15 @@ static void opts_default(attn_opts *o) {
 static int parse_opts(attn_opts *o, int argc, char **argv) {
     const arg_spec specs[] = {
         {"Batches", "lengths", 'l', ARG_STRING, &o->lengths_path, "FILE", 1, 0,
-         "batches of sequence lengths, one batch per line, '#' comments", "none: generate them"},
+         "batches of sequence lengths: one batch per line, all of one count, '#' comment lines", "none: generate them"},
         INT_SPEC(NULL, "batches", 'n', batches, "N", 0, INT_MAX, "batches to time, the first ones (0 = every batch in --lengths)", NULL),
         INT_SPEC(NULL, "batch-size", 'b', batch_size, "B", 1, INT_MAX, "sequences per generated batch", NULL),
-        INT_SPEC(NULL, "max-len", 0, max_len, "L", 2, 1 << 24,
+        INT_SPEC(NULL, "max-len", 0, max_len, "L", 2, INT_MAX,
                  "pad-to-max length; generated lengths are uniform in [1, L-1]", NULL),
         INT_SPEC(NULL, "seed", 's', seed, "S", 0, 2147483647, "seed of generated lengths and of the inputs", NULL),
         INT_SPEC("Attention", "heads", 0, heads, "H", 1, INT_MAX, "query heads", NULL),
         INT_SPEC(NULL, "kv-heads", 0, kv_heads, "H", 0, INT_MAX, "key/value heads, dividing --heads", "0 = --heads"),
-        INT_SPEC(NULL, "head-dim", 'd', head_dim, "D", 8, 256, "head dimension, a multiple of 8", NULL),
+        INT_SPEC(NULL, "head-dim", 'd', head_dim, "D", 1, 0, "head dimension, a multiple of 8 in [8, 256]", NULL),
         {NULL, "causal", 'c', ARG_BOOL, &o->causal, NULL, 1, 0, "causal mask (bottom-right aligned)", NULL},
         {NULL, "mode", 'm', ARG_CHOICE, &o->mode, "fwd|fwd+bwd|both", 1, 0, "what to time", NULL},
         {"Implementations", "impl", 'i', ARG_STRING, &o->impl, "LIST", 1, 0,
@@ -97,7 +96,7 @@ static int parse_opts(attn_opts *o, int argc, char **argv) {
 /* Checks what the flag table cannot: combinations and lists. */
 static int validate_opts(attn_opts *o) {
     const char *cmd = "bench attn";
-    if (o->head_dim % 8) return args_error(cmd, "--head-dim", "expected a multiple of 8 in [8, 256], got '%d'", o->head_dim);
+    if (o->head_dim < 8 || o->head_dim > 256 || o->head_dim % 8) return args_error(cmd, "--head-dim", "expected a multiple of 8 in [8, 256], got '%d'", o->head_dim);
     if (o->kv_heads == 0) o->kv_heads = o->heads;
     if (o->heads % o->kv_heads)
         return args_error(cmd, "--kv-heads", "%d does not divide --heads %d", o->kv_heads, o->heads);
@@ -124,19 +123,22 @@ static int validate_opts(attn_opts *o) {
 }
 
 /* Cases for the batches to time and the reference's sample. */
-static int build_cases(attn_opts *o, const lengths_set *ls, attn_run *run) {
-    int nb = o->batches == 0 || o->batches > ls->n_batches ? ls->n_batches : o->batches;
+static int build_cases(attn_opts *o, const rg_lengths *ls, attn_run *run, char *err, size_t err_size) {
+    int nb = o->batches == 0 || o->batches > ls->n_batches ? ls->n_batches : o->batches, n = ls->batch_size;
     run->n_cases = nb;
     run->cases = calloc((size_t)nb, sizeof *run->cases);
-    if (!run->cases) return -1;
-    for (int b = 0; b < nb; b++)
-        if (attn_case_init(&run->cases[b], ls->lens + ls->start[b], ls->start[b + 1] - ls->start[b], o)) return -1;
+    if (!run->cases) { snprintf(err, err_size, "out of memory"); return -1; }
+    for (int b = 0; b < nb; b++) {
+        char what[32];
+        snprintf(what, sizeof what, "batch %d", b + 1);
+        if (attn_case_init(&run->cases[b], ls->lens + (size_t)b * n, n, o, what, err, err_size)) return -1;
+    }
     /* The reference's sample: the sequences of batch 1 that fit the budget
      * first-fit in batch order (the shortest one when none fits). */
     const int32_t *lens = ls->lens;
-    int n = ls->start[1] - ls->start[0], take = 0, shortest = 0;
+    int take = 0, shortest = 0;
     int32_t *pick = malloc((size_t)n * sizeof *pick);
-    if (!pick) return -1;
+    if (!pick) { snprintf(err, err_size, "out of memory"); return -1; }
     double f = 0, mult = o->bwd ? 3.5 : 1.0;
     for (int i = 0; i < n; i++) {
         int32_t cu[2] = {0, lens[i]};
@@ -149,7 +151,7 @@ static int build_cases(attn_opts *o, const lengths_set *ls, attn_run *run) {
     if (take == 0) pick[take++] = lens[shortest];
     run->sample_seqs = take;
     run->sample_of = n;
-    int rc = attn_case_init(&run->sample, pick, take, o);
+    int rc = attn_case_init(&run->sample, pick, take, o, "the reference's sample", err, err_size);
     free(pick);
     return rc;
 }
@@ -235,7 +237,7 @@ static void add_params(report *r, const attn_opts *o, const attn_run *run) {
     if (run->res[IMPL_REF].is_sample) report_param(r, "ref_sample_seqs", "%d", run->sample_seqs);
 }
 
-static void add_notes(report *r, const attn_opts *o, const attn_run *run, const lengths_set *ls) {
+static void add_notes(report *r, const attn_opts *o, const attn_run *run, const rg_lengths *ls) {
     int nb = run->n_cases;
     double tok = 0, pad_flops = 0, useful = 0;
     int32_t lo = INT32_MAX, hi = 0, bs_lo = INT32_MAX, bs_hi = 0;
@@ -304,20 +306,20 @@ int cmd_bench_attn(int argc, char **argv) {
     if (validate_opts(&o) != ARGS_OK) return 2;
 
     char err[512];
-    lengths_set ls;
+    rg_lengths ls;
     if (o.lengths_path) {
-        if (lengths_read(o.lengths_path, &ls, err, sizeof err)) {
-            fprintf(stderr, "ragged: bench attn: --lengths: %s\n", err);
+        if (rg_lengths_read(o.lengths_path, &ls) != RG_OK) {
+            fprintf(stderr, "ragged: bench attn: --lengths: %s\n", rg_last_error());
             return 1;
         }
-        if (ls.max_len > o.max_len) {
+        if (ls.longest > o.max_len) {
             fprintf(stderr, "ragged: bench attn: --max-len: %d is below the longest length %d in %s\n",
-                    o.max_len, ls.max_len, o.lengths_path);
-            lengths_free(&ls);
+                    o.max_len, ls.longest, o.lengths_path);
+            rg_lengths_free(&ls);
             return 2;
         }
-    } else if (lengths_uniform(o.batches, o.batch_size, o.max_len, (uint64_t)o.seed, &ls, err, sizeof err)) {
-        fprintf(stderr, "ragged: bench attn: %s\n", err);
+    } else if (rg_lengths_uniform((uint64_t)o.seed, o.batches, o.batch_size, 1, o.max_len - 1, &ls) != RG_OK) {
+        fprintf(stderr, "ragged: bench attn: generating lengths: %s\n", rg_last_error());
         return 1;
     }
 
@@ -325,8 +327,8 @@ int cmd_bench_attn(int argc, char **argv) {
     memset(&run, 0, sizeof run);
     run.progress_tty = !o.quiet && isatty(STDERR_FILENO);
     int rc = 1;
-    if (build_cases(&o, &ls, &run)) {
-        fprintf(stderr, "ragged: bench attn: out of memory (or a batch of more than %d rows when padded)\n", INT32_MAX);
+    if (build_cases(&o, &ls, &run, err, sizeof err)) {
+        fprintf(stderr, "ragged: bench attn: %s\n", err);
         goto done;
     }
     rc = attn_run_all(&o, &run);
@@ -351,6 +353,6 @@ int cmd_bench_attn(int argc, char **argv) {
     report_free(&rep);
 done:
     attn_run_free(&run);
-    lengths_free(&ls);
+    rg_lengths_free(&ls);
     return rc;
 }

@@ -73,8 +73,10 @@ typedef struct attn_run {
     int step, n_steps;
 } attn_run;
 
-/* Fills c from n lengths; -1 when out of memory or when padding overflows int32. */
-int attn_case_init(attn_case *c, const int32_t *lens, int n, const attn_opts *o);
+/* Fills c from n lengths; -1 (with a message in err naming `what`) when out of
+ * memory or when the batch's tokens, packed or padded, overflow int32. */
+int attn_case_init(attn_case *c, const int32_t *lens, int n, const attn_opts *o, const char *what, char *err,
+                   size_t err_size);
 /* Backend, peak, buffers, timed passes, the reference sample and the check.
  * Returns 0, or 1 after printing "ragged: bench attn: ..." to stderr. */
 int attn_run_all(const attn_opts *o, attn_run *run);

@@ -14,16 +14,29 @@
 
 static const char *const impl_label[N_IMPL] = {"flash", "padded", "reference"};
 
-int attn_case_init(attn_case *c, const int32_t *lens, int n, const attn_opts *o) {
+int attn_case_init(attn_case *c, const int32_t *lens, int n, const attn_opts *o, const char *what, char *err,
+                   size_t err_size) {
     memset(c, 0, sizeof *c);
-    if (n < 1 || (int64_t)n * o->max_len > INT32_MAX) return -1;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) total += lens[i];
+    if (n < 1 || total > INT32_MAX || (int64_t)n * o->max_len > INT32_MAX) {
+        snprintf(err, err_size, "%s: %d sequences of %lld tokens (%lld padded) overflow int32 cu_seqlens", what, n,
+                 (long long)total, (long long)n * o->max_len);
+        return -1;
+    }
     c->cu = malloc(((size_t)n + 1) * sizeof *c->cu);
     c->cu_pad = malloc(((size_t)n + 1) * sizeof *c->cu_pad);
-    if (!c->cu || !c->cu_pad) { free(c->cu); free(c->cu_pad); c->cu = c->cu_pad = NULL; return -1; }
+    if (!c->cu || !c->cu_pad) {
+        free(c->cu);
+        free(c->cu_pad);
+        c->cu = c->cu_pad = NULL;
+        snprintf(err, err_size, "%s: out of memory", what);
+        return -1;
+    }
     c->n_seqs = n;
     c->cu[0] = c->cu_pad[0] = 0;
     for (int i = 0; i < n; i++) {
-        c->cu[i + 1] = c->cu[i] + lens[i];   /* lengths_read checked that the total fits */
+        c->cu[i + 1] = c->cu[i] + lens[i];
         c->cu_pad[i + 1] = (i + 1) * o->max_len;
         if (lens[i] > c->max_seqlen) c->max_seqlen = lens[i];
     }
