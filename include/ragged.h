@@ -193,17 +193,112 @@ typedef struct rg_batch {
 } rg_batch;
 
 /* Builds a batch from n_seqs sequences (seqs[b] has lens[b] tokens). Fails
- * with RG_ERR_INVALID_ARG (naming the sequence and token) on an empty batch,
- * a zero-length sequence, a length above max_len, or a token outside the
- * vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds INT32_MAX;
- * on failure *out is zeroed and nothing is allocated. */
+ * with RG_ERR_INVALID_ARG (naming the sequence and token) on NULL arguments,
+ * bad opts (max_len < 1, vocab_size < 1, pad_id outside the vocabulary), an
+ * empty batch, a zero-length sequence, a length above max_len, or a token
+ * outside the vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds
+ * INT32_MAX. Lengths and the slot count are checked before any token is read.
+ * On failure *out is zeroed (when out is not NULL) and nothing is allocated. */
 rg_status rg_batch_build(const rg_batch_opts *opts, int32_t n_seqs, const int32_t *const *seqs,
                          const int32_t *lens, rg_batch *out);
 /* Frees the arrays of a built batch and zeroes it; NULL or zeroed is a no-op. */
 void rg_batch_free(rg_batch *b);
 
 /* ===== 5. samplers ===================================================== */
-/* (section owned by src/batch) */
+
+/* A plan splits a dataset of n sequences, known by their lengths, into
+ * batches; every sequence appears exactly once. A batch is made of rows:
+ *  - FIXED, TOKEN_BUDGET, BUCKETS: one sequence per row, the batch's rows
+ *    padded to its longest sequence (the PAD_LONGEST layout);
+ *  - BEST_FIT: several whole sequences per row, end to end, each row padded
+ *    to row_capacity (a PACKED batch of such rows needs no padding at all).
+ * The plan's padding fraction is measured in that implied layout, so that
+ * strategies can be compared. Randomness comes from opts.seed alone: the same
+ * opts and lengths give the same plan on every platform. */
+typedef enum rg_sampler_kind {
+    RG_SAMPLER_FIXED = 0,    /* groups of batch_size sequences, in dataset (or shuffled) order */
+    RG_SAMPLER_TOKEN_BUDGET, /* dataset (or shuffled) order, cut greedily so that
+                                B * longest <= token_budget (and B <= batch_size if > 0) */
+    RG_SAMPLER_BUCKETS,      /* sort by length into n_buckets buckets of equal count, then
+                                batch within each bucket: by token_budget if > 0, else by batch_size */
+    RG_SAMPLER_BEST_FIT,     /* best-fit-decreasing packing into rows of row_capacity tokens,
+                                rows_per_batch rows per batch */
+} rg_sampler_kind;
+
+typedef struct rg_sampler_opts {
+    rg_sampler_kind kind;
+    uint64_t seed;
+    /* FIXED, TOKEN_BUDGET: shuffle the dataset before cutting it into batches.
+     * BUCKETS: shuffle within each bucket, then shuffle the order of batches.
+     * BEST_FIT: shuffle the order of rows (the packing itself does not depend on it).
+     * false: no randomness at all (FIXED then keeps dataset order, BUCKETS goes short to long). */
+    bool shuffle;
+    int32_t batch_size;      /* FIXED (>= 1), BUCKETS without budget (>= 1): sequences per batch,
+                                the last batch (of each bucket) may be smaller;
+                                TOKEN_BUDGET and BUCKETS with budget: a cap on B when > 0 */
+    int64_t token_budget;    /* TOKEN_BUDGET (>= 1), BUCKETS (0 = none): max B * longest */
+    int32_t n_buckets;       /* BUCKETS: >= 1 (buckets beyond the dataset's size stay empty) */
+    int32_t row_capacity;    /* BEST_FIT: tokens per row, >= 1 */
+    int32_t rows_per_batch;  /* BEST_FIT: rows per batch, >= 1; the last batch may have fewer */
+} rg_sampler_opts;
+
+/* Batch i owns rows batch_rows[i]..batch_rows[i+1] and sequences
+ * order[batch_offsets[i]..batch_offsets[i+1]]; row r owns sequences
+ * order[row_offsets[r]..row_offsets[r+1]]. No batch and no row is empty. */
+typedef struct rg_plan {
+    rg_sampler_kind kind;
+    int32_t n_seqs;          /* sequences in the dataset */
+    int32_t n_batches;
+    int32_t n_rows;          /* n_seqs for the padded strategies, packed rows for BEST_FIT */
+    int32_t *order;          /* (n_seqs) dataset indices, batch after batch, row after row */
+    int32_t *batch_offsets;  /* (n_batches + 1) into order */
+    int32_t *batch_rows;     /* (n_batches + 1) into rows */
+    int32_t *row_offsets;    /* (n_rows + 1) into order */
+    int32_t *row_len;        /* (n_batches) slots per row of the batch: its longest
+                                sequence, or row_capacity for BEST_FIT */
+    int64_t n_real;          /* sum of lengths */
+    int64_t n_slots;         /* sum over batches of rows * row_len */
+    double pad_fraction;     /* (n_slots - n_real) / n_slots */
+} rg_plan;
+
+/* Plans batches for n_seqs sequences of lengths lens[0..n_seqs). Fails with
+ * RG_ERR_INVALID_ARG on NULL arguments, n_seqs < 1, a length < 1, options
+ * out of range for the kind, or a sequence that cannot fit: longer than
+ * token_budget, or than row_capacity for BEST_FIT (the message names the
+ * first such sequence; split or drop long sequences before planning).
+ * On failure *out is zeroed and nothing is allocated.
+ * BEST_FIT: sequences are placed longest first (ties: lower index first),
+ * each into the row with the least room left that still fits it (ties: the
+ * row opened first), or into a new row; a row's sequences are listed in the
+ * order they were placed. */
+rg_status rg_plan_build(const rg_sampler_opts *opts, int32_t n_seqs, const int32_t *lens,
+                        rg_plan *out);
+/* Frees a plan's arrays and zeroes it; NULL or zeroed is a no-op. */
+void rg_plan_free(rg_plan *p);
+/* "fixed", "token-budget", "buckets", "best-fit" ("unknown" otherwise). */
+const char *rg_sampler_name(rg_sampler_kind k);
+
+/* Sequence lengths for benchmarks: n_batches batches of batch_size lengths. */
+typedef struct rg_lengths {
+    int32_t n_batches;
+    int32_t batch_size;
+    int32_t longest;         /* the largest length */
+    int32_t *lens;           /* (n_batches, batch_size), every entry >= 1 */
+} rg_lengths;
+
+/* Reads a lengths file: lines whose first non-blank character is '#' are
+ * comments, blank lines are skipped, every other line is one batch of
+ * whitespace-separated positive integers (<= INT32_MAX), all lines of the
+ * same count. Fails with RG_ERR_IO if the file cannot be read and with
+ * RG_ERR_FORMAT naming the file, line and field (1-based) if it is malformed
+ * or holds no batch; on failure *out is zeroed. */
+rg_status rg_lengths_read(const char *path, rg_lengths *out);
+/* n_batches x batch_size lengths drawn uniformly from [lo, hi] (1 <= lo <= hi),
+ * a function of seed alone. */
+rg_status rg_lengths_uniform(uint64_t seed, int32_t n_batches, int32_t batch_size, int32_t lo,
+                             int32_t hi, rg_lengths *out);
+/* Frees the lengths and zeroes *l; NULL or zeroed is a no-op. */
+void rg_lengths_free(rg_lengths *l);
 
 /* ===== 7. checkpoints (safetensors) ==================================== */
 
