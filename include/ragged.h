@@ -312,6 +312,93 @@ rg_status rg_lengths_uniform(uint64_t seed, int32_t n_batches, int32_t batch_siz
 /* Frees the lengths and zeroes *l; NULL or zeroed is a no-op. */
 void rg_lengths_free(rg_lengths *l);
 
+/* ===== 7. checkpoints (safetensors) ==================================== */
+
+/* The safetensors format (HuggingFace): an 8-byte little-endian header length
+ * N, N bytes of JSON header, then the data region. The header maps each tensor
+ * name to {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}
+ * (byte offsets into the data region; little-endian, row-major) and may hold
+ * "__metadata__": {"key": "value", ...} (strings only).
+ *
+ * Reading memory-maps the file and validates all of it before returning: the
+ * header length (<= 100 MB, inside the file), the JSON, every entry (known
+ * dtype, shape of non-negative integers whose element count does not overflow,
+ * end - begin == element count * dtype size, inside the data region, no two
+ * tensors overlapping), unique names. A bad file fails with RG_ERR_FORMAT and a
+ * message naming the file, the tensor and the problem (expected vs got); a file
+ * that cannot be opened or mapped fails with RG_ERR_IO. The mapping stays valid
+ * until close; the file must not be truncated meanwhile. */
+typedef struct rg_safetensors rg_safetensors;  /* one open file, or all shards of a checkpoint */
+
+/* One tensor of an open checkpoint; pointers stay valid until close. */
+typedef struct rg_tensor_info {
+    const char *name;
+    const char *dtype_name;  /* as in the file: "F32", "BF16", "F16", "I32", "F64", "I64", "U8", ... */
+    bool known_dtype;        /* the dtype is one of rg_dtype (F32, BF16, F16, I32); dtype is then set */
+    rg_dtype dtype;
+    bool convertible;        /* F32, BF16 or F16: rg_safetensors_read_f32 accepts it */
+    int32_t ndim;            /* 0 for a scalar */
+    const int64_t *shape;    /* (ndim) */
+    int64_t numel;           /* product of shape; 1 for a scalar, 0 if any dimension is 0 */
+    size_t nbytes;
+    const void *data;        /* nbytes raw little-endian bytes inside the mapping; may be unaligned */
+    const char *file;        /* path of the file (shard) that holds it */
+} rg_tensor_info;
+
+/* Opens one .safetensors file. */
+rg_status rg_safetensors_open(const char *path, rg_safetensors **out);
+/* Opens a checkpoint given as a .safetensors file, a directory holding
+ * model.safetensors (preferred) or model.safetensors.index.json, or the path of
+ * such an index ({"weight_map": {tensor: shard file}}; shard files are relative
+ * to the index's directory). All shards are presented as one flat set of
+ * tensors. Fails (naming the files) on a missing or bad shard, a tensor the
+ * index maps to a shard that does not hold it, or a shard holding a tensor
+ * the index does not map to it. Metadata is the union over shards (the first
+ * shard in file-name order wins on a repeated key). */
+rg_status rg_checkpoint_open(const char *path, rg_safetensors **out);
+/* Unmaps and frees; NULL is a no-op. */
+void rg_safetensors_close(rg_safetensors *st);
+
+/* Tensors are listed in bytewise name order, i in [0, count). */
+size_t rg_safetensors_count(const rg_safetensors *st);
+rg_status rg_safetensors_info(const rg_safetensors *st, size_t i, rg_tensor_info *out);
+/* By name: RG_ERR_FORMAT ("no tensor named ...") when absent. */
+rg_status rg_safetensors_find(const rg_safetensors *st, const char *name, rg_tensor_info *out);
+bool rg_safetensors_has(const rg_safetensors *st, const char *name);
+/* Converts tensor `name` (F32, BF16 or F16) to float32 in dst[0..n). n must
+ * equal its element count (RG_ERR_INVALID_ARG otherwise); other dtypes give
+ * RG_ERR_UNSUPPORTED. */
+rg_status rg_safetensors_read_f32(const rg_safetensors *st, const char *name, float *dst, size_t n);
+
+/* __metadata__: entries in bytewise key order; lookup gives NULL when absent. */
+size_t rg_safetensors_metadata_count(const rg_safetensors *st);
+rg_status rg_safetensors_metadata_at(const rg_safetensors *st, size_t i, const char **key, const char **value);
+const char *rg_safetensors_metadata(const rg_safetensors *st, const char *key);
+
+/* A tensor to write: host memory in the file's dtype (native byte order). */
+typedef struct rg_tensor_view {
+    const char *name;        /* non-empty UTF-8, unique, not "__metadata__" */
+    rg_dtype dtype;          /* F32, BF16, F16 or I32 */
+    int32_t ndim;            /* 0 (scalar) .. RG_SAFETENSORS_MAX_NDIM */
+    const int64_t *shape;    /* (ndim) non-negative */
+    const void *data;        /* numel * rg_dtype_size(dtype) bytes; may be NULL when that is 0 */
+} rg_tensor_view;
+
+#define RG_SAFETENSORS_MAX_NDIM 64
+
+/* Writes n tensors and n_meta metadata pairs (metadata_kv[2i] = key,
+ * metadata_kv[2i+1] = value, UTF-8, unique keys) to path, laid out as the
+ * safetensors Python library does: tensors ordered by dtype (F32, I32, BF16,
+ * F16) then name, header keys in that order after "__metadata__" (its keys
+ * sorted), header padded with spaces to a multiple of 8 bytes, data in header
+ * order. Atomic: everything is validated first, then written to
+ * "<path>.tmp.<pid>" in the same directory, fsync'ed and renamed over path (and
+ * the directory fsync'ed). On failure the temporary file is removed and any
+ * previous file at path is untouched. Two threads of one process must not save
+ * to the same path at once (they would share the temporary file). */
+rg_status rg_safetensors_write(const char *path, const rg_tensor_view *tensors, size_t n,
+                               const char *const *metadata_kv, size_t n_meta);
+
 #ifdef __cplusplus
 }
 #endif
