@@ -272,8 +272,10 @@ static void add_notes(report *r, const attn_opts *o, const attn_run *run, const 
     report_note(r, "GFLOP/s: useful FLOPs only, 4*sum(len^2)*h*d, /2 causal, x3.5 fwd+bwd; vs padded: that rate over "
                    "padded's in the same mode (the time ratio on the same batches)");
     if (run->peak_flops > 0)
-        report_note(r, "peak: %.1f GFLOP/s, a %dx%d %s matmul through the backend (rg_backend_measure_peak)",
-                    run->peak_flops / 1e9, run->peak_n, run->peak_n, rg_dtype_name(run->dt));
+        report_note(r, "peak: %.1f GFLOP/s, a %dx%d %s matmul through the backend (rg_backend_measure_peak), the larger "
+                       "of %.1f before and %.1f after the attention runs",
+                    run->peak_flops / 1e9, run->peak_n, run->peak_n, rg_dtype_name(run->dt), run->peak_at[0] / 1e9,
+                    run->peak_at[1] / 1e9);
     else
         report_note(r, "peak: not measured (%s)", run->peak_why);
     if (run->res[IMPL_REF].n_reps && run->res[IMPL_REF].is_sample) {

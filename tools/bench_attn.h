@@ -58,7 +58,8 @@ typedef struct attn_run {
     attn_case sample;         /* the reference's sample: the first sample_seqs of batch 1 */
     int sample_seqs, sample_of;
     attn_result res[N_IMPL];
-    double peak_flops;        /* 0 when not measured */
+    double peak_flops;        /* 0 when not measured; the larger of peak_at[] */
+    double peak_at[2];        /* measured before and after the attention runs */
     int peak_n;
     char peak_why[384];
     char ref_skipped[256];    /* why the reference did not run, when it did not */
