@@ -291,7 +291,7 @@ static void test_cli(void) {
         return;
     }
     /* Tiny end-to-end runs: every implementation, both modes, the check passes, each format parses as expected. */
-    write_file(lpath, "# tiny\n3 1 7\n16 2\n");
+    write_file(lpath, "# tiny\n3 1 7\n16 2 5\n");
     snprintf(args, sizeof args, "bench attn --lengths %s --max-len 16 --heads 4 --kv-heads 2 -d 16 -r 2 -w 1 -q --peak-n 8 -o json", lpath);
     CHECK(run_cli(args, &out, &err) == 0, "tiny json run exits 0: %s", err);
     CHECK(strstr(out, "\"impl\": \"flash\", \"mode\": \"fwd\"") && strstr(out, "\"impl\": \"padded\", \"mode\": \"fwd+bwd\"") &&
