@@ -173,27 +173,35 @@ static const report_col columns[] = {
     {"useful_gflop_per_batch", "", REPORT_NUM, REPORT_MD_HIDE, -1, NULL},
 };
 
+/* Statistics of ms per batch over res's repetitions (fwd, or fwd+bwd when bwd). */
+static bool ms_stats(const attn_result *res, int bwd, stats *st) {
+    double *ms = malloc((size_t)res->n_reps * sizeof *ms);
+    if (!ms) return false;
+    for (int i = 0; i < res->n_reps; i++) ms[i] = 1e3 * (res->fwd_s[i] + (bwd ? res->bwd_s[i] : 0)) / res->n_batches;
+    bool ok = stats_compute(ms, res->n_reps, st);
+    free(ms);
+    return ok;
+}
+
+/* Useful GFLOP/s of res at a median of ms per batch. */
+static double useful_gflops(const attn_result *res, int bwd, double ms) {
+    return res->flops_fwd * (bwd ? 3.5 : 1.0) / res->n_batches / (ms * 1e-3) / 1e9;
+}
+
 /* Adds one row for (impl, mode) from its per-repetition times. */
 static void add_row(report *r, const attn_opts *o, const attn_run *run, int impl, int bwd) {
-    const attn_result *res = &run->res[impl];
+    const attn_result *res = &run->res[impl], *pad = &run->res[IMPL_PADDED];
     if (!res->n_reps) return;
-    int n_b = res->n_batches;
-    double *ms = malloc((size_t)res->n_reps * sizeof *ms);
-    if (!ms) { r->oom = true; return; }
-    for (int i = 0; i < res->n_reps; i++) ms[i] = 1e3 * (res->fwd_s[i] + (bwd ? res->bwd_s[i] : 0)) / n_b;
-    stats st;
-    bool ok = stats_compute(ms, res->n_reps, &st);
-    free(ms);
-    if (!ok) { r->oom = true; return; }
-    double useful = res->flops_fwd * (bwd ? 3.5 : 1.0) / n_b;   /* per batch */
-    double gflops = useful / (st.median * 1e-3) / 1e9;
+    stats st, ps;
+    if (!ms_stats(res, bwd, &st)) { r->oom = true; return; }
+    double gflops = useful_gflops(res, bwd, st.median);
     int row = report_add_row(r);
     report_set_str(r, row, "impl", "%s", impl_names[impl]);
     report_set_str(r, row, "mode", "%s", bwd ? "fwd+bwd" : "fwd");
     if (res->is_sample)
         report_set_str(r, row, "batches", "%d of %d seqs of batch 1", run->sample_seqs, run->sample_of);
     else
-        report_set_str(r, row, "batches", "%d", n_b);
+        report_set_str(r, row, "batches", "%d", res->n_batches);
     report_set_num(r, row, "ms_median", st.median);
     if (st.n > 1) report_set_num(r, row, "ms_spread", st.spread);
     report_set_num(r, row, "ms_min", st.min);
@@ -202,22 +210,14 @@ static void add_row(report *r, const attn_opts *o, const attn_run *run, int impl
     report_set_num(r, row, "gflops", gflops);
     if (run->peak_flops > 0) report_set_num(r, row, "pct_peak", 100.0 * gflops * 1e9 / run->peak_flops);
     report_set_num(r, row, "extra_mib", attn_extra_bytes(o, run, impl, bwd) / 1048576.0);
-    const attn_result *pad = &run->res[IMPL_PADDED];
+    /* The ratio of useful rates: the time ratio on the same batches, and still
+     * meaningful for the reference's sample. */
     if (pad->n_reps) {
-        /* Useful-rate ratio: the time ratio on the same batches, and still
-         * meaningful for the reference's sample. */
-        double *pm = malloc((size_t)pad->n_reps * sizeof *pm);
-        if (!pm) { r->oom = true; return; }
-        for (int i = 0; i < pad->n_reps; i++) pm[i] = 1e3 * (pad->fwd_s[i] + (bwd ? pad->bwd_s[i] : 0)) / pad->n_batches;
-        stats ps;
-        if (stats_compute(pm, pad->n_reps, &ps)) {
-            double pad_gflops = pad->flops_fwd * (bwd ? 3.5 : 1.0) / pad->n_batches / (ps.median * 1e-3) / 1e9;
-            report_set_num(r, row, "speedup_vs_padded", gflops / pad_gflops);
-        }
-        free(pm);
+        if (!ms_stats(pad, bwd, &ps)) { r->oom = true; return; }
+        report_set_num(r, row, "speedup_vs_padded", gflops / useful_gflops(pad, bwd, ps.median));
     }
-    report_set_num(r, row, "tokens_per_batch", (double)res->tokens / n_b);
-    report_set_num(r, row, "useful_gflop_per_batch", useful / 1e9);
+    report_set_num(r, row, "tokens_per_batch", res->tokens / res->n_batches);
+    report_set_num(r, row, "useful_gflop_per_batch", res->flops_fwd * (bwd ? 3.5 : 1.0) / res->n_batches / 1e9);
 }
 
 /* The run's parameters for json/csv readers (markdown has them in the notes). */
