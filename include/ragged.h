@@ -312,6 +312,47 @@ rg_status rg_lengths_uniform(uint64_t seed, int32_t n_batches, int32_t batch_siz
 /* Frees the lengths and zeroes *l; NULL or zeroed is a no-op. */
 void rg_lengths_free(rg_lengths *l);
 
+/* A learnable synthetic dataset of variable-length sequences, for training
+ * demos and tests: each sequence is one of a few string tasks,
+ *     TASK x_1 .. x_n SEP y_1 .. y_n EOS          (length 2n + 3)
+ *   copy: y = x;  reverse: y = x backwards;  sort: y = x in ascending order,
+ * the x drawn uniformly from n_symbols symbol tokens and n uniform over the
+ * values that keep the length within [min_len, max_len]. Everything after SEP
+ * follows from what came before, so a model can drive its loss there towards
+ * 0 while the x stay at ln(n_symbols): the mean loss can fall far below
+ * ln(vocab_size). Token ids: RG_SYNTH_SEP, RG_SYNTH_EOS, the task markers
+ * RG_SYNTH_TASK0 + (0 copy, 1 reverse, 2 sort), then the symbols from
+ * RG_SYNTH_FIRST_SYMBOL; id 0 never occurs (free for padding).
+ * Sequence i of a split is a function of (seed, split, i) alone, so a trainer
+ * can start anywhere in the stream (resuming needs no saved data state). The
+ * held-out split is drawn independently of the training one; with small
+ * alphabets and short lengths some of its sequences also occur in training. */
+enum {
+    RG_SYNTH_SEP = 1, RG_SYNTH_EOS = 2, RG_SYNTH_TASK0 = 3, RG_SYNTH_FIRST_SYMBOL = 6,
+};
+typedef enum rg_synth_task {
+    RG_SYNTH_COPY = 1u, RG_SYNTH_REVERSE = 2u, RG_SYNTH_SORT = 4u, RG_SYNTH_ALL = 7u,
+} rg_synth_task;
+typedef enum rg_synth_split { RG_SYNTH_TRAIN = 0, RG_SYNTH_HELDOUT = 1 } rg_synth_split;
+
+typedef struct rg_synth_opts {
+    uint64_t seed;
+    uint32_t tasks;          /* non-empty OR of rg_synth_task; a sequence's task is uniform among them */
+    int32_t vocab_size;      /* >= RG_SYNTH_FIRST_SYMBOL + 2 */
+    int32_t n_symbols;       /* in [2, vocab_size - RG_SYNTH_FIRST_SYMBOL]; 0 = all of them */
+    int32_t min_len;         /* >= 1 (lengths below 5 cannot occur: the shortest sequence is 5) */
+    int32_t max_len;         /* >= max(min_len, 5), and some 2n + 3 must lie in [min_len, max_len] */
+} rg_synth_opts;
+
+/* Checks the options; the error names the field, its value and the range. */
+rg_status rg_synth_validate(const rg_synth_opts *o);
+/* Writes sequence `index` (>= 0) of a split to tokens[0..*len); cap (>= the
+ * sequence's length; max_len always suffices) is the room in tokens. */
+rg_status rg_synth_sequence(const rg_synth_opts *o, rg_synth_split split, int64_t index, int32_t *tokens,
+                            int32_t cap, int32_t *len);
+/* "copy", "reverse", "sort" for one task bit ("unknown" otherwise). */
+const char *rg_synth_task_name(rg_synth_task t);
+
 /* ===== 7. checkpoints (safetensors) ==================================== */
 
 /* The safetensors format (HuggingFace): an 8-byte little-endian header length
