@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 BENCH_ARGS ?=
 
-.PHONY: all deps build test test-sanitize bench clean
+.PHONY: all deps build test test-sanitize bench bench-attn clean
 
 all: build
 
@@ -26,11 +26,17 @@ test-sanitize: deps
 	@cmake --build build-sanitize -j $(JOBS)
 	@cd build-sanitize && RG_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-# The main job: the benchmark (see `build/ragged bench --help`), on the shared
-# reference batches when they are there.
-BENCH_LENGTHS ?= $(wildcard ../shared/bench/lengths.txt)
+# The main job: the model benchmark (see `build/ragged bench --help`): every
+# batching strategy, eval and train, on the "cpu" preset (about a minute on 2
+# cores). The article's setup: make bench BENCH_ARGS="--preset seed --lengths
+# ../shared/bench/lengths.txt" (slow on a CPU; --backend cuda on a GPU).
 bench: build
-	@./$(BUILD)/ragged bench $(if $(BENCH_LENGTHS),--lengths $(BENCH_LENGTHS)) $(BENCH_ARGS)
+	@./$(BUILD)/ragged bench $(BENCH_ARGS)
+
+# Attention alone, on the shared reference batches when they are there.
+BENCH_LENGTHS ?= $(wildcard ../shared/bench/lengths.txt)
+bench-attn: build
+	@./$(BUILD)/ragged bench attn $(if $(BENCH_LENGTHS),--lengths $(BENCH_LENGTHS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) build-sanitize

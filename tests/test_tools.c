@@ -260,7 +260,7 @@ static void test_cli(void) {
         {"bench attn --impl flash,nope", "ragged: bench attn: --impl: expected a comma-separated list of flash, padded, "
                                          "reference, got 'flash,nope'\n", 2},
         {"bench attn --batches 0", "ragged: bench attn: --batches: 0 (every batch) needs --lengths FILE\n", 2},
-        {"bench --heads x", "ragged: bench attn: --heads: expected a positive integer, got 'x'\n", 2},
+        {"bench attn --heads=x", "ragged: bench attn: --heads: expected a positive integer, got 'x'\n", 2},
         {"bench nosuch", "ragged: bench: unknown subcommand 'nosuch'\n", 2},
         {"bench attn --lengths /nonexistent/l.txt", "ragged: bench attn: --lengths: rg_lengths_read: cannot open "
                                                     "'/nonexistent/l.txt'", 1},

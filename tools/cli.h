@@ -3,6 +3,8 @@
 #define RG_TOOLS_CLI_H
 
 int cmd_bench(int argc, char **argv);        /* bench.c: dispatches to the bench subcommands */
+int cmd_bench_model(int argc, char **argv);  /* bench_model.c: the default benchmark */
 int cmd_bench_attn(int argc, char **argv);   /* bench_attn.c */
+int cmd_train(int argc, char **argv);        /* train.c */
 
 #endif

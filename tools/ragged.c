@@ -6,7 +6,8 @@
 #include <string.h>
 
 static const struct { const char *name; int (*run)(int argc, char **argv); const char *help; } commands[] = {
-    {"bench", cmd_bench, "benchmark attention or the model (ragged bench --help)"},
+    {"bench", cmd_bench, "benchmark the model under each batching strategy, or attention alone"},
+    {"train", cmd_train, "train a model on packed batches of a synthetic dataset; checkpoints, resume"},
 };
 
 static void usage(FILE *f) {

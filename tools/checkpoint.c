@@ -1,0 +1,315 @@
+/* checkpoint.c — model and training state <-> safetensors (see checkpoint.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "checkpoint.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- metadata as a growing list of owned strings ---- */
+typedef struct kvlist { char **kv; size_t n, cap; bool oom; } kvlist;
+
+static void kv_add(kvlist *l, const char *key, const char *fmt, ...) {
+    if (l->oom) return;
+    if (l->n + 2 > l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        char **p = realloc(l->kv, nc * sizeof *p);
+        if (!p) { l->oom = true; return; }
+        l->kv = p;
+        l->cap = nc;
+    }
+    char val[128];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(val, sizeof val, fmt, ap);
+    va_end(ap);
+    char *k = strdup(key), *v = strdup(val);
+    if (!k || !v) { free(k); free(v); l->oom = true; return; }
+    l->kv[l->n++] = k;
+    l->kv[l->n++] = v;
+}
+
+static void kv_free(kvlist *l) {
+    for (size_t i = 0; i < l->n; i++) free(l->kv[i]);
+    free(l->kv);
+}
+
+static const char *b2s(bool b) { return b ? "true" : "false"; }
+
+static void describe_model(kvlist *l, const rg_model_config *c) {
+    kv_add(l, "model.n_layers", "%d", c->n_layers);
+    kv_add(l, "model.d_model", "%d", c->d_model);
+    kv_add(l, "model.n_heads", "%d", c->n_heads);
+    kv_add(l, "model.n_kv_heads", "%d", c->n_kv_heads);
+    kv_add(l, "model.vocab_size", "%d", c->vocab_size);
+    kv_add(l, "model.max_seq_len", "%d", c->max_seq_len);
+    kv_add(l, "model.mlp_ratio", "%d", c->mlp_ratio);
+    kv_add(l, "model.ln_bias", "%s", b2s(c->ln_bias));
+    kv_add(l, "model.linear_bias", "%s", b2s(c->linear_bias));
+    kv_add(l, "model.final_ln", "%s", b2s(c->final_ln));
+    kv_add(l, "model.tied_embeddings", "%s", b2s(c->tied_embeddings));
+    kv_add(l, "model.lm_head_bias", "%s", b2s(c->lm_head_bias));
+    kv_add(l, "model.gelu", "%s", c->gelu == RG_GELU_KIND_TANH ? "tanh" : "erf");
+    kv_add(l, "model.ln_eps", "%.9g", c->ln_eps);
+    kv_add(l, "model.init", "%s", c->init == RG_INIT_GPT2 ? "gpt2" : "torch");
+}
+
+static void describe_optim(kvlist *l, const rg_optim_config *o) {
+    kv_add(l, "optim.kind", "%s", o->kind == RG_OPTIM_ADAMW ? "adamw" : "sgd");
+    kv_add(l, "optim.lr", "%.9g", o->lr);
+    kv_add(l, "optim.min_lr", "%.9g", o->min_lr);
+    kv_add(l, "optim.warmup_steps", "%" PRId64, o->warmup_steps);
+    kv_add(l, "optim.total_steps", "%" PRId64, o->total_steps);
+    kv_add(l, "optim.momentum", "%.9g", o->momentum);
+    kv_add(l, "optim.beta1", "%.9g", o->beta1);
+    kv_add(l, "optim.beta2", "%.9g", o->beta2);
+    kv_add(l, "optim.eps", "%.9g", o->eps);
+    kv_add(l, "optim.weight_decay", "%.9g", o->weight_decay);
+    kv_add(l, "optim.decay_matrices_only", "%s", b2s(o->decay_matrices_only));
+    kv_add(l, "optim.clip_norm", "%.9g", o->clip_norm);
+}
+
+/* Optimizer states the model keeps: 0 none, 1 m, 2 m and v. */
+static int n_states(const rg_optim_config *o) {
+    return o->kind == RG_OPTIM_ADAMW ? 2 : o->momentum > 0 ? 1 : 0;
+}
+
+int ckpt_save(const char *path, rg_model *m, const char *const *extra_kv, size_t n_extra, size_t *bytes,
+              char *err, size_t err_size) {
+    rg_optim_config opt;
+    if (rg_model_get_optim(m, &opt) != RG_OK) {
+        snprintf(err, err_size, "%s", rg_last_error());
+        return -1;
+    }
+    int32_t nt = rg_model_n_tensors(m);
+    int ns = n_states(&opt);
+    size_t nv = (size_t)nt * (1 + ns);
+    rg_tensor_view *views = calloc(nv, sizeof *views);
+    rg_model_tensor_info *info = calloc((size_t)nt, sizeof *info);
+    float **data = calloc(nv, sizeof *data);
+    char **names = calloc(nv, sizeof *names);
+    kvlist meta = {0};
+    int rc = -1;
+    size_t total = 0;
+    if (!views || !info || !data || !names) { snprintf(err, err_size, "out of memory"); goto done; }
+    static const char *const prefix[3] = {"", "optim.m.", "optim.v."};
+    static const rg_model_state which[3] = {RG_MODEL_PARAMS, RG_MODEL_OPT_M, RG_MODEL_OPT_V};
+    for (int32_t i = 0; i < nt; i++) {
+        if (rg_model_tensor_info_get(m, i, &info[i]) != RG_OK) { snprintf(err, err_size, "%s", rg_last_error()); goto done; }
+        for (int s = 0; s <= ns; s++) {
+            size_t k = (size_t)s * nt + i;
+            size_t len = strlen(prefix[s]) + strlen(info[i].name) + 1;
+            names[k] = malloc(len);
+            data[k] = malloc((size_t)(info[i].numel ? info[i].numel : 1) * sizeof(float));
+            if (!names[k] || !data[k]) { snprintf(err, err_size, "out of memory"); goto done; }
+            snprintf(names[k], len, "%s%s", prefix[s], info[i].name);
+            if (rg_model_tensor_get(m, which[s], i, data[k]) != RG_OK) {
+                snprintf(err, err_size, "reading %s: %s", names[k], rg_last_error());
+                goto done;
+            }
+            views[k] = (rg_tensor_view){.name = names[k], .dtype = RG_DTYPE_F32, .ndim = info[i].ndim,
+                                        .shape = info[i].shape, .data = data[k]};
+            total += (size_t)info[i].numel * sizeof(float);
+        }
+    }
+    kv_add(&meta, "format", "%s", CKPT_FORMAT);
+    kv_add(&meta, "ragged_version", "%s", rg_version());
+    kv_add(&meta, "step", "%" PRId64, rg_model_optim_step(m));
+    describe_model(&meta, rg_model_get_config(m));
+    describe_optim(&meta, &opt);
+    for (size_t i = 0; i < n_extra; i++) kv_add(&meta, extra_kv[2 * i], "%s", extra_kv[2 * i + 1]);
+    if (meta.oom) { snprintf(err, err_size, "out of memory"); goto done; }
+    if (rg_safetensors_write(path, views, nv, (const char *const *)meta.kv, meta.n / 2) != RG_OK) {
+        snprintf(err, err_size, "%s", rg_last_error());
+        goto done;
+    }
+    if (bytes) *bytes = total;
+    rc = 0;
+done:
+    for (size_t k = 0; data && names && k < nv; k++) { free(data[k]); free(names[k]); }
+    free(data);
+    free(names);
+    free(views);
+    free(info);
+    kv_free(&meta);
+    return rc;
+}
+
+/* ---- reading ---- */
+
+/* The metadata value of key, or NULL with a message in err. */
+static const char *need(const rg_safetensors *st, const char *path, const char *key, char *err, size_t n) {
+    const char *v = rg_safetensors_metadata(st, key);
+    if (!v) snprintf(err, n, "%s: metadata has no '%s' (not a checkpoint written by ragged train?)", path, key);
+    return v;
+}
+
+static bool get_i64(const rg_safetensors *st, const char *path, const char *key, int64_t lo, int64_t hi,
+                    int64_t *out, char *err, size_t n) {
+    const char *v = need(st, path, key, err, n);
+    if (!v) return false;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        snprintf(err, n, "%s: metadata '%s' = '%s', expected an integer in [%lld, %lld]", path, key, v, (long long)lo,
+                 (long long)hi);
+        return false;
+    }
+    *out = x;
+    return true;
+}
+
+static bool get_i32(const rg_safetensors *st, const char *path, const char *key, int32_t *out, char *err, size_t n) {
+    int64_t x;
+    if (!get_i64(st, path, key, INT32_MIN, INT32_MAX, &x, err, n)) return false;
+    *out = (int32_t)x;
+    return true;
+}
+
+static bool get_f32(const rg_safetensors *st, const char *path, const char *key, float *out, char *err, size_t n) {
+    const char *v = need(st, path, key, err, n);
+    if (!v) return false;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || !isfinite(x)) {
+        snprintf(err, n, "%s: metadata '%s' = '%s', expected a finite number", path, key, v);
+        return false;
+    }
+    *out = (float)x;
+    return true;
+}
+
+/* One of two words: *out = 0 for a, 1 for b. */
+static bool get_word(const rg_safetensors *st, const char *path, const char *key, const char *a, const char *b,
+                     int *out, char *err, size_t n) {
+    const char *v = need(st, path, key, err, n);
+    if (!v) return false;
+    if (strcmp(v, a) && strcmp(v, b)) {
+        snprintf(err, n, "%s: metadata '%s' = '%s', expected %s or %s", path, key, v, a, b);
+        return false;
+    }
+    *out = strcmp(v, a) != 0;
+    return true;
+}
+
+static bool get_bool(const rg_safetensors *st, const char *path, const char *key, bool *out, char *err, size_t n) {
+    int w;
+    if (!get_word(st, path, key, "false", "true", &w, err, n)) return false;
+    *out = w == 1;
+    return true;
+}
+
+int ckpt_open(const char *path, rg_safetensors **out, rg_model_config *c, rg_optim_config *o, int64_t *step,
+              char *err, size_t n) {
+    rg_safetensors *st;
+    *out = NULL;
+    if (rg_checkpoint_open(path, &st) != RG_OK) {
+        snprintf(err, n, "%s", rg_last_error());
+        return -1;
+    }
+    const char *fmt = need(st, path, "format", err, n);
+    bool ok = fmt != NULL;
+    if (ok && strcmp(fmt, CKPT_FORMAT)) {
+        snprintf(err, n, "%s: metadata 'format' = '%s', expected '%s'", path, fmt, CKPT_FORMAT);
+        ok = false;
+    }
+    int gelu = 0, init = 0, kind = 0;
+    memset(c, 0, sizeof *c);
+    memset(o, 0, sizeof *o);
+    ok = ok && get_i64(st, path, "step", 0, INT64_MAX, step, err, n) &&
+         get_i32(st, path, "model.n_layers", &c->n_layers, err, n) &&
+         get_i32(st, path, "model.d_model", &c->d_model, err, n) &&
+         get_i32(st, path, "model.n_heads", &c->n_heads, err, n) &&
+         get_i32(st, path, "model.n_kv_heads", &c->n_kv_heads, err, n) &&
+         get_i32(st, path, "model.vocab_size", &c->vocab_size, err, n) &&
+         get_i32(st, path, "model.max_seq_len", &c->max_seq_len, err, n) &&
+         get_i32(st, path, "model.mlp_ratio", &c->mlp_ratio, err, n) &&
+         get_bool(st, path, "model.ln_bias", &c->ln_bias, err, n) &&
+         get_bool(st, path, "model.linear_bias", &c->linear_bias, err, n) &&
+         get_bool(st, path, "model.final_ln", &c->final_ln, err, n) &&
+         get_bool(st, path, "model.tied_embeddings", &c->tied_embeddings, err, n) &&
+         get_bool(st, path, "model.lm_head_bias", &c->lm_head_bias, err, n) &&
+         get_word(st, path, "model.gelu", "erf", "tanh", &gelu, err, n) &&
+         get_f32(st, path, "model.ln_eps", &c->ln_eps, err, n) &&
+         get_word(st, path, "model.init", "gpt2", "torch", &init, err, n) &&
+         get_word(st, path, "optim.kind", "sgd", "adamw", &kind, err, n) &&
+         get_f32(st, path, "optim.lr", &o->lr, err, n) && get_f32(st, path, "optim.min_lr", &o->min_lr, err, n) &&
+         get_i64(st, path, "optim.warmup_steps", 0, INT64_MAX, &o->warmup_steps, err, n) &&
+         get_i64(st, path, "optim.total_steps", 0, INT64_MAX, &o->total_steps, err, n) &&
+         get_f32(st, path, "optim.momentum", &o->momentum, err, n) &&
+         get_f32(st, path, "optim.beta1", &o->beta1, err, n) && get_f32(st, path, "optim.beta2", &o->beta2, err, n) &&
+         get_f32(st, path, "optim.eps", &o->eps, err, n) &&
+         get_f32(st, path, "optim.weight_decay", &o->weight_decay, err, n) &&
+         get_bool(st, path, "optim.decay_matrices_only", &o->decay_matrices_only, err, n) &&
+         get_f32(st, path, "optim.clip_norm", &o->clip_norm, err, n);
+    if (ok) {
+        c->gelu = gelu ? RG_GELU_KIND_TANH : RG_GELU_KIND_ERF;
+        c->init = init ? RG_INIT_TORCH : RG_INIT_GPT2;
+        o->kind = kind ? RG_OPTIM_ADAMW : RG_OPTIM_SGD;
+        if (rg_model_config_validate(c) != RG_OK || rg_optim_config_validate(o) != RG_OK) {
+            snprintf(err, n, "%s: metadata: %s", path, rg_last_error());
+            ok = false;
+        }
+    }
+    if (!ok) {
+        rg_safetensors_close(st);
+        return -1;
+    }
+    *out = st;
+    return 0;
+}
+
+int ckpt_restore(const rg_safetensors *st, const char *path, rg_model *m, int64_t step, char *err, size_t n) {
+    rg_optim_config opt;
+    if (rg_model_get_optim(m, &opt) != RG_OK) { snprintf(err, n, "%s", rg_last_error()); return -1; }
+    int ns = n_states(&opt);
+    static const char *const prefix[3] = {"", "optim.m.", "optim.v."};
+    static const rg_model_state which[3] = {RG_MODEL_PARAMS, RG_MODEL_OPT_M, RG_MODEL_OPT_V};
+    int32_t nt = rg_model_n_tensors(m);
+    /* Shapes first, so that a mismatch changes nothing. */
+    int64_t most = 1;
+    for (int pass = 0; pass < 2; pass++) {
+        float *buf = pass ? malloc((size_t)most * sizeof *buf) : NULL;
+        if (pass && !buf) { snprintf(err, n, "out of memory"); return -1; }
+        for (int32_t i = 0; i < nt; i++) {
+            rg_model_tensor_info mi;
+            rg_model_tensor_info_get(m, i, &mi);
+            if (mi.numel > most) most = mi.numel;
+            for (int s = 0; s <= ns; s++) {
+                char name[256];
+                snprintf(name, sizeof name, "%s%s", prefix[s], mi.name);
+                rg_tensor_info ti;
+                if (!pass) {
+                    if (rg_safetensors_find(st, name, &ti) != RG_OK) {
+                        snprintf(err, n, "%s: no tensor '%s'%s", path, name,
+                                 s ? " (the checkpoint has no optimizer state for its optimizer)" : "");
+                        return -1;
+                    }
+                    bool same = ti.ndim == mi.ndim && ti.shape[0] == mi.shape[0] && (mi.ndim < 2 || ti.shape[1] == mi.shape[1]);
+                    if (!same || !ti.convertible) {
+                        snprintf(err, n, "%s: tensor '%s' is %s of %d dims [%lld, %lld], expected F32 [%lld, %lld]", path,
+                                 name, ti.dtype_name, ti.ndim, ti.ndim > 0 ? (long long)ti.shape[0] : 0LL,
+                                 ti.ndim > 1 ? (long long)ti.shape[1] : 1LL, (long long)mi.shape[0], (long long)mi.shape[1]);
+                        return -1;
+                    }
+                    continue;
+                }
+                rg_status rs = rg_safetensors_read_f32(st, name, buf, (size_t)mi.numel);
+                if (rs == RG_OK) rs = rg_model_tensor_set(m, which[s], i, buf);
+                if (rs != RG_OK) {
+                    snprintf(err, n, "%s: tensor '%s': %s", path, name, rg_last_error());
+                    free(buf);
+                    return -1;
+                }
+            }
+        }
+        free(buf);
+    }
+    if (rg_model_set_optim_step(m, step) != RG_OK) { snprintf(err, n, "%s", rg_last_error()); return -1; }
+    return 0;
+}
