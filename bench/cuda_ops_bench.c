@@ -98,6 +98,12 @@ static void mm_bwd(int s, void *c_) {
          "matmul_backward");
 }
 
+static void mm_bwd_nobias(int s, void *c_) {
+    mm_ctx *c = c_;
+    must(be->ops->matmul_backward(be, c->dinp, c->dw, NULL, c->dout[s], c->inp[s], c->w, c->T, c->C, c->OC),
+         "matmul_backward");
+}
+
 typedef struct ln_ctx {
     int64_t T;
     int C;
@@ -148,6 +154,10 @@ static void gelu_run(int s, void *c_) {
     misc_ctx *c = c_;
     must(be->ops->gelu_forward(be, c->out, c->a[s], c->n, RG_GELU_ERF), "gelu");
 }
+static void gelu_bwd_run(int s, void *c_) {
+    misc_ctx *c = c_;
+    must(be->ops->gelu_backward(be, c->out, c->a[s], c->b, c->n, RG_GELU_ERF), "gelu bwd");
+}
 static void adamw_run(int s, void *c_) {
     misc_ctx *c = c_;
     must(be->ops->adamw_update(be, c->p, c->out, c->m, c->v, c->g, c->n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 1),
@@ -163,7 +173,7 @@ static void emb_bwd(int s, void *c_) {
 }
 
 static void row(const char *op, const char *shape, double sec, double spread, double flops, double bytes) {
-    printf("| %-22s | %-26s | %9.1f | %6.1f%% |", op, shape, sec * 1e6, spread * 100);
+    printf("| %-30s | %-22s | %9.1f | %6.1f%% |", op, shape, sec * 1e6, spread * 100);
     if (flops > 0) printf(" %7.1f TFLOP/s |", flops / sec / 1e12);
     else printf(" %13s |", "");
     if (bytes > 0) printf(" %7.0f GB/s |\n", bytes / sec / 1e9);
@@ -220,6 +230,9 @@ int main(int argc, char **argv) {
             t = time_op(mm_bwd, &c, &sp);
             snprintf(nm, sizeof nm, "bwd %s", names[i]);
             row(nm, shape, t, sp, 2 * fl, 0);
+            t = time_op(mm_bwd_nobias, &c, &sp);
+            snprintf(nm, sizeof nm, "bwd %s, no dbias", names[i]);
+            row(nm, shape, t, sp, 2 * fl, 0);
         }
         for (int s = 0; s < SETS; s++) { rg_buffer_free(be, c.inp[s]); rg_buffer_free(be, c.dout[s]); }
         rg_buffer_free(be, c.w); rg_buffer_free(be, c.b); rg_buffer_free(be, c.dw); rg_buffer_free(be, c.db);
@@ -240,7 +253,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 200; i++) mm_fwd(0, &c);
         double host = (rg_now() - t0) / 200;
         must(rg_backend_sync(be), "sync");
-        printf("| %-22s | %-26s | %9.1f | %7s | %13s | %12s |\n", "matmul host enqueue", "64x64->64 +bias+GELU",
+        printf("| %-30s | %-22s | %9.1f | %7s | %13s | %12s |\n", "matmul host enqueue", "64x64->64 +bias+GELU",
                host * 1e6, "", "", "");
         rg_buffer_free(be, c.inp[0]); rg_buffer_free(be, c.w); rg_buffer_free(be, c.b);
         rg_buffer_free(be, c.out); rg_buffer_free(be, c.pre);
@@ -301,6 +314,8 @@ int main(int argc, char **argv) {
         row("add", shape, t, sp, 0, c.n * 6.0);
         t = time_op(gelu_run, &c, &sp);
         row("gelu fwd (erf)", shape, t, sp, 0, c.n * 4.0);
+        t = time_op(gelu_bwd_run, &c, &sp);
+        row("gelu bwd (erf)", shape, t, sp, 0, c.n * 6.0);
 
         c.tok = dints(T, V);
         c.pos = dints(T, 1024);

@@ -19,6 +19,7 @@ static void cuda_state_free(rg_cuda_state *st) {
     if (st->lt_workspace) cudaFree(st->lt_workspace);
     if (st->scratch) cudaFree(st->scratch);
     if (st->host_result) cudaFreeHost(st->host_result);
+    if (st->gelu_lut) cudaFree(st->gelu_lut);
     if (st->stream) cudaStreamDestroy(st->stream);
     free(st);
 }
@@ -146,6 +147,7 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
         return rg_fail(RG_ERR_BACKEND, "rg_backend_init: cublasLtCreate: %s", cublasLtGetStatusString(b));
     }
     rg_status s = rg_cuda_matmul_init(st);
+    if (s == RG_OK) s = rg_cuda_gelu_init(st);
     if (s != RG_OK) {
         cuda_state_free(st);
         free(be);

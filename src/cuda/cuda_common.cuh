@@ -24,6 +24,7 @@ typedef struct rg_cuda_state {
     void *scratch;                /* per-op partial sums, sort buffers; scratch_bytes */
     size_t scratch_bytes;
     double *host_result;          /* pinned, sum_squares' readback */
+    void *gelu_lut;               /* exact GELU of bf16 inputs (gelu.cu) */
     struct rg_cuda_mm_cache *mm;
 } rg_cuda_state;
 

@@ -12,6 +12,7 @@
 #define THREADS 256
 #define RUN_TX 128 /* column lanes of a run block */
 #define RUN_TY 4   /* row groups of a run block */
+#define RUN_POS 16 /* sorted positions per run block */
 
 template <int VEC>
 __global__ void embedding_forward_kernel(bf16 *out, const int32_t *tokens, const int32_t *pos, const bf16 *wte,
@@ -51,57 +52,61 @@ __global__ void iota_kernel(int32_t *p, int n) {
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) p[i] = i;
 }
 
-/* Block b: if sorted position b starts a run of equal ids, table[id] += the
- * run's dout rows, summed by RUN_TY row groups and then across groups in
- * order. Blocks that are not at a run start exit at once. */
+/* Block b looks at sorted positions [b * RUN_POS, (b + 1) * RUN_POS); for
+ * each that starts a run of equal ids, table[id] += the run's dout rows
+ * (a run may extend past the block's range), summed by RUN_TY row groups and
+ * then across groups in order. */
 template <int VEC>
 __global__ void scatter_runs_kernel(float *table, const bf16 *dout, const int32_t *keys, const int32_t *rows, int n,
                                     int C) {
     __shared__ int s_end;
     __shared__ float part[RUN_TY][RUN_TX * VEC];
-    int i = blockIdx.x, key = keys[i];
-    if (i > 0 && keys[i - 1] == key) return; /* uniform across the block */
     int tid = threadIdx.y * RUN_TX + threadIdx.x, nthreads = RUN_TX * RUN_TY;
-    if (tid == 0) s_end = n;
-    __syncthreads();
-    /* the run ends at the first j > i with another key (keys are sorted) */
-    for (int base = i + 1; base < n; base += nthreads) {
-        int j = base + tid;
-        if (j < n && keys[j] != key) atomicMin(&s_end, j);
+    int first = blockIdx.x * RUN_POS, last = min(first + RUN_POS, n);
+    for (int i = first; i < last; i++) {
+        int key = keys[i];
+        if (i > 0 && keys[i - 1] == key) continue; /* uniform across the block */
+        if (tid == 0) s_end = n;
         __syncthreads();
-        int e = s_end;
-        __syncthreads(); /* everyone has read s_end before the next round lowers it */
-        if (e < base + nthreads) break;
-    }
-    int end = s_end;
-    for (int c0 = 0; c0 < C; c0 += RUN_TX * VEC) {
-        int c = c0 + threadIdx.x * VEC;
-        float acc[VEC];
+        /* the run ends at the first j > i with another key (keys are sorted) */
+        for (int base = i + 1; base < n; base += nthreads) {
+            int j = base + tid;
+            if (j < n && keys[j] != key) atomicMin(&s_end, j);
+            __syncthreads();
+            int e = s_end;
+            __syncthreads(); /* everyone has read s_end before the next round lowers it */
+            if (e < base + nthreads) break;
+        }
+        int end = s_end;
+        for (int c0 = 0; c0 < C; c0 += RUN_TX * VEC) {
+            int c = c0 + threadIdx.x * VEC;
+            float acc[VEC];
 #pragma unroll
-        for (int j = 0; j < VEC; j++) acc[j] = 0.0f;
-        if (c < C) {
+            for (int j = 0; j < VEC; j++) acc[j] = 0.0f;
+            if (c < C) {
 #pragma unroll 4
-            for (int r = i + threadIdx.y; r < end; r += RUN_TY) {
-                float d[VEC];
-                rg_load_bf16<VEC>(d, dout + (int64_t)rows[r] * C + c);
+                for (int r = i + threadIdx.y; r < end; r += RUN_TY) {
+                    float d[VEC];
+                    rg_load_bf16<VEC>(d, dout + (int64_t)rows[r] * C + c);
 #pragma unroll
-                for (int j = 0; j < VEC; j++) acc[j] += d[j];
+                    for (int j = 0; j < VEC; j++) acc[j] += d[j];
+                }
             }
-        }
 #pragma unroll
-        for (int j = 0; j < VEC; j++) part[threadIdx.y][threadIdx.x * VEC + j] = acc[j];
-        __syncthreads();
-        if (threadIdx.y == 0 && c < C) {
-            float *dst = table + (int64_t)key * C + c;
+            for (int j = 0; j < VEC; j++) part[threadIdx.y][threadIdx.x * VEC + j] = acc[j];
+            __syncthreads();
+            if (threadIdx.y == 0 && c < C) {
+                float *dst = table + (int64_t)key * C + c;
 #pragma unroll
-            for (int j = 0; j < VEC; j++) {
-                float s = 0.0f;
+                for (int j = 0; j < VEC; j++) {
+                    float sum = 0.0f;
 #pragma unroll
-                for (int y = 0; y < RUN_TY; y++) s += part[y][threadIdx.x * VEC + j];
-                dst[j] += s;
+                    for (int y = 0; y < RUN_TY; y++) sum += part[y][threadIdx.x * VEC + j];
+                    dst[j] += sum;
+                }
             }
+            __syncthreads(); /* part and s_end are reused */
         }
-        __syncthreads();
     }
 }
 
@@ -136,9 +141,11 @@ static rg_status scatter_add(rg_cuda_state *st, float *table, const bf16 *dout, 
     RG_CUDA_TRY(cub::DeviceRadixSort::SortPairs(base + 3 * ids_bytes, temp_bytes, ids, keys_out, rows_in, rows_out, n,
                                                 0, 32, st->stream));
     if (C % 8 == 0 && rg_aligned16(dout) && rg_aligned16(table))
-        scatter_runs_kernel<8><<<n, dim3(RUN_TX, RUN_TY), 0, st->stream>>>(table, dout, keys_out, rows_out, n, C);
+        scatter_runs_kernel<8><<<(n + RUN_POS - 1) / RUN_POS, dim3(RUN_TX, RUN_TY), 0, st->stream>>>(
+            table, dout, keys_out, rows_out, n, C);
     else
-        scatter_runs_kernel<1><<<n, dim3(RUN_TX, RUN_TY), 0, st->stream>>>(table, dout, keys_out, rows_out, n, C);
+        scatter_runs_kernel<1><<<(n + RUN_POS - 1) / RUN_POS, dim3(RUN_TX, RUN_TY), 0, st->stream>>>(
+            table, dout, keys_out, rows_out, n, C);
     RG_CUDA_CHECK_LAUNCH("scatter_runs_kernel");
     return RG_OK;
 }

@@ -133,29 +133,32 @@ __global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_pa
     int64_t n_tiles = (T + LN_R - 1) / LN_R;
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
         int64_t r0 = tile * LN_R;
-        float d[LN_R][8], xh[LN_R][8], mu[LN_R], rs[LN_R], part[2 * LN_R];
+        /* every load of the tile first (dout, inp and the dinp being added
+         * to, raw 16-byte vectors), so that one memory latency covers the tile */
+        uint4 rd[LN_R], rx[LN_R], rg[LN_R];
+        float mu[LN_R], rs[LN_R], part[2 * LN_R];
 #pragma unroll
         for (int r = 0; r < LN_R; r++) {
             bool ok = active && r0 + r < T;
             mu[r] = r0 + r < T ? mean[r0 + r] : 0.0f;
             rs[r] = r0 + r < T ? rstd[r0 + r] : 0.0f;
+            rd[r] = rx[r] = rg[r] = make_uint4(0, 0, 0, 0);
             if (ok) {
-                rg_load_bf16<8>(d[r], dout + (r0 + r) * C + c);
-                rg_load_bf16<8>(xh[r], inp + (r0 + r) * C + c);
-            } else {
-#pragma unroll
-                for (int j = 0; j < 8; j++) d[r][j] = xh[r][j] = 0.0f;
+                rd[r] = *reinterpret_cast<const uint4 *>(dout + (r0 + r) * C + c);
+                rx[r] = *reinterpret_cast<const uint4 *>(inp + (r0 + r) * C + c);
+                rg[r] = *reinterpret_cast<const uint4 *>(dinp + (r0 + r) * C + c);
             }
         }
 #pragma unroll
         for (int r = 0; r < LN_R; r++) {
-            float s1 = 0.0f, s2 = 0.0f;
+            float d[8], xh[8], s1 = 0.0f, s2 = 0.0f;
+            rg_load_bf16<8>(d, reinterpret_cast<const bf16 *>(&rd[r]));
+            rg_load_bf16<8>(xh, reinterpret_cast<const bf16 *>(&rx[r]));
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                xh[r][j] = (xh[r][j] - mu[r]) * rs[r];
-                float dx = d[r][j] * w[j];
+                float dx = d[j] * w[j];
                 s1 += dx;
-                s2 += dx * xh[r][j];
+                s2 += dx * (xh[j] - mu[r]) * rs[r];
             }
             part[2 * r] = rg_warp_sum(s1);
             part[2 * r + 1] = rg_warp_sum(s2);
@@ -174,17 +177,18 @@ __global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_pa
 #pragma unroll
         for (int r = 0; r < LN_R; r++) {
             if (!active || r0 + r >= T) continue;
-            bf16 *dst = dinp + (r0 + r) * C + c;
-            float g[8];
-            rg_load_bf16<8>(g, dst);
+            float d[8], xh[8], g[8];
+            rg_load_bf16<8>(d, reinterpret_cast<const bf16 *>(&rd[r]));
+            rg_load_bf16<8>(xh, reinterpret_cast<const bf16 *>(&rx[r]));
+            rg_load_bf16<8>(g, reinterpret_cast<const bf16 *>(&rg[r]));
 #pragma unroll
             for (int j = 0; j < 8; j++) {
-                float dx = d[r][j] * w[j];
-                g[j] += rs[r] * (dx - part[2 * r] - xh[r][j] * part[2 * r + 1]);
-                acc_w[j] += d[r][j] * xh[r][j];
-                acc_b[j] += d[r][j];
+                float x = (xh[j] - mu[r]) * rs[r], dx = d[j] * w[j];
+                g[j] += rs[r] * (dx - part[2 * r] - x * part[2 * r + 1]);
+                acc_w[j] += d[j] * x;
+                acc_b[j] += d[j];
             }
-            rg_store_bf16<8>(dst, g);
+            rg_store_bf16<8>(dinp + (r0 + r) * C + c, g);
         }
     }
     if (active) {

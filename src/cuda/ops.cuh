@@ -99,28 +99,6 @@ __device__ __forceinline__ void rg_store_bf16(bf16 *p, const float (&f)[VEC]) {
     }
 }
 
-/* GELU (RG_GELU_ERF: x Phi(x); RG_GELU_TANH: 0.5 x (1 + tanh u), u =
- * sqrt(2/pi) (x + 0.044715 x^3)) and its derivative, in fp32. Written with
- * erfc and the logistic 1 + tanh u = 2 / (1 + e^(-2u)) so that the negative
- * tail keeps its relative precision instead of cancelling in 1 + erf. */
-__device__ __forceinline__ float rg_gelu(float x, int kind) {
-    if (kind == RG_GELU_TANH) {
-        float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-        return x / (1.0f + __expf(-2.0f * u));
-    }
-    return 0.5f * x * erfcf(-0.7071067811865476f * x);
-}
-
-__device__ __forceinline__ float rg_gelu_grad(float x, int kind) {
-    if (kind == RG_GELU_TANH) {
-        float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-        float s = 1.0f / (1.0f + __expf(-2.0f * u)), s1 = 1.0f / (1.0f + __expf(2.0f * u)); /* s, 1 - s */
-        float du = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
-        return s + 2.0f * x * s * s1 * du;
-    }
-    return 0.5f * erfcf(-0.7071067811865476f * x) + x * 0.3989422804014327f * __expf(-0.5f * x * x);
-}
-
 /* Sum over a warp, every lane gets the result (fixed order: deterministic). */
 __device__ __forceinline__ float rg_warp_sum(float v) {
 #pragma unroll
@@ -128,9 +106,13 @@ __device__ __forceinline__ float rg_warp_sum(float v) {
     return v;
 }
 
+/* (gelu.cu) Builds the exact-GELU table in st->gelu_lut (at backend creation). */
+rg_status rg_cuda_gelu_init(rg_cuda_state *st);
+
 /* (gelu.cu) x = pre + bias[col] over a (rows, cols) bf16 matrix (bias may be
  * NULL). gelu == RG_GELU_NONE: out = x (out may be pre). Otherwise pre = x
- * and out = gelu(x). The matmul's epilogue when cuBLASLt's cannot be used. */
+ * and out = gelu(x), x rounded to bf16 first. The matmul's epilogue when
+ * cuBLASLt's cannot be used (always for the erf kind). */
 rg_status rg_cuda_bias_gelu(rg_cuda_state *st, bf16 *out, bf16 *pre, const bf16 *bias, int64_t rows,
                             int cols, int gelu);
 
