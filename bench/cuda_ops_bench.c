@@ -98,6 +98,12 @@ static void mm_bwd(int s, void *c_) {
          "matmul_backward");
 }
 
+static void mm_dbias_only(int s, void *c_) {
+    mm_ctx *c = c_;
+    must(be->ops->matmul_backward(be, NULL, NULL, c->db, c->dout[s], c->inp[s], c->w, c->T, c->C, c->OC),
+         "matmul_backward");
+}
+
 static void mm_bwd_nobias(int s, void *c_) {
     mm_ctx *c = c_;
     must(be->ops->matmul_backward(be, c->dinp, c->dw, NULL, c->dout[s], c->inp[s], c->w, c->T, c->C, c->OC),
@@ -233,6 +239,9 @@ int main(int argc, char **argv) {
             t = time_op(mm_bwd_nobias, &c, &sp);
             snprintf(nm, sizeof nm, "bwd %s, no dbias", names[i]);
             row(nm, shape, t, sp, 2 * fl, 0);
+            t = time_op(mm_dbias_only, &c, &sp);
+            snprintf(nm, sizeof nm, "dbias kernel %s", names[i]);
+            row(nm, shape, t, sp, 0, (double)T * c.OC * 2);
         }
         for (int s = 0; s < SETS; s++) { rg_buffer_free(be, c.inp[s]); rg_buffer_free(be, c.dout[s]); }
         rg_buffer_free(be, c.w); rg_buffer_free(be, c.b); rg_buffer_free(be, c.dw); rg_buffer_free(be, c.db);

@@ -13,6 +13,7 @@
  * layouts, heuristic's algorithm) are cached by shape and pointer alignment so
  * that a step makes no heuristic queries after its first. */
 #include "cuda/ops.cuh"
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -127,6 +128,10 @@ static rg_status plan_build(rg_cuda_state *st, const mm_key *key, mm_plan *p, bo
         }
     }
 #undef TRY_LT
+    if (getenv("RG_CUDA_VERBOSE")) /* which epilogues cuBLASLt serves (plans are built once per shape) */
+        fprintf(stderr, "ragged cuda: matmul plan kind=%d m=%lld n=%lld k=%lld epilogue=%d align=%d/%d/%d: %s\n",
+                key->kind, (long long)m, (long long)n, (long long)k, key->epi, key->align[0], key->align[1],
+                key->align[2], *found ? "ok" : "no algorithm");
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     if (s != RG_OK || !*found) plan_free(p);
