@@ -53,6 +53,8 @@ static const rg_backend_ops cpu_ops = {
     .sync = cpu_sync,
     .attn_forward = cpu_attn_forward,
     .attn_backward = cpu_attn_backward,
+    .attn_decode = rg_cpu_attn_decode,
+    .kv_write = rg_cpu_kv_write,
 };
 
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {
