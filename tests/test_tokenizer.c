@@ -479,7 +479,7 @@ static void test_errors(rg_tokenizer *t) {
     CHECK(rg_tokenizer_load("/nonexistent/vocab.json", merges_path, &x) == RG_ERR_IO &&
               strstr(rg_last_error(), "/nonexistent/vocab.json"),
           "missing file: %s", rg_last_error());
-    expect_load_error("{\"a\": 1,\n\"b\" 2}", NULL, RG_ERR_FORMAT, "bad_vocab.json:2");
+    expect_load_error("{\"a\": 1,\n\"b\" 2}", NULL, RG_ERR_FORMAT, "bad_vocab.json: line 2");
     expect_load_error("{\"a\": 1, \"b\": -2}", NULL, RG_ERR_FORMAT, "bad_vocab.json:1");
     expect_load_error("{\"a\": 1, \"b\": 1}", NULL, RG_ERR_FORMAT, "given twice");
     expect_load_error("{\"a\": 0}", NULL, RG_ERR_FORMAT, "single byte");

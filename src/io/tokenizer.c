@@ -3,6 +3,7 @@
  * encoded pieces, decoding. */
 #include "core/alloc.h"
 #include "core/status.h"
+#include "io/json.h"
 #include "io/tokenizer.h"
 #include "ragged.h"
 #include <errno.h>
@@ -127,9 +128,12 @@ static int line_of(const loader *L, size_t pos) {
     return line;
 }
 
-static rg_status lfail(const loader *L, size_t pos, const char *what) {
-    return rg_fail(RG_ERR_FORMAT, FN ": %s:%d: %s", L->path, line_of(L, pos), what);
+/* A format error at byte pos of the file, or at line (when > 0). */
+static rg_status lfail_line(const loader *L, size_t pos, int line, const char *what) {
+    return rg_fail(RG_ERR_FORMAT, FN ": %s:%d: %s", L->path, line > 0 ? line : line_of(L, pos), what);
 }
+
+static rg_status lfail(const loader *L, size_t pos, const char *what) { return lfail_line(L, pos, 0, what); }
 
 static rg_status slurp(const char *path, uint8_t **out, size_t *len) {
     *out = NULL;
@@ -158,104 +162,24 @@ static rg_status slurp(const char *path, uint8_t **out, size_t *len) {
     return RG_OK;
 }
 
-/* Appends the byte that code point cp stands for to L->tmp. */
-static rg_status put_cp(loader *L, uint32_t cp, size_t at) {
-    if (cp >= 512 || L->cp_byte[cp] < 0) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "character U+%04X is not in GPT-2's byte alphabet", (unsigned)cp);
-        return lfail(L, at, msg);
-    }
-    RG_TRY(grow((void **)&L->tmp, &L->tmp_cap, L->tmp_n + 1, 1, FN ": token buffer"));
-    L->tmp[L->tmp_n++] = (uint8_t)L->cp_byte[cp];
-    return RG_OK;
-}
-
-/* Converts the UTF-8 text s[a..b) of alphabet characters into L->tmp. */
-static rg_status chars_to_bytes(loader *L, size_t a, size_t b) {
+/* Converts UTF-8 text s[0..n) of alphabet characters into the bytes they
+ * stand for, in L->tmp. Errors name line (> 0) or the file position pos. */
+static rg_status chars_to_bytes(loader *L, const uint8_t *s, size_t n, size_t pos, int line) {
     L->tmp_n = 0;
-    while (a < b) {
+    RG_TRY(grow((void **)&L->tmp, &L->tmp_cap, n, 1, FN ": token buffer"));
+    for (size_t a = 0; a < n;) {
         uint32_t cp;
-        size_t n = rg_utf8_decode(L->s + a, b - a, &cp);
-        if (!n) return lfail(L, a, "invalid UTF-8");
-        RG_TRY(put_cp(L, cp, a));
-        a += n;
+        size_t k = rg_utf8_decode(s + a, n - a, &cp);
+        if (!k) return lfail_line(L, pos, line, "invalid UTF-8");
+        if (cp >= 512 || L->cp_byte[cp] < 0) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "character U+%04X is not in GPT-2's byte alphabet", (unsigned)cp);
+            return lfail_line(L, pos, line, msg);
+        }
+        L->tmp[L->tmp_n++] = (uint8_t)L->cp_byte[cp];
+        a += k;
     }
     return RG_OK;
-}
-
-static void skip_ws(loader *L) {
-    while (L->pos < L->len && (L->s[L->pos] == ' ' || L->s[L->pos] == '\t' || L->s[L->pos] == '\n' ||
-                               L->s[L->pos] == '\r'))
-        L->pos++;
-}
-
-static int hexval(uint8_t c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') return (c | 0x20) - 'a' + 10;
-    return -1;
-}
-
-static bool read_hex4(loader *L, uint32_t *v) {
-    if (L->len - L->pos < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(L->s[L->pos + i]);
-        if (h < 0) return false;
-        *v = *v << 4 | (uint32_t)h;
-    }
-    L->pos += 4;
-    return true;
-}
-
-/* A JSON string at L->pos (the opening quote), its characters mapped to bytes in L->tmp. */
-static rg_status json_string(loader *L) {
-    if (L->pos >= L->len || L->s[L->pos] != '"') return lfail(L, L->pos, "expected a string");
-    L->pos++;
-    L->tmp_n = 0;
-    for (;;) {
-        if (L->pos >= L->len) return lfail(L, L->pos, "unterminated string");
-        size_t at = L->pos;
-        uint8_t c = L->s[L->pos];
-        uint32_t cp;
-        if (c == '"') {
-            L->pos++;
-            return RG_OK;
-        }
-        if (c < 0x20) return lfail(L, at, "control character in string");
-        if (c != '\\') {
-            size_t n = rg_utf8_decode(L->s + L->pos, L->len - L->pos, &cp);
-            if (!n) return lfail(L, at, "invalid UTF-8 in string");
-            L->pos += n;
-            RG_TRY(put_cp(L, cp, at));
-            continue;
-        }
-        if (++L->pos >= L->len) return lfail(L, at, "unterminated escape");
-        c = L->s[L->pos++];
-        switch (c) {
-        case '"': case '\\': case '/': cp = c; break;
-        case 'b': cp = '\b'; break;
-        case 'f': cp = '\f'; break;
-        case 'n': cp = '\n'; break;
-        case 'r': cp = '\r'; break;
-        case 't': cp = '\t'; break;
-        case 'u':
-            if (!read_hex4(L, &cp)) return lfail(L, at, "bad \\u escape");
-            if (cp >= 0xD800 && cp <= 0xDBFF) { /* surrogate pair */
-                uint32_t lo;
-                if (L->len - L->pos < 2 || L->s[L->pos] != '\\' || L->s[L->pos + 1] != 'u')
-                    return lfail(L, at, "lone surrogate in \\u escape");
-                L->pos += 2;
-                if (!read_hex4(L, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-                    return lfail(L, at, "bad surrogate pair in \\u escape");
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return lfail(L, at, "lone surrogate in \\u escape");
-            }
-            break;
-        default: return lfail(L, at, "unknown escape");
-        }
-        RG_TRY(put_cp(L, cp, at));
-    }
 }
 
 /* Looks up token bytes s[0..n) in the vocabulary: its id or -1. */
@@ -267,59 +191,42 @@ static int32_t vocab_find(const rg_tokenizer *t, const uint8_t *s, size_t n) {
     }
 }
 
-typedef struct vocab_entry { int64_t off; int32_t len, id; size_t at; } vocab_entry;
+typedef struct vocab_entry { int64_t off; int32_t len, id; int line; } vocab_entry;
 
 /* vocab.json: { "token": id, ... } */
 static rg_status load_vocab(rg_tokenizer *t, loader *L) {
     vocab_entry *ents = NULL;
     uint8_t *bytes = NULL;
-    size_t n_ents = 0, ents_cap = 0, bytes_n = 0, bytes_cap = 0;
+    size_t n_ents = 0, bytes_n = 0;
     int32_t max_id = -1;
+    rg_json_doc *doc = NULL;
+    RG_TRY(rg_json_parse((const char *)L->s, L->len, 0, L->path, &doc));
+    const rg_json *root = rg_json_root(doc);
     rg_status st = RG_OK;
-    L->pos = 0;
-    skip_ws(L);
-    if (L->pos >= L->len || L->s[L->pos] != '{') { st = lfail(L, L->pos, "expected '{'"); goto done; }
-    L->pos++;
-    skip_ws(L);
-    if (L->pos < L->len && L->s[L->pos] == '}') { st = lfail(L, L->pos, "empty vocabulary"); goto done; }
-    for (;;) {
-        skip_ws(L);
-        size_t at = L->pos;
-        if ((st = json_string(L)) != RG_OK) goto done;
-        if (L->tmp_n == 0) { st = lfail(L, at, "empty token"); goto done; }
-        if (L->tmp_n > INT32_MAX) { st = lfail(L, at, "token too long"); goto done; }
-        skip_ws(L);
-        if (L->pos >= L->len || L->s[L->pos] != ':') { st = lfail(L, L->pos, "expected ':'"); goto done; }
-        L->pos++;
-        skip_ws(L);
-        size_t num_at = L->pos;
-        int64_t v = 0;
-        size_t digits = 0;
-        while (L->pos < L->len && L->s[L->pos] >= '0' && L->s[L->pos] <= '9' && v < INT32_MAX) {
-            v = v * 10 + (L->s[L->pos++] - '0');
-            digits++;
-        }
-        if (L->pos < L->len && (L->s[L->pos] == '.' || L->s[L->pos] == 'e' || L->s[L->pos] == 'E' ||
-                                (L->s[L->pos] >= '0' && L->s[L->pos] <= '9'))) {
-            st = lfail(L, num_at, "id is not an integer in [0, INT32_MAX)");
-            goto done;
-        }
-        if (!digits || v >= INT32_MAX) { st = lfail(L, num_at, "id is not an integer in [0, INT32_MAX)"); goto done; }
-        if ((st = grow((void **)&ents, &ents_cap, n_ents + 1, sizeof *ents, FN ": vocabulary")) != RG_OK ||
-            (st = grow((void **)&bytes, &bytes_cap, bytes_n + L->tmp_n, 1, FN ": vocabulary")) != RG_OK)
-            goto done;
-        memcpy(bytes + bytes_n, L->tmp, L->tmp_n);
-        ents[n_ents++] = (vocab_entry){(int64_t)bytes_n, (int32_t)L->tmp_n, (int32_t)v, at};
-        bytes_n += L->tmp_n;
-        if ((int32_t)v > max_id) max_id = (int32_t)v;
-        skip_ws(L);
-        if (L->pos < L->len && L->s[L->pos] == ',') { L->pos++; continue; }
-        if (L->pos < L->len && L->s[L->pos] == '}') { L->pos++; break; }
-        st = lfail(L, L->pos, "expected ',' or '}'");
+    if (root->type != RG_JSON_OBJECT || root->len == 0) {
+        st = lfail_line(L, 0, (int)root->line, "expected a non-empty object of token -> id");
         goto done;
     }
-    skip_ws(L);
-    if (L->pos != L->len) { st = lfail(L, L->pos, "trailing characters after the object"); goto done; }
+    n_ents = root->len;
+    size_t total = 0;
+    for (size_t m = 0; m < n_ents; m++) total += root->keys[m].len;
+    if ((st = rg_alloc((void **)&ents, n_ents, sizeof *ents, FN ": vocabulary")) ||
+        (st = rg_alloc((void **)&bytes, total, 1, FN ": vocabulary")))
+        goto done;
+    for (size_t m = 0; m < n_ents; m++) {
+        const rg_json_key *k = &root->keys[m];
+        const rg_json *v = &root->items[m];
+        if ((st = chars_to_bytes(L, (const uint8_t *)k->s, k->len, 0, (int)k->line)) != RG_OK) goto done;
+        if (L->tmp_n == 0) { st = lfail_line(L, 0, (int)k->line, "empty token"); goto done; }
+        if (v->type != RG_JSON_NUMBER || !v->is_int || v->i < 0 || v->i >= INT32_MAX) {
+            st = lfail_line(L, 0, (int)v->line, "id is not an integer in [0, INT32_MAX)");
+            goto done;
+        }
+        memcpy(bytes + bytes_n, L->tmp, L->tmp_n);
+        ents[m] = (vocab_entry){(int64_t)bytes_n, (int32_t)L->tmp_n, (int32_t)v->i, (int)k->line};
+        bytes_n += L->tmp_n;
+        if ((int32_t)v->i > max_id) max_id = (int32_t)v->i;
+    }
 
     t->vocab_size = max_id + 1;
     size_t slots = 16;
@@ -338,11 +245,11 @@ static rg_status load_vocab(rg_tokenizer *t, loader *L) {
         if (t->tok_len[v->id] >= 0) {
             char msg[64];
             snprintf(msg, sizeof msg, "id %d is given twice", (int)v->id);
-            st = lfail(L, v->at, msg);
+            st = lfail_line(L, 0, v->line, msg);
             goto done;
         }
         if (vocab_find(t, t->tok_bytes + v->off, (size_t)v->len) >= 0) {
-            st = lfail(L, v->at, "token is given twice");
+            st = lfail_line(L, 0, v->line, "token is given twice");
             goto done;
         }
         t->tok_off[v->id] = v->off;
@@ -361,6 +268,7 @@ static rg_status load_vocab(rg_tokenizer *t, loader *L) {
     }
     t->eot = vocab_find(t, (const uint8_t *)EOT_TEXT, EOT_LEN);
 done:
+    rg_json_free(doc);
     rg_free(ents);
     rg_free(bytes);
     return st;
@@ -403,12 +311,12 @@ static rg_status load_merges(rg_tokenizer *t, loader *L) {
             break;
         }
         int32_t a, b, m;
-        if ((st = chars_to_bytes(L, p, sp)) != RG_OK) break;
+        if ((st = chars_to_bytes(L, L->s + p, sp - p, p, 0)) != RG_OK) break;
         if ((a = vocab_find(t, L->tmp, L->tmp_n)) < 0) { st = lfail(L, p, "first token not in the vocabulary"); break; }
         size_t na = L->tmp_n;
         if ((st = grow((void **)&cat, &cat_cap, na, 1, FN ": merges")) != RG_OK) break;
         memcpy(cat, L->tmp, na);
-        if ((st = chars_to_bytes(L, sp + 1, end)) != RG_OK) break;
+        if ((st = chars_to_bytes(L, L->s + sp + 1, end - sp - 1, p, 0)) != RG_OK) break;
         if ((b = vocab_find(t, L->tmp, L->tmp_n)) < 0) { st = lfail(L, p, "second token not in the vocabulary"); break; }
         if ((st = grow((void **)&cat, &cat_cap, na + L->tmp_n, 1, FN ": merges")) != RG_OK) break;
         memcpy(cat + na, L->tmp, L->tmp_n);
