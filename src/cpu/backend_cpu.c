@@ -68,6 +68,8 @@ static const rg_backend_ops cpu_ops = {
     .sum_squares = rg_cpu_sum_squares,
     .sgd_update = rg_cpu_sgd_update,
     .adamw_update = rg_cpu_adamw_update,
+    .attn_decode = rg_cpu_attn_decode,
+    .kv_write = rg_cpu_kv_write,
 };
 
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {

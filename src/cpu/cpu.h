@@ -1,6 +1,7 @@
 /* cpu.h — the CPU (reference) backend's ops, one file per op family:
  *   attention_ref.c    plain-loop attention with optional mask (the definition of right)
  *   attention_flash.c  tiled online-softmax attention, forward and backward (OpenMP)
+ *   attention_decode.c decode attention over a paged KV cache (split over the KV length) and its writes
  *   embedding.c layernorm.c matmul.c gelu.c add.c xent.c optimizer.c memory.c
  *                      the model ops of rg_backend_ops (signatures and conventions there)
  * All tensors are float32 in host memory. */
@@ -64,5 +65,9 @@ float rg_cpu_gelu(float x, int gelu);
  * summed over tokens in ascending order, so no races and no thread-count
  * dependence. */
 #define RG_CPU_CTILE 32
+rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                             const void *k_cache, const void *v_cache);
+rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
+                          const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 
 #endif
