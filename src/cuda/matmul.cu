@@ -228,8 +228,18 @@ __global__ void bias_grad_kernel(float *parts, const bf16 *dout, int64_t T, int 
     float acc[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; j++) acc[j] = 0.0f;
-#pragma unroll 4
-    for (int64_t r = blockIdx.x; r < T; r += gridDim.x) {
+    /* four rows' loads issued before any is used: one memory latency per four rows */
+    int64_t r = blockIdx.x, step = gridDim.x;
+    for (; r + 3 * step < T; r += 4 * step) {
+        float d[4][VEC];
+#pragma unroll
+        for (int k = 0; k < 4; k++) rg_load_bf16<VEC>(d[k], dout + (r + k * step) * OC + c);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+#pragma unroll
+            for (int j = 0; j < VEC; j++) acc[j] += d[k][j];
+    }
+    for (; r < T; r += step) {
         float d[VEC];
         rg_load_bf16<VEC>(d, dout + r * OC + c);
 #pragma unroll
