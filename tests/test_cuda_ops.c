@@ -207,7 +207,7 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
         snprintf(what, sizeof what, "%s: dbias (+=)", tag);
         CHECK_CLOSE(what, g, db_ref, OC, 1e-5);
         dguard_ok(&d_db, what);
-        /* dbias alone (no dweight: the reduction kernel instead of the GEMM's epilogue) adds the sum again */
+        /* dbias alone (dinp and dweight NULL) adds the sum again */
         s = be->ops->matmul_backward(be, NULL, NULL, (float *)d_db.p, d_dout.p, d_inp.p, d_w.p, T, C, OC);
         CHECK(s == RG_OK, "%s: dbias-only backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
         for (int o = 0; o < OC; o++) db_ref[o] = (float)(2.0 * db_ref[o] - db0[o]);

@@ -3,8 +3,7 @@
  *   forward   out (T,OC) = inp (T,C) @ weight^T + bias     (bias, GELU epilogues)
  *   backward  dinp (T,C) = dout @ weight                  (bf16, overwritten)
  *             dweight (OC,C) += dout^T @ inp              (fp32 C/D, beta = 1)
- *             dbias (OC) += sum_t dout                    (BGRADB epilogue of the dweight
- *                                                          GEMM, else own kernel; deterministic)
+ *             dbias (OC) += sum_t dout                    (own kernel, deterministic)
  * cuBLAS is column-major: a row-major (R, K) matrix is a column-major (K, R)
  * one, so every product below is written for the transposes (see plan_dims).
  * GELU: cuBLASLt's epilogue is the tanh approximation, so RG_GELU_TANH uses
@@ -284,26 +283,16 @@ rg_status rg_cuda_matmul_backward(rg_backend *be, void *dinp, float *dweight, fl
             return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_backward: no cuBLASLt algorithm for dinp (T=%lld C=%d OC=%d)",
                            (long long)T, C, OC);
     }
-    bool bias_done = false;
-    if (dweight && dbias && (size_t)OC * sizeof(float) <= st->scratch_bytes) {
-        /* the bias gradient as the dweight GEMM's BGRADB epilogue (sum of op(B)
-         * = dout over k = T), saving a pass over dout; it overwrites, so it
-         * goes to scratch and is then added to dbias */
-        float *tmp = (float *)st->scratch;
-        key = make_key(MM_DW, CUBLASLT_EPILOGUE_BGRADB, C, OC, T, inp, dout, dweight, tmp, NULL);
-        RG_TRY(mm_run(st, &key, inp, dout, dweight, 1.0f, tmp, NULL, &found));
-        if (found) {
-            RG_TRY(rg_cuda_add_partials(st, dbias, tmp, 1, OC));
-            bias_done = true;
-        }
-    }
-    if (dweight && !bias_done) {
+    /* dbias: cuBLASLt's BGRADB epilogue on the dweight GEMM was measured no
+     * faster than this GEMM plus bias_grad (bench/cuda_ops_NOTES.md), so the
+     * simpler path stays. */
+    if (dweight) {
         key = make_key(MM_DW, CUBLASLT_EPILOGUE_DEFAULT, C, OC, T, inp, dout, dweight, NULL, NULL);
         RG_TRY(mm_run(st, &key, inp, dout, dweight, 1.0f, NULL, NULL, &found));
         if (!found)
             return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_backward: no cuBLASLt algorithm for dweight (T=%lld C=%d OC=%d)",
                            (long long)T, C, OC);
     }
-    if (dbias && !bias_done) RG_TRY(bias_grad(st, dbias, (const bf16 *)dout, T, OC));
+    if (dbias) RG_TRY(bias_grad(st, dbias, (const bf16 *)dout, T, OC));
     return RG_OK;
 }
