@@ -300,186 +300,6 @@ rg_status rg_lengths_uniform(uint64_t seed, int32_t n_batches, int32_t batch_siz
 /* Frees the lengths and zeroes *l; NULL or zeroed is a no-op. */
 void rg_lengths_free(rg_lengths *l);
 
-/* ===== 7. checkpoints (safetensors) ==================================== */
-
-/* The safetensors format (HuggingFace): an 8-byte little-endian header length
- * N, N bytes of JSON header, then the data region. The header maps each tensor
- * name to {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}
- * (byte offsets into the data region; little-endian, row-major) and may hold
- * "__metadata__": {"key": "value", ...} (strings only).
- *
- * Reading memory-maps the file and validates all of it before returning: the
- * header length (<= 100 MB, inside the file), the JSON, every entry (known
- * dtype, shape of non-negative integers whose element count does not overflow,
- * end - begin == element count * dtype size, inside the data region, no two
- * tensors overlapping), unique names. A bad file fails with RG_ERR_FORMAT and a
- * message naming the file, the tensor and the problem (expected vs got); a file
- * that cannot be opened or mapped fails with RG_ERR_IO. The mapping stays valid
- * until close; the file must not be truncated meanwhile. */
-typedef struct rg_safetensors rg_safetensors;  /* one open file, or all shards of a checkpoint */
-
-/* One tensor of an open checkpoint; pointers stay valid until close. */
-typedef struct rg_tensor_info {
-    const char *name;
-    const char *dtype_name;  /* as in the file: "F32", "BF16", "F16", "I32", "F64", "I64", "U8", ... */
-    bool known_dtype;        /* the dtype is one of rg_dtype (F32, BF16, F16, I32); dtype is then set */
-    rg_dtype dtype;
-    bool convertible;        /* F32, BF16 or F16: rg_safetensors_read_f32 accepts it */
-    int32_t ndim;            /* 0 for a scalar */
-    const int64_t *shape;    /* (ndim) */
-    int64_t numel;           /* product of shape; 1 for a scalar, 0 if any dimension is 0 */
-    size_t nbytes;
-    const void *data;        /* nbytes raw little-endian bytes inside the mapping; may be unaligned */
-    const char *file;        /* path of the file (shard) that holds it */
-} rg_tensor_info;
-
-/* Opens one .safetensors file. */
-rg_status rg_safetensors_open(const char *path, rg_safetensors **out);
-/* Opens a checkpoint given as a .safetensors file, a directory holding
- * model.safetensors (preferred) or model.safetensors.index.json, or the path of
- * such an index ({"weight_map": {tensor: shard file}}; shard files are relative
- * to the index's directory). All shards are presented as one flat set of
- * tensors. Fails (naming the files) on a missing or bad shard, a tensor the
- * index maps to a shard that does not hold it, or a shard holding a tensor
- * the index does not map to it. Metadata is the union over shards (the first
- * shard in file-name order wins on a repeated key). */
-rg_status rg_checkpoint_open(const char *path, rg_safetensors **out);
-/* Unmaps and frees; NULL is a no-op. */
-void rg_safetensors_close(rg_safetensors *st);
-
-/* Tensors are listed in bytewise name order, i in [0, count). */
-size_t rg_safetensors_count(const rg_safetensors *st);
-rg_status rg_safetensors_info(const rg_safetensors *st, size_t i, rg_tensor_info *out);
-/* By name: RG_ERR_FORMAT ("no tensor named ...") when absent. */
-rg_status rg_safetensors_find(const rg_safetensors *st, const char *name, rg_tensor_info *out);
-bool rg_safetensors_has(const rg_safetensors *st, const char *name);
-/* Converts tensor `name` (F32, BF16 or F16) to float32 in dst[0..n). n must
- * equal its element count (RG_ERR_INVALID_ARG otherwise); other dtypes give
- * RG_ERR_UNSUPPORTED. */
-rg_status rg_safetensors_read_f32(const rg_safetensors *st, const char *name, float *dst, size_t n);
-
-/* __metadata__: entries in bytewise key order; lookup gives NULL when absent. */
-size_t rg_safetensors_metadata_count(const rg_safetensors *st);
-rg_status rg_safetensors_metadata_at(const rg_safetensors *st, size_t i, const char **key, const char **value);
-const char *rg_safetensors_metadata(const rg_safetensors *st, const char *key);
-
-/* A tensor to write: host memory in the file's dtype (native byte order). */
-typedef struct rg_tensor_view {
-    const char *name;        /* non-empty UTF-8, unique, not "__metadata__" */
-    rg_dtype dtype;          /* F32, BF16, F16 or I32 */
-    int32_t ndim;            /* 0 (scalar) .. RG_SAFETENSORS_MAX_NDIM */
-    const int64_t *shape;    /* (ndim) non-negative */
-    const void *data;        /* numel * rg_dtype_size(dtype) bytes; may be NULL when that is 0 */
-} rg_tensor_view;
-
-#define RG_SAFETENSORS_MAX_NDIM 64
-
-/* Writes n tensors and n_meta metadata pairs (metadata_kv[2i] = key,
- * metadata_kv[2i+1] = value, UTF-8, unique keys) to path, laid out as the
- * safetensors Python library does: tensors ordered by dtype (F32, I32, BF16,
- * F16) then name, header keys in that order after "__metadata__" (its keys
- * sorted), header padded with spaces to a multiple of 8 bytes, data in header
- * order. Atomic: everything is validated first, then written to
- * "<path>.tmp.<pid>" in the same directory, fsync'ed and renamed over path (and
- * the directory fsync'ed). On failure the temporary file is removed and any
- * previous file at path is untouched. Two threads of one process must not save
- * to the same path at once (they would share the temporary file). */
-rg_status rg_safetensors_write(const char *path, const rg_tensor_view *tensors, size_t n,
-                               const char *const *metadata_kv, size_t n_meta);
-
-/* ===== 9. KV cache and decode attention ================================ */
-
-/* A paged KV cache (PagedAttention) for generation. For every layer, K and V
- * live in pools of n_blocks fixed-size blocks in the backend's memory, each
- * block (block_size, h_kv, d) in the act dtype; only the kv heads are stored
- * (GQA/MQA shrink the cache). A sequence, known by a caller-chosen id >= 0,
- * owns a list of blocks (its block table): token i of the sequence lives in
- * slot i % block_size of its block i / block_size, in every layer. Blocks
- * come from a shared free list and go back to it when the sequence is removed.
- *
- * A step of generation:
- *   1. rg_kv_cache_append: each sequence of the step grows by its new tokens
- *      (blocks allocated as needed, all or nothing);
- *   2. rg_kv_cache_set_batch: the step's sequences, in batch order, and how
- *      many new tokens each brings (cu_new); builds the (n_seqs, max_blocks)
- *      block table, lengths and slot mapping on the host and uploads them once;
- *   3. per layer: rg_kv_cache_write scatters the new K/V rows into their slots
- *      (the last cu_new[b+1]-cu_new[b] positions of sequence b), then
- *      rg_attn_decode lets each sequence's last token attend over its cache.
- * Any change to the sequences (add, remove, reserve, append) makes the batch
- * stale: write and decode then fail until set_batch is called again.
- * Not thread-safe: one thread drives a cache. */
-typedef struct rg_kv_cache rg_kv_cache;
-
-#define RG_KV_BLOCK_SIZE_DEFAULT 16
-
-/* n_layers, n_kv_heads, block_size, n_blocks >= 1; head_dim a multiple of 8 in
- * [8, 256] (the attention contract). Allocates 2 * n_layers * n_blocks *
- * block_size * n_kv_heads * head_dim act-dtype elements on the backend
- * (uninitialised); RG_ERR_OVERFLOW if that does not fit a size_t. */
-rg_status rg_kv_cache_init(rg_backend *be, int32_t n_layers, int32_t n_kv_heads, int32_t head_dim,
-                           int32_t block_size, int32_t n_blocks, rg_kv_cache **out);
-/* Frees the pools and the tables; NULL is a no-op. */
-void rg_kv_cache_free(rg_kv_cache *kv);
-
-/* A new empty sequence (RG_ERR_INVALID_ARG if the id is negative or in use). */
-rg_status rg_kv_cache_add_seq(rg_kv_cache *kv, int32_t seq_id);
-/* Removes a sequence and returns its blocks to the free list. */
-rg_status rg_kv_cache_remove_seq(rg_kv_cache *kv, int32_t seq_id);
-/* Makes room for n_tokens >= 0 more tokens of a sequence without changing its
- * length. RG_ERR_EXHAUSTED ("kv cache: sequence 3 needs 2 more blocks, 1 free
- * of 512") when the pool is too small; nothing changes then. */
-rg_status rg_kv_cache_reserve(rg_kv_cache *kv, int32_t seq_id, int32_t n_tokens);
-/* Sequence seq_ids[b] grows by n_new[b] >= 0 tokens, allocating blocks as
- * needed; all or nothing (on RG_ERR_EXHAUSTED the message names the first
- * sequence that does not fit, the blocks it needs and those left, and the
- * total asked and free; no sequence changed). Ids must be distinct. */
-rg_status rg_kv_cache_append(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
-                             const int32_t *n_new);
-
-/* Length (tokens) of a sequence, or -1 if the id is unknown. */
-int32_t rg_kv_cache_seq_len(const rg_kv_cache *kv, int32_t seq_id);
-/* Blocks on the free list, and in the pool. */
-int32_t rg_kv_cache_n_free_blocks(const rg_kv_cache *kv);
-int32_t rg_kv_cache_n_blocks(const rg_kv_cache *kv);
-int32_t rg_kv_cache_block_size(const rg_kv_cache *kv);
-/* The blocks a sequence owns, in order: *n_out = their count (reserved ones
- * included); the first min(count, cap) are written to blocks (may be NULL when cap = 0). */
-rg_status rg_kv_cache_seq_blocks(const rg_kv_cache *kv, int32_t seq_id, int32_t cap,
-                                 int32_t *blocks, int32_t *n_out);
-/* Host-side flattened block table of n_seqs sequences: table (n_seqs,
- * max_blocks) row b = the blocks holding sequence seq_ids[b]'s tokens, padded
- * with -1; lens (n_seqs) their lengths. RG_ERR_INVALID_ARG if a sequence has
- * more than max_blocks blocks of tokens. */
-rg_status rg_kv_cache_block_table(const rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
-                                  int32_t max_blocks, int32_t *table, int32_t *lens);
-
-/* The step's batch: n_seqs >= 1 distinct sequences in batch order; cu_new
- * (n_seqs + 1, host, starts at 0, non-decreasing) says that sequence b's new
- * tokens are rows cu_new[b]..cu_new[b+1] of the packed K/V given to write,
- * and they are its last cu_new[b+1] - cu_new[b] positions (<= its length). */
-rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
-                                const int32_t *cu_new);
-/* Scatters the batch's new rows of one layer into the cache: k, v (T, h_kv, d)
- * in backend memory, T = cu_new[n_seqs], row strides in elements (0 =
- * contiguous h_kv * d; at least that otherwise, so that k and v may be views
- * into a fused qkv projection). */
-rg_status rg_kv_cache_write(rg_kv_cache *kv, int32_t layer, const void *k, int32_t stride_k,
-                            const void *v, int32_t stride_v);
-
-/* Decode attention: for each sequence b of the batch, query row b of q
- * (n_seqs, h, d) attends over all seq_len(b) cached keys and values of the
- * layer (the just-written tokens included); o (n_seqs, h, d) contiguous.
- * h = n_heads, a multiple of the cache's h_kv (query head i reads kv head
- * i / (h / h_kv)); d the cache's head_dim; stride_q the row stride of q in
- * elements (0 = h * d); softmax_scale <= 0 means 1/sqrt(d). A sequence of
- * length 0 outputs zeros. Long contexts are split over the KV length
- * (partitions of RG_ATTN_DECODE_PARTITION keys, then a reduction). On the
- * CPU this allocates a scratch buffer per call. */
-#define RG_ATTN_DECODE_PARTITION 256
-rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
-                         float softmax_scale, const void *q, int32_t stride_q, void *o);
-
 /* ===== 6. model ======================================================== */
 
 /* A GPT-style decoder over a backend. With C = d_model, H = mlp_ratio * C,
@@ -690,6 +510,186 @@ typedef struct rg_model_memory {
     size_t acts;              /* activation arena + per-step metadata + losses */
 } rg_model_memory;
 rg_status rg_model_memory_get(const rg_model *m, rg_model_memory *out);
+
+/* ===== 7. checkpoints (safetensors) ==================================== */
+
+/* The safetensors format (HuggingFace): an 8-byte little-endian header length
+ * N, N bytes of JSON header, then the data region. The header maps each tensor
+ * name to {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}
+ * (byte offsets into the data region; little-endian, row-major) and may hold
+ * "__metadata__": {"key": "value", ...} (strings only).
+ *
+ * Reading memory-maps the file and validates all of it before returning: the
+ * header length (<= 100 MB, inside the file), the JSON, every entry (known
+ * dtype, shape of non-negative integers whose element count does not overflow,
+ * end - begin == element count * dtype size, inside the data region, no two
+ * tensors overlapping), unique names. A bad file fails with RG_ERR_FORMAT and a
+ * message naming the file, the tensor and the problem (expected vs got); a file
+ * that cannot be opened or mapped fails with RG_ERR_IO. The mapping stays valid
+ * until close; the file must not be truncated meanwhile. */
+typedef struct rg_safetensors rg_safetensors;  /* one open file, or all shards of a checkpoint */
+
+/* One tensor of an open checkpoint; pointers stay valid until close. */
+typedef struct rg_tensor_info {
+    const char *name;
+    const char *dtype_name;  /* as in the file: "F32", "BF16", "F16", "I32", "F64", "I64", "U8", ... */
+    bool known_dtype;        /* the dtype is one of rg_dtype (F32, BF16, F16, I32); dtype is then set */
+    rg_dtype dtype;
+    bool convertible;        /* F32, BF16 or F16: rg_safetensors_read_f32 accepts it */
+    int32_t ndim;            /* 0 for a scalar */
+    const int64_t *shape;    /* (ndim) */
+    int64_t numel;           /* product of shape; 1 for a scalar, 0 if any dimension is 0 */
+    size_t nbytes;
+    const void *data;        /* nbytes raw little-endian bytes inside the mapping; may be unaligned */
+    const char *file;        /* path of the file (shard) that holds it */
+} rg_tensor_info;
+
+/* Opens one .safetensors file. */
+rg_status rg_safetensors_open(const char *path, rg_safetensors **out);
+/* Opens a checkpoint given as a .safetensors file, a directory holding
+ * model.safetensors (preferred) or model.safetensors.index.json, or the path of
+ * such an index ({"weight_map": {tensor: shard file}}; shard files are relative
+ * to the index's directory). All shards are presented as one flat set of
+ * tensors. Fails (naming the files) on a missing or bad shard, a tensor the
+ * index maps to a shard that does not hold it, or a shard holding a tensor
+ * the index does not map to it. Metadata is the union over shards (the first
+ * shard in file-name order wins on a repeated key). */
+rg_status rg_checkpoint_open(const char *path, rg_safetensors **out);
+/* Unmaps and frees; NULL is a no-op. */
+void rg_safetensors_close(rg_safetensors *st);
+
+/* Tensors are listed in bytewise name order, i in [0, count). */
+size_t rg_safetensors_count(const rg_safetensors *st);
+rg_status rg_safetensors_info(const rg_safetensors *st, size_t i, rg_tensor_info *out);
+/* By name: RG_ERR_FORMAT ("no tensor named ...") when absent. */
+rg_status rg_safetensors_find(const rg_safetensors *st, const char *name, rg_tensor_info *out);
+bool rg_safetensors_has(const rg_safetensors *st, const char *name);
+/* Converts tensor `name` (F32, BF16 or F16) to float32 in dst[0..n). n must
+ * equal its element count (RG_ERR_INVALID_ARG otherwise); other dtypes give
+ * RG_ERR_UNSUPPORTED. */
+rg_status rg_safetensors_read_f32(const rg_safetensors *st, const char *name, float *dst, size_t n);
+
+/* __metadata__: entries in bytewise key order; lookup gives NULL when absent. */
+size_t rg_safetensors_metadata_count(const rg_safetensors *st);
+rg_status rg_safetensors_metadata_at(const rg_safetensors *st, size_t i, const char **key, const char **value);
+const char *rg_safetensors_metadata(const rg_safetensors *st, const char *key);
+
+/* A tensor to write: host memory in the file's dtype (native byte order). */
+typedef struct rg_tensor_view {
+    const char *name;        /* non-empty UTF-8, unique, not "__metadata__" */
+    rg_dtype dtype;          /* F32, BF16, F16 or I32 */
+    int32_t ndim;            /* 0 (scalar) .. RG_SAFETENSORS_MAX_NDIM */
+    const int64_t *shape;    /* (ndim) non-negative */
+    const void *data;        /* numel * rg_dtype_size(dtype) bytes; may be NULL when that is 0 */
+} rg_tensor_view;
+
+#define RG_SAFETENSORS_MAX_NDIM 64
+
+/* Writes n tensors and n_meta metadata pairs (metadata_kv[2i] = key,
+ * metadata_kv[2i+1] = value, UTF-8, unique keys) to path, laid out as the
+ * safetensors Python library does: tensors ordered by dtype (F32, I32, BF16,
+ * F16) then name, header keys in that order after "__metadata__" (its keys
+ * sorted), header padded with spaces to a multiple of 8 bytes, data in header
+ * order. Atomic: everything is validated first, then written to
+ * "<path>.tmp.<pid>" in the same directory, fsync'ed and renamed over path (and
+ * the directory fsync'ed). On failure the temporary file is removed and any
+ * previous file at path is untouched. Two threads of one process must not save
+ * to the same path at once (they would share the temporary file). */
+rg_status rg_safetensors_write(const char *path, const rg_tensor_view *tensors, size_t n,
+                               const char *const *metadata_kv, size_t n_meta);
+
+/* ===== 9. KV cache and decode attention ================================ */
+
+/* A paged KV cache (PagedAttention) for generation. For every layer, K and V
+ * live in pools of n_blocks fixed-size blocks in the backend's memory, each
+ * block (block_size, h_kv, d) in the act dtype; only the kv heads are stored
+ * (GQA/MQA shrink the cache). A sequence, known by a caller-chosen id >= 0,
+ * owns a list of blocks (its block table): token i of the sequence lives in
+ * slot i % block_size of its block i / block_size, in every layer. Blocks
+ * come from a shared free list and go back to it when the sequence is removed.
+ *
+ * A step of generation:
+ *   1. rg_kv_cache_append: each sequence of the step grows by its new tokens
+ *      (blocks allocated as needed, all or nothing);
+ *   2. rg_kv_cache_set_batch: the step's sequences, in batch order, and how
+ *      many new tokens each brings (cu_new); builds the (n_seqs, max_blocks)
+ *      block table, lengths and slot mapping on the host and uploads them once;
+ *   3. per layer: rg_kv_cache_write scatters the new K/V rows into their slots
+ *      (the last cu_new[b+1]-cu_new[b] positions of sequence b), then
+ *      rg_attn_decode lets each sequence's last token attend over its cache.
+ * Any change to the sequences (add, remove, reserve, append) makes the batch
+ * stale: write and decode then fail until set_batch is called again.
+ * Not thread-safe: one thread drives a cache. */
+typedef struct rg_kv_cache rg_kv_cache;
+
+#define RG_KV_BLOCK_SIZE_DEFAULT 16
+
+/* n_layers, n_kv_heads, block_size, n_blocks >= 1; head_dim a multiple of 8 in
+ * [8, 256] (the attention contract). Allocates 2 * n_layers * n_blocks *
+ * block_size * n_kv_heads * head_dim act-dtype elements on the backend
+ * (uninitialised); RG_ERR_OVERFLOW if that does not fit a size_t. */
+rg_status rg_kv_cache_init(rg_backend *be, int32_t n_layers, int32_t n_kv_heads, int32_t head_dim,
+                           int32_t block_size, int32_t n_blocks, rg_kv_cache **out);
+/* Frees the pools and the tables; NULL is a no-op. */
+void rg_kv_cache_free(rg_kv_cache *kv);
+
+/* A new empty sequence (RG_ERR_INVALID_ARG if the id is negative or in use). */
+rg_status rg_kv_cache_add_seq(rg_kv_cache *kv, int32_t seq_id);
+/* Removes a sequence and returns its blocks to the free list. */
+rg_status rg_kv_cache_remove_seq(rg_kv_cache *kv, int32_t seq_id);
+/* Makes room for n_tokens >= 0 more tokens of a sequence without changing its
+ * length. RG_ERR_EXHAUSTED ("kv cache: sequence 3 needs 2 more blocks, 1 free
+ * of 512") when the pool is too small; nothing changes then. */
+rg_status rg_kv_cache_reserve(rg_kv_cache *kv, int32_t seq_id, int32_t n_tokens);
+/* Sequence seq_ids[b] grows by n_new[b] >= 0 tokens, allocating blocks as
+ * needed; all or nothing (on RG_ERR_EXHAUSTED the message names the first
+ * sequence that does not fit, the blocks it needs and those left, and the
+ * total asked and free; no sequence changed). Ids must be distinct. */
+rg_status rg_kv_cache_append(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                             const int32_t *n_new);
+
+/* Length (tokens) of a sequence, or -1 if the id is unknown. */
+int32_t rg_kv_cache_seq_len(const rg_kv_cache *kv, int32_t seq_id);
+/* Blocks on the free list, and in the pool. */
+int32_t rg_kv_cache_n_free_blocks(const rg_kv_cache *kv);
+int32_t rg_kv_cache_n_blocks(const rg_kv_cache *kv);
+int32_t rg_kv_cache_block_size(const rg_kv_cache *kv);
+/* The blocks a sequence owns, in order: *n_out = their count (reserved ones
+ * included); the first min(count, cap) are written to blocks (may be NULL when cap = 0). */
+rg_status rg_kv_cache_seq_blocks(const rg_kv_cache *kv, int32_t seq_id, int32_t cap,
+                                 int32_t *blocks, int32_t *n_out);
+/* Host-side flattened block table of n_seqs sequences: table (n_seqs,
+ * max_blocks) row b = the blocks holding sequence seq_ids[b]'s tokens, padded
+ * with -1; lens (n_seqs) their lengths. RG_ERR_INVALID_ARG if a sequence has
+ * more than max_blocks blocks of tokens. */
+rg_status rg_kv_cache_block_table(const rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                                  int32_t max_blocks, int32_t *table, int32_t *lens);
+
+/* The step's batch: n_seqs >= 1 distinct sequences in batch order; cu_new
+ * (n_seqs + 1, host, starts at 0, non-decreasing) says that sequence b's new
+ * tokens are rows cu_new[b]..cu_new[b+1] of the packed K/V given to write,
+ * and they are its last cu_new[b+1] - cu_new[b] positions (<= its length). */
+rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                                const int32_t *cu_new);
+/* Scatters the batch's new rows of one layer into the cache: k, v (T, h_kv, d)
+ * in backend memory, T = cu_new[n_seqs], row strides in elements (0 =
+ * contiguous h_kv * d; at least that otherwise, so that k and v may be views
+ * into a fused qkv projection). */
+rg_status rg_kv_cache_write(rg_kv_cache *kv, int32_t layer, const void *k, int32_t stride_k,
+                            const void *v, int32_t stride_v);
+
+/* Decode attention: for each sequence b of the batch, query row b of q
+ * (n_seqs, h, d) attends over all seq_len(b) cached keys and values of the
+ * layer (the just-written tokens included); o (n_seqs, h, d) contiguous.
+ * h = n_heads, a multiple of the cache's h_kv (query head i reads kv head
+ * i / (h / h_kv)); d the cache's head_dim; stride_q the row stride of q in
+ * elements (0 = h * d); softmax_scale <= 0 means 1/sqrt(d). A sequence of
+ * length 0 outputs zeros. Long contexts are split over the KV length
+ * (partitions of RG_ATTN_DECODE_PARTITION keys, then a reduction). On the
+ * CPU this allocates a scratch buffer per call. */
+#define RG_ATTN_DECODE_PARTITION 256
+rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
+                         float softmax_scale, const void *q, int32_t stride_q, void *o);
 
 #ifdef __cplusplus
 }
