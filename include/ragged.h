@@ -462,7 +462,13 @@ rg_status rg_model_set_optim_step(rg_model *m, int64_t step);
  * pad rows contribute exactly zero to every gradient: padding only costs time.
  * The loss is the sum of per-token cross-entropies over targets that are not
  * RG_IGNORE_INDEX; gradients are of the mean over every target of the step
- * (all micro-batches together). */
+ * (all micro-batches together). Every batch is checked (tokens and targets in
+ * the vocabulary, positions and lengths within max_seq_len, cu_seqlens
+ * consistent with the layout) before any work; only a backend failure inside
+ * the work can leave gradients (and, for a train step, parameters) partly updated.
+ * Once the arena is reserved (rg_model_reserve), a step neither allocates nor
+ * synchronises, except to read the gradient norm (before the update) and the
+ * losses back. */
 typedef struct rg_step_result {
     double loss_sum;          /* sum of the per-target losses; mean = loss_sum / n_targets */
     int64_t n_targets;
@@ -482,7 +488,8 @@ rg_status rg_model_eval_step(rg_model *m, const rg_batch *batch, rg_step_result 
 /* Forward + backward over n_micro batches, the gradients of the mean loss left
  * in RG_MODEL_GRADS (overwritten), grad_norm set; no update. */
 rg_status rg_model_grads(rg_model *m, const rg_batch *micro, int32_t n_micro, rg_step_result *out);
-/* rg_model_grads, then clipping, the lr schedule and one optimizer update. */
+/* rg_model_grads, then clipping, the lr schedule and one optimizer update.
+ * A gradient norm that is not finite fails (RG_ERR_INVALID_ARG) before any update. */
 rg_status rg_model_train_step(rg_model *m, const rg_batch *micro, int32_t n_micro, rg_step_result *out);
 /* Forward only, logits (batch->n_tokens, V) copied to host fp32 (row t is slot t). */
 rg_status rg_model_logits(rg_model *m, const rg_batch *batch, float *out);
