@@ -84,6 +84,18 @@ rg_status rg_buffer_download_f32(rg_backend *be, float *dst, const void *src, rg
 rg_status rg_buffer_upload(rg_backend *be, void *dst, const void *src, size_t bytes);
 rg_status rg_buffer_download(rg_backend *be, void *dst, const void *src, size_t bytes);
 
+/* Threads the backend runs host-side work on (CPU: the OpenMP team size; CUDA: 1).
+ * 0 for a NULL backend. */
+int rg_backend_n_threads(const rg_backend *be);
+
+/* Measures the backend's dense matmul rate, the ceiling benchmarks quote as
+ * "% of peak": an (n, n) @ (n, n)^T product through the backend's matmul op in
+ * its activation dtype (CPU: fp32 through BLAS sgemm; CUDA: bf16), inputs random,
+ * one warm-up run, then the median of at least 3 timed runs (more while under
+ * about 0.25 s in all, at most 25). *flops_per_s = 2 n^3 / median seconds.
+ * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
+rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
+
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
 /* FlashAttention's varlen contract. Sequence b owns query rows
@@ -604,6 +616,109 @@ typedef struct rg_tensor_view {
  * to the same path at once (they would share the temporary file). */
 rg_status rg_safetensors_write(const char *path, const rg_tensor_view *tensors, size_t n,
                                const char *const *metadata_kv, size_t n_meta);
+
+/* ===== 8. tokenizer and token shards =================================== */
+
+/* GPT-2 byte-level BPE. Loaded from vocab.json (a flat JSON object: token
+ * string -> id, token strings in GPT-2's byte-to-unicode alphabet) and
+ * merges.txt (an optional "#version" first line, then one "a b" pair per line,
+ * by rank). Text is pre-tokenised as GPT-2's regex does
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over UTF-8, then each piece is merged by rank. Letters and numbers: ASCII
+ * exactly; beyond it, Latin-1, Latin Extended A/B and Additional, IPA, Greek,
+ * Cyrillic, Armenian, Hebrew, Arabic, Devanagari, Thai, Hangul, kana, CJK
+ * ideographs (with extensions A and B) and fullwidth Latin as letters, and the
+ * common digit ranges (Latin-1 superscripts and fractions, Arabic-Indic,
+ * Devanagari, fullwidth, super/subscripts, Roman numerals, circled numbers) as
+ * numbers; every other code point, combining marks included, counts as
+ * "other" (GPT-2 may group some of them differently). Bytes that are not valid
+ * UTF-8 each count as one "other" character, so any byte string is encoded
+ * and decode(encode(s)) == s always holds.
+ * Encoding updates a per-tokenizer cache: do not encode with one tokenizer
+ * from two threads at once (decode is read-only). */
+typedef struct rg_tokenizer rg_tokenizer;
+
+/* Flags of rg_tokenizer_encode. */
+#define RG_TOKENIZE_ALLOW_SPECIAL 1u  /* "<|endoftext|>" in the text becomes the EOT id */
+
+/* A growable array of token ids; zero-initialise before first use. */
+typedef struct rg_token_buf {
+    int32_t *ids;
+    size_t n, cap;
+} rg_token_buf;
+/* A growable byte string (kept NUL-terminated); zero-initialise before first use. */
+typedef struct rg_byte_buf {
+    char *data;
+    size_t n, cap;
+} rg_byte_buf;
+void rg_token_buf_free(rg_token_buf *b);   /* frees and zeroes; NULL is a no-op */
+void rg_byte_buf_free(rg_byte_buf *b);
+
+/* Loads a tokenizer. Fails with RG_ERR_IO if a file cannot be read and with
+ * RG_ERR_FORMAT naming the file and line if it is malformed: bad JSON, an id
+ * outside [0, INT32_MAX) or repeated, a token with a character outside the
+ * byte alphabet, a missing single-byte token, a merge line that is not two
+ * known tokens whose concatenation is also a token. */
+rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_tokenizer **out);
+void rg_tokenizer_free(rg_tokenizer *t);
+/* 1 + the largest id of the vocabulary. */
+int32_t rg_tokenizer_vocab_size(const rg_tokenizer *t);
+/* The id of "<|endoftext|>", or -1 if the vocabulary has none. */
+int32_t rg_tokenizer_eot_id(const rg_tokenizer *t);
+/* Appends the ids of text[0..len) (any bytes, NUL included) to out. On failure
+ * (out of memory) out keeps its previous contents. */
+rg_status rg_tokenizer_encode(rg_tokenizer *t, const void *text, size_t len, unsigned flags,
+                              rg_token_buf *out);
+/* Appends the bytes of ids[0..n) to out. Fails with RG_ERR_INVALID_ARG naming
+ * the index and id of the first id that is not in the vocabulary; out then
+ * keeps its previous contents. */
+rg_status rg_tokenizer_decode(const rg_tokenizer *t, const int32_t *ids, size_t n, rg_byte_buf *out);
+
+/* Token shards in llm.c's format: a header of 256 little-endian int32
+ * (header[0] = 20240520, header[1] = 1, header[2] = token count), then the
+ * tokens as uint16. Each document is written prefixed by the EOT token. */
+#define RG_SHARD_MAGIC 20240520
+#define RG_SHARD_VERSION 1
+#define RG_SHARD_HEADER_BYTES 1024
+
+/* Writes documents into shards "<prefix>_000000.bin", "<prefix>_000001.bin", ...
+ * A document never straddles two shards: a shard is finished when the next
+ * document (with its EOT) would take it past shard_tokens, and a document
+ * longer than that gets a shard of its own. Every shard is written to
+ * "<name>.tmp", flushed to disk and renamed, so a shard file that exists is
+ * complete. */
+typedef struct rg_shard_writer rg_shard_writer;
+
+/* shard_tokens in [1, INT32_MAX]; eot_id in [0, 65536). */
+rg_status rg_shard_writer_open(const char *prefix, int64_t shard_tokens, int32_t eot_id,
+                               rg_shard_writer **out);
+/* Appends EOT then ids[0..n) (n may be 0). Ids outside [0, 65536) fail with
+ * RG_ERR_INVALID_ARG naming the index before anything is written; a document
+ * of more than INT32_MAX - 1 tokens fails with RG_ERR_OVERFLOW. After an I/O
+ * failure the writer refuses further documents (close it). */
+rg_status rg_shard_writer_add(rg_shard_writer *w, const int32_t *ids, size_t n);
+/* Finishes the current shard (if it holds any token) and frees the writer,
+ * even on failure (a half-written shard is then removed). n_shards and
+ * n_tokens (may be NULL) receive the totals written, EOTs included. */
+rg_status rg_shard_writer_close(rg_shard_writer *w, int32_t *n_shards, int64_t *n_tokens);
+
+/* One shard in memory, split into documents at every EOT token: document i
+ * is tokens[doc_offsets[i] .. doc_offsets[i+1]) and starts with its EOT,
+ * except a first document made of tokens that precede the shard's first EOT
+ * (a shard cut inside a document, as llm.c's own shards are). */
+typedef struct rg_shard {
+    int64_t n_tokens;
+    uint16_t *tokens;        /* (n_tokens) */
+    int64_t n_docs;
+    int64_t *doc_offsets;    /* (n_docs + 1), from 0 to n_tokens */
+} rg_shard;
+
+/* Reads and validates a shard: RG_ERR_IO if it cannot be read, RG_ERR_FORMAT
+ * naming the file and the field if the header's magic, version or token count
+ * disagree with the format or with the file's length. On failure *out is zeroed. */
+rg_status rg_shard_read(const char *path, int32_t eot_id, rg_shard *out);
+/* Frees a shard's arrays and zeroes it; NULL or zeroed is a no-op. */
+void rg_shard_free(rg_shard *s);
 
 /* ===== 9. KV cache and decode attention ================================ */
 
