@@ -454,6 +454,32 @@ static void test_arena(rg_backend *be, rg_rng *rng) {
     rg_model_free(m);
 }
 
+/* The attention algorithm is the model's choice to pass on: the reference
+ * kernel and the fast one give the same loss and gradients. */
+static void test_attn_algo(rg_backend *be, rg_rng *rng) {
+    rg_model_config c = tm_gpt2_like(2, 4, 2, 21, 20);
+    rg_model *m = tm_model(be, &c, rg_rng_u64(rng));
+    tm_randomize(m, rng, 0.3);
+    int32_t lens[3] = {20, 1, 1 + (int32_t)rg_rng_below(rng, 20)};
+    int32_t **seqs = tm_random_seqs(rng, 3, lens, 21);
+    rg_batch b = tm_batch(RG_LAYOUT_PAD_LONGEST, 3, seqs, lens, 21, 20);
+    rg_step_result ra, rr;
+    TRY_OK(rg_model_grads(m, &b, 1, &ra));
+    float *ga = tm_get_all(m, RG_MODEL_GRADS);
+    TRY_OK(rg_model_set_attn_algo(m, RG_ATTN_REFERENCE));
+    TRY_OK(rg_model_grads(m, &b, 1, &rr));
+    float *gr = tm_get_all(m, RG_MODEL_GRADS);
+    CHECK(fabs(ra.loss_sum - rr.loss_sum) <= 1e-5 * fabs(rr.loss_sum), "reference attention loss %.9g vs auto %.9g",
+          rr.loss_sum, ra.loss_sum);
+    tm_check_tensors(m, "auto vs reference attention grad", ga, gr, 1e-5);
+    CHECK(rg_model_set_attn_algo(m, (rg_attn_algo)9) == RG_ERR_INVALID_ARG, "unknown algo refused");
+    free(ga);
+    free(gr);
+    rg_batch_free(&b);
+    tm_free_seqs(seqs, 3);
+    rg_model_free(m);
+}
+
 int main(void) {
     rg_rng rng;
     rg_test_init("test_model", &rng);
@@ -470,6 +496,7 @@ int main(void) {
     test_flops(be);
     test_batch_checks(be);
     test_arena(be, &rng);
+    test_attn_algo(be, &rng);
     rg_backend_free(be);
     return rg_test_finish();
 }

@@ -4,6 +4,7 @@
 #include "model/model.h"
 #include "core/alloc.h"
 #include "core/status.h"
+#include <stdio.h>
 #include <string.h>
 
 #define RG_ARENA_ALIGN 256
@@ -17,7 +18,7 @@ typedef struct cursor {
 /* Next n elements of size bytes each. */
 static void *carve(cursor *c, int64_t n, size_t size) {
     size_t bytes;
-    if (n < 0 || !rg_mul_ok((size_t)n, size, &bytes) || c->off > SIZE_MAX - bytes - RG_ARENA_ALIGN) {
+    if (n < 0 || !rg_mul_ok((size_t)n, size, &bytes) || bytes > SIZE_MAX / 2 || c->off > SIZE_MAX / 2) {
         c->overflow = true;
         return NULL;
     }
@@ -88,8 +89,10 @@ rg_status rg_model_ensure_acts(rg_model *m, int64_t T, int32_t B, bool train) {
     rg_status s = rg_buffer_alloc(m->be, c.off, &arena);
     if (s != RG_OK) {
         rg_free(cu_host);
+        char why[256];
+        snprintf(why, sizeof why, "%s", rg_last_error()); /* rg_fail must not read its own buffer */
         return rg_fail(s, "rg_model: cannot allocate %zu bytes of activations for %lld slots, %d sequences (%s)",
-                       c.off, (long long)T, B, rg_last_error());
+                       c.off, (long long)T, B, why);
     }
     rg_buffer_free(m->be, m->arena);
     rg_free(m->cu_host);

@@ -15,18 +15,21 @@ rg_status rg_model_flops(const rg_model *m, const rg_batch *batch, bool train, d
     rg_step_plan plan;
     /* The plan checks the batch; the host cu_seqlens of bidirectional padded
      * eval are not needed to count. */
-    RG_TRY(rg_model_plan((rg_model *)m, batch, train, "rg_model_flops", NULL, &plan));
+    RG_TRY(rg_model_plan(m, batch, train, "rg_model_flops", NULL, &plan));
     double h = m->cfg.n_heads, hd = m->hd, L = m->cfg.n_layers;
     double per_tok = matmul_flops_per_token(m);
-    double real_sq = 0, exec_sq = 0;
-    for (int32_t s = 0; s < batch->n_seqs; s++) real_sq += (double)batch->seqlens[s] * batch->seqlens[s];
+    double real_sq = 0, exec_sq = 0, n_real = 0;
+    for (int32_t s = 0; s < batch->n_seqs; s++) {
+        real_sq += (double)batch->seqlens[s] * batch->seqlens[s];
+        n_real += batch->seqlens[s];
+    }
     if (batch->layout == RG_LAYOUT_PACKED) exec_sq = real_sq;
     else if (plan.causal) exec_sq = (double)batch->n_rows * batch->row_len * batch->row_len;
     else /* each row: every slot's query over the row's real keys */
         for (int32_t s = 0; s < batch->n_seqs; s++) exec_sq += (double)batch->row_len * batch->seqlens[s];
     double attn_scale = 4.0 * h * hd * L * (plan.causal ? 0.5 : 1.0);
     double mm_mult = train ? 3.0 : 1.0, attn_mult = train ? 3.5 : 1.0;
-    *useful = mm_mult * per_tok * batch->n_real + attn_mult * attn_scale * real_sq;
+    *useful = mm_mult * per_tok * n_real + attn_mult * attn_scale * real_sq;
     *executed = mm_mult * per_tok * batch->n_tokens + attn_mult * attn_scale * exec_sq;
     return RG_OK;
 }

@@ -3,6 +3,9 @@
 #include "model/model.h"
 #include <math.h>
 
+_Static_assert((int)RG_GELU_KIND_ERF == RG_GELU_ERF && (int)RG_GELU_KIND_TANH == RG_GELU_TANH,
+               "rg_gelu_kind values are passed to the ops as their gelu argument");
+
 /* q, k, v are views into the fused qkv (T, Q): q at column 0, k at h*hd, v at
  * (h + h_kv)*hd, each with row stride Q. */
 void rg_model_attn_args(const rg_model *m, const rg_step_plan *plan, rg_attn_args *a) {
@@ -46,7 +49,7 @@ rg_status rg_model_forward(rg_model *m, const rg_step_plan *plan, float *losses,
     rg_acts *A = &m->acts;
     int64_t T = plan->T;
     int C = m->C, H = m->H, Q = m->Q, V = c->vocab_size;
-    int gelu = (int)c->gelu;   /* rg_gelu_kind's values are the ops' RG_GELU_ERF / RG_GELU_TANH */
+    int gelu = (int)c->gelu;
     rg_attn_args aa;
     rg_model_attn_args(m, plan, &aa);
     int64_t k_off = (int64_t)c->n_heads * m->hd, v_off = k_off + (int64_t)c->n_kv_heads * m->hd;

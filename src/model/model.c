@@ -21,11 +21,35 @@ void rg_model_free(rg_model *m) {
     rg_free(m);
 }
 
+/* The model needs every op of the table; a backend still missing one is
+ * refused up front rather than failing (or crashing) inside a step. */
+static rg_status check_ops(const rg_backend *be) {
+    const rg_backend_ops *o = be->ops;
+    struct { bool present; const char *name; } need[] = {
+        {o->attn_forward != NULL, "attn_forward"}, {o->attn_backward != NULL, "attn_backward"},
+        {o->embedding_forward != NULL, "embedding_forward"},
+        {o->embedding_backward != NULL, "embedding_backward"},
+        {o->layernorm_forward != NULL, "layernorm_forward"},
+        {o->layernorm_backward != NULL, "layernorm_backward"},
+        {o->matmul_forward != NULL, "matmul_forward"}, {o->matmul_backward != NULL, "matmul_backward"},
+        {o->gelu_backward != NULL, "gelu_backward"}, {o->add != NULL, "add"},
+        {o->xent_forward_backward != NULL, "xent_forward_backward"}, {o->convert != NULL, "convert"},
+        {o->zero != NULL, "zero"}, {o->sum_squares != NULL, "sum_squares"},
+        {o->sgd_update != NULL, "sgd_update"}, {o->adamw_update != NULL, "adamw_update"},
+    };
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].present)
+            return rg_fail(RG_ERR_UNSUPPORTED, "rg_model_init: the %s backend has no %s op yet", o->name,
+                           need[i].name);
+    return RG_OK;
+}
+
 rg_status rg_model_init(rg_backend *be, const rg_model_config *cfg, uint64_t seed, rg_model **out) {
     if (!out) return rg_fail(RG_ERR_INVALID_ARG, "rg_model_init: out is NULL");
     *out = NULL;
     if (!be) return rg_fail(RG_ERR_INVALID_ARG, "rg_model_init: backend is NULL");
     RG_TRY(rg_model_config_validate(cfg));
+    RG_TRY(check_ops(be));
     rg_model *m;
     RG_TRY(rg_calloc((void **)&m, 1, sizeof *m, "rg_model_init: model"));
     m->be = be;

@@ -126,7 +126,7 @@ void rg_model_attn_args(const rg_model *m, const rg_step_plan *plan, rg_attn_arg
 rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan);
 
 /* step.c: checks a batch against the model and fills the plan (host work only). */
-rg_status rg_model_plan(rg_model *m, const rg_batch *b, bool train, const char *fn,
+rg_status rg_model_plan(const rg_model *m, const rg_batch *b, bool train, const char *fn,
                         int32_t *cu_host, rg_step_plan *plan);
 
 /* optim.c: one update with the gradients in m->grads scaled by grad_scale. */

@@ -4,8 +4,9 @@
 #include "model/model.h"
 #include "core/status.h"
 #include <math.h>
+#include <stdio.h>
 
-rg_status rg_model_plan(rg_model *m, const rg_batch *b, bool train, const char *fn, int32_t *cu_host,
+rg_status rg_model_plan(const rg_model *m, const rg_batch *b, bool train, const char *fn, int32_t *cu_host,
                         rg_step_plan *plan) {
     const rg_model_config *c = &m->cfg;
     if (!b) return rg_fail(RG_ERR_INVALID_ARG, "%s: batch is NULL", fn);
@@ -107,8 +108,10 @@ static rg_status prepare(rg_model *m, const rg_batch *micro, int32_t n_micro, bo
         rg_step_plan plan;
         rg_status s = rg_model_plan(m, &micro[i], train, fn, NULL, &plan);
         if (s != RG_OK) {
-            if (n_micro > 1) return rg_fail(s, "%s (micro-batch %d)", rg_last_error(), i);
-            return s;
+            if (n_micro == 1) return s;
+            char why[512];
+            snprintf(why, sizeof why, "%s", rg_last_error()); /* rg_fail must not read its own buffer */
+            return rg_fail(s, "%s (micro-batch %d)", why, i);
         }
         if (plan.T > maxT) maxT = plan.T;
         if (micro[i].n_seqs > maxB) maxB = micro[i].n_seqs;
