@@ -17,4 +17,8 @@ rg_status rg_cpu_attn_backward_flash(const rg_attn_args *a, const float *q, cons
                                      const float *v, const float *o, const float *lse,
                                      const float *dout, float *dq, float *dk, float *dv);
 
+/* Backward schedule of the flash kernel: 0 picks (default), 1 forces the
+ * single pass, 2 the two passes. Tests set it to cover both; not thread-safe. */
+extern int rg_cpu_flash_bwd_mode;
+
 #endif
