@@ -18,9 +18,14 @@
 
 /* Tile sizes: a (BR x d) query tile, a (BC x d) key tile, their (BC x BR) score
  * tile. With d = 64 each is 16 KiB: a pair's working set sits in L2 and the
- * micro-kernel's B panel (d x 32 floats, 8 KiB) in L1. */
+ * micro-kernel's B panel (d x 32 floats, 8 KiB) in L1. Any multiples of 8 work
+ * (-DBR=.. -DBC=.. to experiment): 64..128 measured within noise of each other. */
+#ifndef BR
 #define BR 64
+#endif
+#ifndef BC
 #define BC 64
+#endif
 
 static const float LOG2E = 1.44269504088896341f;
 static const float LN2 = 0.693147180559945309f;
@@ -60,13 +65,13 @@ static inline float fexp2(float x) {
     memcpy(&ti, &t, sizeof ti);
     int32_t n = ti - 0x4B400000;
     float p = 1.5252733804059838e-05f;   /* (ln 2)^k / k!, k = 7 .. 0 */
-    p = p * f + 1.5403530393381606e-04f;
-    p = p * f + 1.3333558146428441e-03f;
-    p = p * f + 9.6181291076284772e-03f;
-    p = p * f + 5.5504108664821576e-02f;
-    p = p * f + 2.4022650695910071e-01f;
-    p = p * f + 6.9314718055994531e-01f;
-    p = p * f + 1.0f;
+    p = fmaf(p, f, 1.5403530393381606e-04f);
+    p = fmaf(p, f, 1.3333558146428441e-03f);
+    p = fmaf(p, f, 9.6181291076284772e-03f);
+    p = fmaf(p, f, 5.5504108664821576e-02f);
+    p = fmaf(p, f, 2.4022650695910071e-01f);
+    p = fmaf(p, f, 6.9314718055994531e-01f);
+    p = fmaf(p, f, 1.0f);
     int32_t pi;
     memcpy(&pi, &p, sizeof pi);
     pi += n * (1 << 23);
@@ -80,7 +85,13 @@ static inline float fexp2(float x) {
  * read transposed: every A element is broadcast anyway), B and C row-major.
  * Written so that GCC -O3 vectorises the j loop and keeps acc in registers:
  * 8x32 is 16 zmm accumulators, 2 B loads and 8 broadcasts per k (about 95% of
- * a core's FMA peak in L1, see bench/NOTES.md). */
+ * a core's FMA peak in L1). fmaf because ISO C mode (-std=c11) turns off FMA
+ * contraction. GCC's unroll-and-jam (-O3) would unroll k by 2, which needs 32
+ * accumulators and spills them to the stack in the inner loop: off for these. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-loop-unroll-and-jam")
+#endif
 #define RG_DEF_MK(R, NC)                                                                      \
     static void mk_##R##x##NC(int K, const float *restrict A, ptrdiff_t ars, ptrdiff_t aks,   \
                               const float *restrict B, ptrdiff_t ldb, float *restrict C,      \
@@ -94,7 +105,7 @@ static inline float fexp2(float x) {
             for (int r = 0; r < R; r++) a[r] = A[r * ars + k * aks];                          \
             for (int j = 0; j < NC; j++) {                                                    \
                 float bj = b[j];                                                              \
-                for (int r = 0; r < R; r++) acc[r][j] += a[r] * bj;                           \
+                for (int r = 0; r < R; r++) acc[r][j] = fmaf(a[r], bj, acc[r][j]);            \
             }                                                                                 \
         }                                                                                     \
         for (int r = 0; r < R; r++)                                                           \
@@ -103,6 +114,9 @@ static inline float fexp2(float x) {
 RG_DEF_MK(8, 32) RG_DEF_MK(4, 32) RG_DEF_MK(2, 32) RG_DEF_MK(1, 32)
 RG_DEF_MK(8, 16) RG_DEF_MK(4, 16) RG_DEF_MK(2, 16) RG_DEF_MK(1, 16)
 RG_DEF_MK(8, 8) RG_DEF_MK(4, 8) RG_DEF_MK(2, 8) RG_DEF_MK(1, 8)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
 
 typedef void (*mk_fn)(int, const float *restrict, ptrdiff_t, ptrdiff_t, const float *restrict,
                       ptrdiff_t, float *restrict, ptrdiff_t, int);
@@ -111,18 +125,54 @@ static const mk_fn mk_table[4][3] = {
     {mk_2x32, mk_2x16, mk_2x8}, {mk_1x32, mk_1x16, mk_1x8},
 };
 
+/* Where a causal mask zeroes part of a tile, each 8-row block of C needs only
+ * a band (c is the tile's offset between row and column/k indices):
+ *   COLS_FROM: columns >= c + m   (S^T, dP^T: rows are keys, columns queries)
+ *   COLS_TO:   columns <  c + m + rows   (S, dP: rows are queries, columns keys)
+ *   K_FROM:    k >= c + m         (dV, dK += (.)^T: rows keys, k queries)
+ *   K_TO:      k <  c + m + rows  (O, dQ += P V, dS K: rows queries, k keys)
+ * Skipped C entries are left as they were: the caller masks them (or they
+ * multiply a probability of 0). K bands are exact, column bands are rounded
+ * out to 8. */
+typedef enum { BAND_NONE, BAND_COLS_FROM, BAND_COLS_TO, BAND_K_FROM, BAND_K_TO } band_kind;
+
+static int clampi(int x, int lo, int hi) { return x < lo ? lo : x > hi ? hi : x; }
+
 /* C (M x N) (+)= A (M x K) B (K x N) with A as in the micro-kernels; N a
- * multiple of 8. Column panels outside so each B panel stays in L1. */
-static void gemm(int M, int N, int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,
-                 const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int accumulate) {
-    for (int n0 = 0; n0 < N;) {
-        int nw = N - n0 >= 32 ? 0 : N - n0 >= 16 ? 1 : 2;
-        for (int m0 = 0; m0 < M;) {
-            int mh = M - m0 >= 8 ? 0 : M - m0 >= 4 ? 1 : M - m0 >= 2 ? 2 : 3;
-            mk_table[mh][nw](K, A + m0 * ars, ars, aks, B + n0, ldb, C + m0 * ldc + n0, ldc, accumulate);
-            m0 += 8 >> mh;
+ * multiple of 8. Column panels outside so that each B panel stays in L1,
+ * except under a column band where each row block has its own range. */
+static void gemm_band(int M, int N, int K, const float *A, ptrdiff_t ars, ptrdiff_t aks,
+                      const float *B, ptrdiff_t ldb, float *C, ptrdiff_t ldc, int accumulate,
+                      band_kind band, int c) {
+    if (band == BAND_COLS_FROM || band == BAND_COLS_TO) {
+        for (int m0 = 0, rows; m0 < M; m0 += rows) {
+            const int mh = M - m0 >= 8 ? 0 : M - m0 >= 4 ? 1 : M - m0 >= 2 ? 2 : 3;
+            rows = 8 >> mh;
+            const int n_lo = band == BAND_COLS_FROM ? clampi(c + m0, 0, N) & ~7 : 0;
+            const int n_hi = band == BAND_COLS_TO ? round8(clampi(c + m0 + rows, 0, N)) : N;
+            for (int n0 = n_lo, width; n0 < n_hi; n0 += width) {
+                const int nw = n_hi - n0 >= 32 ? 0 : n_hi - n0 >= 16 ? 1 : 2;
+                width = 32 >> nw;
+                mk_table[mh][nw](K, A + m0 * ars, ars, aks, B + n0, ldb, C + m0 * ldc + n0, ldc, accumulate);
+            }
         }
-        n0 += 32 >> nw;
+        return;
+    }
+    for (int n0 = 0, width; n0 < N; n0 += width) {
+        const int nw = N - n0 >= 32 ? 0 : N - n0 >= 16 ? 1 : 2;
+        width = 32 >> nw;
+        for (int m0 = 0, rows; m0 < M; m0 += rows) {
+            const int mh = M - m0 >= 8 ? 0 : M - m0 >= 4 ? 1 : M - m0 >= 2 ? 2 : 3;
+            rows = 8 >> mh;
+            const int k_lo = band == BAND_K_FROM ? clampi(c + m0, 0, K) : 0;
+            const int k_hi = band == BAND_K_TO ? clampi(c + m0 + rows, 0, K) : K;
+            float *cb = C + m0 * ldc + n0;
+            if (k_hi > k_lo)
+                mk_table[mh][nw](k_hi - k_lo, A + m0 * ars + k_lo * aks, ars, aks, B + k_lo * ldb + n0, ldb,
+                                 cb, ldc, accumulate);
+            else if (!accumulate)
+                for (int r = 0; r < rows; r++) memset(cb + r * ldc, 0, (size_t)width * sizeof(float));
+        }
     }
 }
 
@@ -262,20 +312,17 @@ typedef struct fwd_ws {   /* one thread's tiles */
     float *QT;            /* (d, BR)  Q^T of the tile, times scale*log2(e) */
     float *ST;            /* (BC, BR) S^T, then P^T */
     float *O;             /* (BR, d)  unnormalised output */
-    float *K, *V;         /* (BC, d)  the key tile, contiguous */
     float *m, *l, *mt;    /* (BR)     running max (base 2), running sum, new max */
 } fwd_ws;
 
-static size_t fwd_ws_floats(int D) { return (size_t)4 * D * BR + (size_t)BC * BR + 3 * BR; }
+static size_t fwd_ws_floats(int D) { return (size_t)2 * D * BR + (size_t)BC * BR + 3 * BR; }
 
 static fwd_ws fwd_ws_at(float *p, int D) {
     fwd_ws w;
     w.QT = p;
     w.ST = w.QT + (size_t)D * BR;
     w.O = w.ST + (size_t)BC * BR;
-    w.K = w.O + (size_t)BR * D;
-    w.V = w.K + (size_t)BC * D;
-    w.m = w.V + (size_t)BC * D;
+    w.m = w.O + (size_t)BR * D;
     w.l = w.m + BR;
     w.mt = w.l + BR;
     return w;
@@ -298,10 +345,13 @@ static void fwd_tile(const rg_attn_args *a, const float *q, const float *k, cons
 
     for (int32_t j0 = 0; j0 < kend; j0 += BC) {
         const int nc = imin(BC, kend - j0);
-        pack_rows(w->K, k + (ptrdiff_t)(g.k0 + j0) * d->stride_k + (ptrdiff_t)hk * D, d->stride_k, nc, D, 1.0f);
-        pack_rows(w->V, v + (ptrdiff_t)(g.k0 + j0) * d->stride_v + (ptrdiff_t)hk * D, d->stride_v, nc, D, 1.0f);
-        gemm(nc, nrp, D, w->K, D, 1, w->QT, BR, w->ST, BR, 0);
-        if (d->causal) mask_causal_t(w->ST, nc, nrp, i0, j0, g.off, -INFINITY);
+        const float *Kg = k + (ptrdiff_t)(g.k0 + j0) * d->stride_k + (ptrdiff_t)hk * D;
+        const float *Vg = v + (ptrdiff_t)(g.k0 + j0) * d->stride_v + (ptrdiff_t)hk * D;
+        /* a tile crossing the diagonal computes only its causal band */
+        const bool diag = d->causal && (int64_t)j0 + nc - 1 > (int64_t)i0 + g.off;
+        gemm_band(nc, nrp, D, Kg, d->stride_k, 1, w->QT, BR, w->ST, BR, 0, diag ? BAND_COLS_FROM : BAND_NONE,
+                  j0 - g.off - i0);
+        if (diag) mask_causal_t(w->ST, nc, nrp, i0, j0, g.off, -INFINITY);
 
         float *restrict m = w->m, *restrict l = w->l, *restrict mt = w->mt;
         for (int i = 0; i < nrp; i++) mt[i] = m[i];
@@ -332,7 +382,8 @@ static void fwd_tile(const rg_attn_args *a, const float *q, const float *k, cons
             const float al = alpha[i];
             for (int c = 0; c < D; c++) oi[c] *= al;
         }
-        gemm(nr, D, nc, w->ST, 1, BR, w->V, D, w->O, D, 1);   /* O += P V, P read from P^T */
+        /* O += P V, P read from P^T */
+        gemm_band(nr, D, nc, w->ST, 1, BR, Vg, d->stride_v, w->O, D, 1, diag ? BAND_K_TO : BAND_NONE, i0 + g.off - j0);
     }
 
     for (int i = 0; i < nr; i++) {
@@ -425,23 +476,27 @@ static void bwd_pair_qmajor(const rg_attn_desc *d, const qside *t, const float *
                             int nc, int32_t i0, int32_t j0, int32_t off, float *ST, float *dPT,
                             float *dQ, float *dK, float *dV) {
     const int D = d->head_dim, nr = t->nr, nrp = t->nrp;
-    gemm(nc, nrp, D, K, D, 1, t->QT, BR, ST, BR, 0);
+    const bool diag = d->causal && (int64_t)j0 + nc - 1 > (int64_t)i0 + off;
+    const band_kind cols = diag ? BAND_COLS_FROM : BAND_NONE, kfrom = diag ? BAND_K_FROM : BAND_NONE;
+    const int c = j0 - off - i0;
+    gemm_band(nc, nrp, D, K, D, 1, t->QT, BR, ST, BR, 0, cols, c);
     for (int j = 0; j < nc; j++) {
         float *restrict s = ST + (ptrdiff_t)j * BR;
         const float *restrict l2 = t->lse2;
         for (int i = 0; i < nrp; i++) s[i] = fexp2(s[i] - l2[i]);
     }
-    if (d->causal) mask_causal_t(ST, nc, nrp, i0, j0, off, 0.0f);
-    if (dV) gemm(nc, D, nr, ST, BR, 1, t->dO, D, dV, D, 1);
-    gemm(nc, nrp, D, V, D, 1, t->dOT, BR, dPT, BR, 0);
+    if (diag) mask_causal_t(ST, nc, nrp, i0, j0, off, 0.0f);
+    if (dV) gemm_band(nc, D, nr, ST, BR, 1, t->dO, D, dV, D, 1, kfrom, c);
+    gemm_band(nc, nrp, D, V, D, 1, t->dOT, BR, dPT, BR, 0, cols, c);
     for (int j = 0; j < nc; j++) {
         const float *restrict p = ST + (ptrdiff_t)j * BR;
         float *restrict ds = dPT + (ptrdiff_t)j * BR;
         const float *restrict Dr = t->Dr;
-        for (int i = 0; i < nrp; i++) ds[i] = p[i] * (ds[i] - Dr[i]);
+        /* the select keeps entries that the band skipped (stale) out */
+        for (int i = 0; i < nrp; i++) ds[i] = p[i] != 0.0f ? p[i] * (ds[i] - Dr[i]) : 0.0f;
     }
-    if (dK) gemm(nc, D, nr, dPT, BR, 1, t->Q, D, dK, D, 1);
-    gemm(nr, D, nc, dPT, 1, BR, K, D, dQ, D, 1);
+    if (dK) gemm_band(nc, D, nr, dPT, BR, 1, t->Q, D, dK, D, 1, kfrom, c);
+    gemm_band(nr, D, nc, dPT, 1, BR, K, D, dQ, D, 1, diag ? BAND_K_TO : BAND_NONE, i0 + off - j0);
 }
 
 /* Writes n rows of (n, D) src times s into a strided output. */
@@ -556,8 +611,10 @@ static void bwd_ktile_task(const bwd_ctx *c, int32_t b, int32_t hk, int32_t j0, 
                 lse2[i] = x == -INFINITY ? INFINITY : x * LOG2E;
                 Dr[i] = c->Dbuf[(ptrdiff_t)h * a->total_q + g.q0 + i0 + i];
             }
-            gemm(nr, ncp, D, Q, D, 1, KT, BC, S, BC, 0);
-            gemm(nr, ncp, D, dO, D, 1, VT, BC, dP, BC, 0);
+            const bool diag = d->causal && (int64_t)j0 + nc - 1 > (int64_t)i0 + g.off;
+            const band_kind cols = diag ? BAND_COLS_TO : BAND_NONE, kfrom = diag ? BAND_K_FROM : BAND_NONE;
+            gemm_band(nr, ncp, D, Q, D, 1, KT, BC, S, BC, 0, cols, i0 + g.off - j0);
+            gemm_band(nr, ncp, D, dO, D, 1, VT, BC, dP, BC, 0, cols, i0 + g.off - j0);
             for (int i = 0; i < nr; i++) {
                 float *restrict p = S + (ptrdiff_t)i * BC, *restrict ds = dP + (ptrdiff_t)i * BC;
                 const float l2 = lse2[i], Di = Dr[i];
@@ -567,11 +624,11 @@ static void bwd_ktile_task(const bwd_ctx *c, int32_t b, int32_t hk, int32_t j0, 
                 for (int j = 0; j < ncp; j++) {
                     float pj = j < vis ? fexp2(p[j] - l2) : 0.0f;
                     p[j] = pj;
-                    ds[j] = pj * (ds[j] - Di);
+                    ds[j] = j < vis ? pj * (ds[j] - Di) : 0.0f;   /* past vis: stale, skipped by the band */
                 }
             }
-            gemm(nc, D, nr, S, 1, BC, dO, D, dV, D, 1);
-            gemm(nc, D, nr, dP, 1, BC, Q, D, dK, D, 1);
+            gemm_band(nc, D, nr, S, 1, BC, dO, D, dV, D, 1, kfrom, j0 - g.off - i0);
+            gemm_band(nc, D, nr, dP, 1, BC, Q, D, dK, D, 1, kfrom, j0 - g.off - i0);
         }
     }
     store_rows(c->dk + (ptrdiff_t)(g.k0 + j0) * d->stride_k + (ptrdiff_t)hk * D, d->stride_k, dK, nc, D, LN2);
@@ -594,11 +651,13 @@ static void bwd_qtile_task(const bwd_ctx *c, int32_t b, int32_t h, int32_t i0, f
 
 /* Single pass unless its (sequence, kv head) tasks are too few or too uneven
  * for the threads (the longest task above 1.3x a fair share: then the two-pass
- * schedule's 7/5 work is the smaller evil), or one sequence's K, V, dK, dV
- * would take more than 64 MiB per thread. */
-static bool use_single_pass(const rg_attn_desc *d, int nt, int32_t maxk) {
+ * schedule's 7/5 work is the smaller evil), or the threads' copies of one
+ * sequence's K, V, dK, dV would exceed both 64 MiB and twice the size of k and v
+ * (so that extra memory stays O(T*d) whatever the thread count). */
+static bool use_single_pass(const rg_attn_desc *d, int nt, int32_t maxk, int64_t total_k) {
     if (rg_cpu_flash_bwd_mode) return rg_cpu_flash_bwd_mode == 1;
-    if (4.0 * maxk * d->head_dim * sizeof(float) > 64.0 * 1024 * 1024) return false;
+    const double floats = 4.0 * nt * maxk * d->head_dim;
+    if (floats > 16.0 * 1024 * 1024 && floats > 4.0 * total_k * d->n_kv_heads * d->head_dim) return false;
     double total = 0, worst = 0;
     const int group = d->n_heads / d->n_kv_heads;
     for (int32_t b = 0; b < d->batch; b++) {
@@ -620,7 +679,7 @@ rg_status rg_cpu_attn_backward_flash(const rg_attn_args *a, const float *q, cons
     int32_t maxk = 0;
     for (int32_t b = 0; b < d->batch; b++)
         if (d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b] > maxk) maxk = d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b];
-    const bool single = use_single_pass(d, nt, maxk);
+    const bool single = use_single_pass(d, nt, maxk, a->total_k);
     size_t per = single ? single_ws_floats(D, maxk) : kmajor_ws_floats(D);
     if (!single && qtile_ws_floats(D) > per) per = qtile_ws_floats(D);
     per = (per + 15) & ~(size_t)15;
