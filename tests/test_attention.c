@@ -523,12 +523,39 @@ static void test_degenerate(void) {
     problem_free(&p);
 }
 
+/* A NaN in q reaches its row's output and lse (and only that row's). */
+static void test_nan_propagates(void) {
+    const int32_t lens[] = {5, 70};
+    problem p;
+    problem_init(&p, 2, lens, lens, 2, 1, 16, true);
+    const int64_t bad_t = 5 + 40, bad_h = 1;
+    p.q[(bad_t * 2 + bad_h) * 16 + 3] = NAN;
+    for (int algo = RG_ATTN_REFERENCE; algo <= RG_ATTN_FLASH; algo++) {
+        result r;
+        result_alloc(&r, &p);
+        rg_attn_desc d = problem_desc(&p, (rg_attn_algo)algo);
+        if (CHECK(rg_attn_forward(be, &d, p.q, p.k, p.v, r.o, r.lse) == RG_OK, "NaN forward: %s", rg_last_error())) {
+            bool ok = true;
+            for (int64_t t = 0; t < p.tq; t++)
+                for (int hh = 0; hh < 2; hh++) {
+                    bool bad = t == bad_t && hh == bad_h;
+                    ok &= bad == (bool)isnan(r.lse[hh * p.tq + t]);
+                    for (int c = 0; c < 16; c++) ok &= bad == (bool)isnan(r.o[(t * 2 + hh) * 16 + c]);
+                }
+            CHECK(ok, "NaN in q (%s): exactly its row's o and lse are NaN", algo == RG_ATTN_FLASH ? "flash" : "reference");
+        }
+        result_free(&r);
+    }
+    problem_free(&p);
+}
+
 int main(void) {
     rg_test_init("test_attention", &rng);
     const bool quick = rg_test_quick();
     rg_status s = rg_backend_init(RG_BACKEND_CPU, 0, &be);
     if (!CHECK(s == RG_OK, "cpu backend: %s", rg_last_error())) return rg_test_finish();
     test_degenerate();
+    test_nan_propagates();
     test_finite_differences();
     test_strided();
     test_packed_vs_alone_vs_padded(quick);

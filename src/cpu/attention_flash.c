@@ -77,7 +77,7 @@ static inline float fexp2(float x) {
     pi += n * (1 << 23);
     float r;
     memcpy(&r, &pi, sizeof r);
-    return x > -126.0f ? r : 0.0f;
+    return x > -126.0f ? r : x != x ? x : 0.0f;   /* NaN stays NaN: bad inputs must show */
 }
 
 /* ---- register-blocked micro-kernels -------------------------------------
@@ -387,13 +387,13 @@ static void fwd_tile(const rg_attn_args *a, const float *q, const float *k, cons
     }
 
     for (int i = 0; i < nr; i++) {
-        const float inv = w->l[i] > 0 ? 1.0f / w->l[i] : 0.0f;
+        const float inv = w->l[i] == 0 ? 0.0f : 1.0f / w->l[i];
         float *restrict oi = o + ((ptrdiff_t)(g.q0 + i0 + i) * H + h) * D;
         const float *restrict src = w->O + (ptrdiff_t)i * D;
         for (int c = 0; c < D; c++) oi[c] = src[c] * inv;
         if (lse)
             lse[(ptrdiff_t)h * a->total_q + g.q0 + i0 + i] =
-                w->l[i] > 0 ? w->m[i] * LN2 + logf(w->l[i]) : -INFINITY;
+                w->l[i] == 0 ? -INFINITY : w->m[i] * LN2 + logf(w->l[i]);
     }
 }
 

@@ -40,7 +40,8 @@ static int64_t mask_offset(const rg_attn_desc *d, int32_t b) {
 
 /* Scaled scores of query row qi (sequence-local index i) against the lk keys
  * of its sequence, with causal and explicit masks applied: s[j] = -inf where
- * masked. Returns the row maximum (-inf if nothing is visible). */
+ * masked. Returns the row maximum (-inf if nothing is visible, NaN if a
+ * visible score is NaN). */
 static double row_scores(const rg_attn_args *a, const float *qi, const float *k0, int32_t hk,
                          int32_t i, int32_t lq, int32_t lk, int64_t moff, double *s) {
     const rg_attn_desc *d = &a->desc;
@@ -61,7 +62,7 @@ static double row_scores(const rg_attn_args *a, const float *qi, const float *k0
                 x += ((const float *)d->mask)[moff + (int64_t)i * lk + j];
         }
         s[j] = x;
-        if (x > mx) mx = x;
+        if (x > mx || x != x) mx = x;   /* a NaN score makes the row NaN */
     }
     return mx;
 }
