@@ -1,0 +1,126 @@
+/* test_model_util.h — helpers shared by the test_model*.c programs (header
+ * only, static): tiny configs, random sequences and batches, whole-model
+ * host copies of parameters and gradients, and the comparisons used by the
+ * finite-difference check. */
+#ifndef RG_TEST_MODEL_UTIL_H
+#define RG_TEST_MODEL_UTIL_H
+#include "check.h"
+#include "ragged.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRY_OK(expr) do { rg_status s_ = (expr); if (s_ != RG_OK) { \
+    CHECK(false, "%s failed: %s (%s)", #expr, rg_status_str(s_), rg_last_error()); exit(rg_test_finish()); } } while (0)
+
+/* The seed's architecture at test size (h heads of 8, h_kv kv heads). */
+static inline rg_model_config tm_seed_like(int layers, int h, int h_kv, int vocab, int max_len) {
+    rg_model_config c;
+    rg_model_config_preset("tiny", &c);
+    c.n_layers = layers;
+    c.n_heads = h;
+    c.n_kv_heads = h_kv;
+    c.d_model = 8 * h;
+    c.vocab_size = vocab;
+    c.max_seq_len = max_len;
+    return c;
+}
+
+/* GPT-2's architecture at test size. */
+static inline rg_model_config tm_gpt2_like(int layers, int h, int h_kv, int vocab, int max_len) {
+    rg_model_config c;
+    rg_model_config_preset("gpt2", &c);
+    c.n_layers = layers;
+    c.n_heads = h;
+    c.n_kv_heads = h_kv;
+    c.d_model = 8 * h;
+    c.vocab_size = vocab;
+    c.max_seq_len = max_len;
+    return c;
+}
+
+/* n random sequences with the given lengths, tokens in [0, vocab). Free with tm_free_seqs. */
+static inline int32_t **tm_random_seqs(rg_rng *rng, int n, const int32_t *lens, int vocab) {
+    int32_t **s = calloc((size_t)n, sizeof *s);
+    for (int i = 0; i < n; i++) {
+        s[i] = malloc((size_t)lens[i] * sizeof **s);
+        for (int j = 0; j < lens[i]; j++) s[i][j] = (int32_t)rg_rng_below(rng, (uint64_t)vocab);
+    }
+    return s;
+}
+
+static inline void tm_free_seqs(int32_t **s, int n) {
+    for (int i = 0; i < n; i++) free(s[i]);
+    free(s);
+}
+
+static inline rg_batch tm_batch(rg_batch_layout layout, int n, int32_t *const *seqs, const int32_t *lens,
+                                int vocab, int max_len) {
+    rg_batch_opts o = {.layout = layout, .max_len = max_len, .vocab_size = vocab, .pad_id = 0};
+    rg_batch b;
+    TRY_OK(rg_batch_build(&o, n, (const int32_t *const *)seqs, lens, &b));
+    return b;
+}
+
+static inline rg_model *tm_model(rg_backend *be, const rg_model_config *cfg, uint64_t seed) {
+    rg_model *m;
+    TRY_OK(rg_model_init(be, cfg, seed, &m));
+    return m;
+}
+
+/* Replaces every parameter by a random value large enough that every path of
+ * the gradient matters: weights N(0, scale), biases N(0, scale / 2),
+ * LayerNorm weights 1 + N(0, 0.2). */
+static inline void tm_randomize(rg_model *m, rg_rng *rng, double scale) {
+    for (int32_t i = 0; i < rg_model_n_tensors(m); i++) {
+        rg_model_tensor_info ti;
+        TRY_OK(rg_model_tensor_info_get(m, i, &ti));
+        float *x = malloc((size_t)ti.numel * sizeof *x);
+        bool ln = strstr(ti.name, "ln_") != NULL, bias = strstr(ti.name, ".bias") != NULL;
+        for (int64_t k = 0; k < ti.numel; k++) {
+            double z = rg_rng_normal(rng);
+            x[k] = (float)(ln ? (bias ? 0.2 * z : 1.0 + 0.2 * z) : (bias ? 0.5 * scale * z : scale * z));
+        }
+        TRY_OK(rg_model_tensor_set(m, RG_MODEL_PARAMS, i, x));
+        free(x);
+    }
+}
+
+/* Every tensor of `which`, concatenated in table order (n_params floats). */
+static inline float *tm_get_all(rg_model *m, rg_model_state which) {
+    float *x = malloc((size_t)rg_model_n_params(m) * sizeof *x);
+    int64_t off = 0;
+    for (int32_t i = 0; i < rg_model_n_tensors(m); i++) {
+        rg_model_tensor_info ti;
+        TRY_OK(rg_model_tensor_info_get(m, i, &ti));
+        TRY_OK(rg_model_tensor_get(m, which, i, x + off));
+        off += ti.numel;
+    }
+    return x;
+}
+
+static inline void tm_set_all(rg_model *m, rg_model_state which, const float *x) {
+    int64_t off = 0;
+    for (int32_t i = 0; i < rg_model_n_tensors(m); i++) {
+        rg_model_tensor_info ti;
+        TRY_OK(rg_model_tensor_info_get(m, i, &ti));
+        TRY_OK(rg_model_tensor_set(m, which, i, x + off));
+        off += ti.numel;
+    }
+}
+
+/* Compares every tensor of two whole-model copies, naming the tensor. */
+static inline void tm_check_tensors(rg_model *m, const char *what, const float *got, const float *ref, double tol) {
+    int64_t off = 0;
+    for (int32_t i = 0; i < rg_model_n_tensors(m); i++) {
+        rg_model_tensor_info ti;
+        TRY_OK(rg_model_tensor_info_get(m, i, &ti));
+        char name[160];
+        snprintf(name, sizeof name, "%s %s", what, ti.name);
+        CHECK_CLOSE(name, got + off, ref + off, (size_t)ti.numel, tol);
+        off += ti.numel;
+    }
+}
+
+#endif
