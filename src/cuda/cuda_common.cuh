@@ -9,10 +9,13 @@ extern "C" {
 #include "core/status.h"
 }
 
+struct rg_cuda_attn_ws;
+
 typedef struct rg_cuda_state {
     int device;
     cudaStream_t stream;
     cudaDeviceProp prop;
+    struct rg_cuda_attn_ws *attn;   /* attention workspace, grown on demand (attention_common.cuh) */
 } rg_cuda_state;
 
 static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)be->impl; }
