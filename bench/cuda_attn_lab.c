@@ -97,10 +97,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--heads") && i + 1 < argc) h = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dim") && i + 1 < argc) d = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--warm") && i + 1 < argc) warm = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-sweep")) sweep = 0;
         else {
             printf("usage: cuda_attn_lab [--lengths FILE (default .bench/lengths.txt)] [--batches N (4)]\n"
-                   "                     [--heads H (16)] [--dim D (64)] [--iters N (20)] [--no-sweep]\n");
+                   "                     [--heads H (16)] [--dim D (64)] [--iters N (20)] [--warm N (5)] [--no-sweep]\n");
             return 2;
         }
     }

@@ -48,10 +48,10 @@ fi
 note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
 
 # ---- tests ----
-(cd "$BUILD" && ctest --output-on-failure --timeout 400) >"$OUT/ctest.log" 2>&1
+(cd "$BUILD" && ctest -V --timeout 400) >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
-grep -E "^FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
+grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
 note "ctest rc=$rc ($(since))"
 
 # ---- compute-sanitizer on the attention test, quick sizes ----
@@ -76,8 +76,25 @@ if [ -f "$BENCH/lengths.txt" ]; then
   note "lab rc=$? ($(since))"
   cat "$OUT/lab.log"
   cat "$OUT/lab.err" >>"$OUT/lab.log"
+  rm -f "$OUT/lab.err"
 else
   note "no $BENCH/lengths.txt: lab skipped"
+fi
+
+# ---- Nsight Compute on the automatic kernels (one batch, one run of each) ----
+if [ "${RG_NCU:-0}" = 1 ]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  if [ -n "$NCU" ]; then
+    timeout 240 "$NCU" --clock-control none -k regex:attn --launch-count 10 --section SpeedOfLight \
+      --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis --section LaunchStats \
+      "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" --no-sweep --batches 1 --iters 1 --warm 0 \
+      >"$OUT/ncu.log" 2>&1
+    note "ncu rc=$? ($(since))"
+    grep -E "attn_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ" "$OUT/ncu.log" | sed 's/(const .*//' | head -80
+  else
+    note "ncu not found"
+  fi
 fi
 
 # ---- PyTorch's attention benchmark, same batches, same call ----
@@ -104,7 +121,7 @@ ms = t(lambda: a @ b, 20)
 print(f"ceiling gemm bf16 {n}^3: {2*n**3/ms/1e9:.1f} TFLOP/s ({ms:.3f} ms)")
 x = torch.randn(512 * 1024 * 1024, device='cuda', dtype=torch.float32); y = torch.empty_like(x)
 ms = t(lambda: y.copy_(x), 20)
-print(f"ceiling copy 2 GiB: {2*x.numel()*4/ms/1e9:.0f} GB/s read+write ({ms:.3f} ms)")
+print(f"ceiling copy 2 GiB: {2*x.numel()*4/ms/1e6:.0f} GB/s read+write ({ms:.3f} ms)")
 EOF
   cat "$OUT/ceilings.log" >>"$SUM"
 fi

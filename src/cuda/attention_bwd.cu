@@ -38,7 +38,7 @@ struct bwd_params {
 
 enum { MODE_ALL = 0, MODE_DV = 1, MODE_DKDQ = 2 };
 
-template <int D, int BM, int NW> struct bwd_cfg {
+template <int D, int BM, int NW, bool KVR> struct bwd_cfg {
     static constexpr int BN = 16 * NW;          /* keys per CTA, 16 per warp */
     static constexpr int STR = rg_tile<D>::STR;
     static constexpr int SSTR = BM + 8;         /* dS^T row stride (bf16) */
@@ -48,15 +48,15 @@ template <int D, int BM, int NW> struct bwd_cfg {
     static constexpr int WM = BM / 16;          /* dQ: warps split BM rows in 16s ... */
     static constexpr int WN = NW / WM;          /* ... and D columns in WN parts */
     static constexpr int DN = D / WN;
-    static constexpr bool KVREG = D <= 64;      /* K and V A-fragments kept in registers */
+    static constexpr bool KVREG = KVR;          /* K and V A-fragments kept in registers */
     static constexpr size_t SMEM = (size_t)(2 * BN + 4 * BM) * STR * sizeof(rg_bf16) +
                                    (size_t)BN * SSTR * sizeof(rg_bf16) + 4 * BM * sizeof(float);
     static_assert(BM % 16 == 0 && NW % WM == 0 && DN % 16 == 0, "dQ warp split");
 };
 
-template <int D, int BM, int NW, int MODE>
+template <int D, int BM, int NW, bool KVR, int MODE>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
-    using C = bwd_cfg<D, BM, NW>;
+    using C = bwd_cfg<D, BM, NW, KVR>;
     constexpr int BN = C::BN, STR = C::STR, SSTR = C::SSTR, QT = C::QT, KS = C::KS, DT = C::DT;
     constexpr int NTH = NW * 32;
     constexpr bool DO_DV = MODE != MODE_DKDQ, DO_DK = MODE != MODE_DV;
@@ -142,6 +142,10 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
         const int nq = min(BM, lq - m0);
         const rg_bf16 *Qb = Qs + st * BM * STR, *dOb = dOs + st * BM * STR;
         const float *lse_b = lse_s + st * BM, *dvec_b = dvec_s + st * BM;
+        /* 16-query chunks [c_lo, c_hi) of this block that can see one of the
+         * warp's keys; the rest are skipped (and masked to P = 0 below) */
+        const int c_hi = krow < nk ? min(BM / 16, (nq + 15) >> 4) : 0;
+        const int c_lo = p.causal ? min(c_hi, max(0, n0 + krow - off - m0) >> 4) : 0;
 
         /* S^T = K Q^T: 16 keys x BM queries per warp */
         float s[QT][4];
@@ -158,6 +162,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
             }
 #pragma unroll
             for (int np = 0; np < QT / 2; np++) {
+                if (np < c_lo || np >= c_hi) continue;
                 uint32_t b0, b1, b2, b3;
                 rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Qb + (np * 16 + b_row) * STR + ks * 16 + b_col));
                 rg_mma16816(s[2 * np], af, b0, b1);
@@ -188,6 +193,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
             /* dV += P^T dO */
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) {
+                if (kk < c_lo || kk >= c_hi) continue;
                 uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                   rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                   rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
@@ -217,6 +223,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
                 }
 #pragma unroll
                 for (int np = 0; np < QT / 2; np++) {
+                    if (np < c_lo || np >= c_hi) continue;
                     uint32_t b0, b1, b2, b3;
                     rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(dOb + (np * 16 + b_row) * STR + ks * 16 + b_col));
                     rg_mma16816(dp_[2 * np], af, b0, b1);
@@ -239,6 +246,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
             /* dK += dS^T Q */
 #pragma unroll
             for (int kk = 0; kk < BM / 16; kk++) {
+                if (kk < c_lo || kk >= c_hi) continue;
                 uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
                                   rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                   rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
@@ -255,12 +263,20 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
             /* dQ (BM x D) += dS K: warp -> 16 query rows x DN columns */
             constexpr int DN = C::DN;
             const int mt = warp % C::WM, wn = warp / C::WM;
+            /* 16-key chunks [0, kk_hi) that hold a real key one of the warp's
+             * 16 queries sees; none: nothing to add */
+            int kk_hi = m0 + mt * 16 < lq ? (nk + 15) >> 4 : 0;
+            if (p.causal) {
+                const int last = m0 + mt * 16 + 15 + off - n0; /* last visible key, tile-relative */
+                kk_hi = last < 0 ? 0 : min(kk_hi, (last >> 4) + 1);
+            }
             float dq[DN / 8][4];
 #pragma unroll
             for (int i = 0; i < DN / 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
             const int at_row = (lane & 7) + (lane >> 4) * 8, at_col = ((lane >> 3) & 1) * 8;
 #pragma unroll
             for (int kk = 0; kk < BN / 16; kk++) {
+                if (kk >= kk_hi) continue;
                 uint32_t af[4];
                 rg_ldsm_x4_t(af[0], af[1], af[2], af[3], rg_smem_u32(dSs + (kk * 16 + at_row) * SSTR + mt * 16 + at_col));
 #pragma unroll
@@ -274,7 +290,7 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
 #pragma unroll
             for (int r = 0; r < 2; r++) {
                 const int i = mt * 16 + g4 + r * 8;
-                if (i < nq) {
+                if (i < nq && kk_hi > 0) {
                     float *dst = p.dq_acc + ((int64_t)(q_start + m0 + i) * p.h + hq) * p.d;
 #pragma unroll
                     for (int nt = 0; nt < DN / 8; nt++) {
@@ -384,19 +400,23 @@ struct bwd_variant {
     bool attr_set;
 };
 
-#define BWD_V(D, BM, NW)                                                                               \
-    { D, BM, NW, false, attn_bwd_kernel<D, BM, NW, MODE_ALL>, NULL, NULL, bwd_cfg<D, BM, NW>::SMEM,     \
-      "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW, false }
+/* KVR: keep this warp's K and V rows as A fragments in registers (saves
+ * shared-memory reads, costs D/2 registers). */
+#define BWD_V(D, BM, NW, KVR)                                                                          \
+    { D, BM, NW, false, attn_bwd_kernel<D, BM, NW, KVR, MODE_ALL>, NULL, NULL,                        \
+      bwd_cfg<D, BM, NW, KVR>::SMEM, "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " kvreg" #KVR, false }
 #define BWD_SPLIT(D, BM, NW)                                                                           \
-    { D, BM, NW, true, NULL, attn_bwd_kernel<D, BM, NW, MODE_DV>, attn_bwd_kernel<D, BM, NW, MODE_DKDQ>, \
-      bwd_cfg<D, BM, NW>::SMEM, "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " split", false }
+    { D, BM, NW, true, NULL, attn_bwd_kernel<D, BM, NW, false, MODE_DV>,                              \
+      attn_bwd_kernel<D, BM, NW, false, MODE_DKDQ>, bwd_cfg<D, BM, NW, false>::SMEM,                   \
+      "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " split", false }
 
 /* The first entry of each head dim is the automatic choice. */
 bwd_variant bwd_variants[] = {
-    BWD_V(32, 64, 8),
-    BWD_V(64, 32, 8), BWD_V(64, 32, 4), BWD_V(64, 64, 8), BWD_V(64, 64, 4),
-    BWD_V(96, 32, 4),
-    BWD_V(128, 32, 8), BWD_V(128, 32, 4),
+    BWD_V(32, 64, 8, true),
+    BWD_V(64, 64, 4, false), BWD_V(64, 64, 4, true), BWD_V(64, 64, 8, false), BWD_V(64, 32, 4, true),
+    BWD_V(64, 32, 8, true),
+    BWD_V(96, 32, 4, false),
+    BWD_V(128, 32, 8, false), BWD_V(128, 32, 4, false),
     BWD_SPLIT(192, 32, 8),
     BWD_SPLIT(256, 32, 8),
 };

@@ -64,6 +64,9 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
     const int g4 = lane >> 2, t4 = lane & 3;
     const int dch = p.d >> 3;
     const int wrow = warp * 16 * MT; /* first tile row of this warp */
+    const bool wact = wrow < nq;     /* warp-uniform: the warp has a real query row */
+    /* keys past kend are invisible to every row of this warp */
+    const int kend = p.causal ? min(lk, m0 + wrow + 16 * MT + off) : lk;
 
     const rg_bf16 *qg = p.q + (int64_t)(q_start + m0) * p.sq + (int64_t)hq * p.d;
     const rg_bf16 *kg = p.k + (int64_t)k_start * p.sk + (int64_t)hk * p.d;
@@ -103,6 +106,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
         rg_cp_wait<1>();
         __syncthreads();
         const rg_bf16 *Kb = Ks + buf * BN * STR, *Vb = Vs + buf * BN * STR;
+        const int kbase = kb * BN;
+        /* 16-key chunks of this block that some row of the warp may see; the
+         * others are skipped (and masked to -inf below) */
+        const int krem = wact ? kend - kbase : 0;
+        const int nv = krem <= 0 ? 0 : min(BN / 16, (krem + 15) >> 4);
 
         if (C::QREG && kb == 0) {
 #pragma unroll
@@ -136,6 +144,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
             }
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
+                if (np >= nv) continue;
                 uint32_t b0, b1, b2, b3;
                 rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Kb + (np * 16 + b_row) * STR + ks * 16 + b_col));
 #pragma unroll
@@ -146,8 +155,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
             }
         }
 
-        /* mask the keys past the sequence and, when causal, past the diagonal */
-        const int kbase = kb * BN;
+        /* mask the keys past the sequence and, when causal, past the diagonal
+         * (this covers every skipped chunk: its keys are >= kend) */
         if (kbase + BN > lk || (p.causal && kbase + BN - 1 > m0 + wrow + off)) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
@@ -167,6 +176,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
             for (int r = 0; r < 2; r++) {
+                if (!wact) continue;
                 float mx = -INFINITY;
 #pragma unroll
                 for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
@@ -196,6 +206,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
         /* O += P V, P from the S accumulators (bf16), V through ldmatrix.trans */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
+            if (kk >= nv) continue;
             uint32_t pf[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++) {
@@ -265,7 +276,7 @@ struct fwd_variant {
 /* The first entry of each head dim is the automatic choice. */
 fwd_variant fwd_variants[] = {
     FWD_V(32, 128, 64, 4, 2),
-    FWD_V(64, 128, 64, 4, 2), FWD_V(64, 128, 64, 8, 2), FWD_V(64, 128, 128, 8, 1), FWD_V(64, 64, 64, 4, 4),
+    FWD_V(64, 128, 64, 4, 2), FWD_V(64, 128, 32, 4, 2), FWD_V(64, 128, 64, 8, 2), FWD_V(64, 64, 64, 4, 4),
     FWD_V(96, 64, 64, 4, 2),
     FWD_V(128, 128, 64, 8, 1), FWD_V(128, 64, 64, 4, 2),
     FWD_V(192, 64, 32, 4, 1),
