@@ -54,7 +54,7 @@ template <int D, int BM, int NW, bool KVR> struct bwd_cfg {
     static_assert(BM % 16 == 0 && NW % WM == 0 && DN % 16 == 0, "dQ warp split");
 };
 
-template <int D, int BM, int NW, bool KVR, int MODE>
+template <int D, int BM, int NW, bool KVR, bool SKIP, int MODE>
 __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
     using C = bwd_cfg<D, BM, NW, KVR>;
     constexpr int BN = C::BN, STR = C::STR, SSTR = C::SSTR, QT = C::QT, KS = C::KS, DT = C::DT;
@@ -147,119 +147,128 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
         const int c_hi = krow < nk ? min(BM / 16, (nq + 15) >> 4) : 0;
         const int c_lo = p.causal ? min(c_hi, max(0, n0 + krow - off - m0) >> 4) : 0;
 
-        /* S^T = K Q^T: 16 keys x BM queries per warp */
-        float s[QT][4];
+        /* S^T, P^T, dV, dP^T, dS^T (also staged for dQ), dK for this warp's 16 keys.
+         * PART: a boundary block, whose query chunks outside [c_lo, c_hi) are
+         * skipped; full blocks take the branch-free path (see attention_fwd.cu). */
+        auto part1 = [&](auto part) {
+            constexpr bool PART = decltype(part)::value;
+            /* S^T = K Q^T: 16 keys x BM queries per warp */
+            float s[QT][4];
 #pragma unroll
-        for (int i = 0; i < QT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            uint32_t af[4];
-            if (C::KVREG) {
-                af[0] = kf[C::KVREG ? ks : 0][0]; af[1] = kf[C::KVREG ? ks : 0][1];
-                af[2] = kf[C::KVREG ? ks : 0][2]; af[3] = kf[C::KVREG ? ks : 0][3];
-            } else {
-                rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Ks + (krow + a_row) * STR + ks * 16 + a_col));
-            }
-#pragma unroll
-            for (int np = 0; np < QT / 2; np++) {
-                if (np < c_lo || np >= c_hi) continue;
-                uint32_t b0, b1, b2, b3;
-                rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Qb + (np * 16 + b_row) * STR + ks * 16 + b_col));
-                rg_mma16816(s[2 * np], af, b0, b1);
-                rg_mma16816(s[2 * np + 1], af, b2, b3);
-            }
-        }
-
-        /* P^T = exp(scale * S^T - lse); masked: queries past the sequence,
-         * keys past the sequence, and (causal) keys after the query's diagonal */
-        const int kmax = n0 + krow + 15;
-        const bool need_mask = m0 + BM > lq || kmax >= lk || (p.causal && kmax > m0 + off);
-#pragma unroll
-        for (int nt = 0; nt < QT; nt++) {
-            const float2 L = *reinterpret_cast<const float2 *>(lse_b + nt * 8 + t4 * 2);
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                float pv = exp2f(fmaf(s[nt][e], p.scale_log2, -((e & 1) ? L.y : L.x) * RG_LOG2E));
-                if (need_mask) {
-                    const int j = n0 + krow + g4 + (e >> 1) * 8;
-                    const int i = m0 + nt * 8 + t4 * 2 + (e & 1);
-                    if (i >= lq || j >= lk || (p.causal && j > i + off)) pv = 0.f;
-                }
-                s[nt][e] = pv;
-            }
-        }
-
-        if (DO_DV) {
-            /* dV += P^T dO */
-#pragma unroll
-            for (int kk = 0; kk < BM / 16; kk++) {
-                if (kk < c_lo || kk >= c_hi) continue;
-                uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                  rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                  rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-                for (int dp = 0; dp < DT / 2; dp++) {
-                    uint32_t b0, b1, b2, b3;
-                    rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(dOb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
-                    rg_mma16816(dv_acc[DO_DV ? 2 * dp : 0], pf, b0, b1);
-                    rg_mma16816(dv_acc[DO_DV ? 2 * dp + 1 : 0], pf, b2, b3);
-                }
-            }
-        }
-
-        if (DO_DK) {
-            /* dP^T = V dO^T */
-            float dp_[QT][4];
-#pragma unroll
-            for (int i = 0; i < QT; i++) dp_[i][0] = dp_[i][1] = dp_[i][2] = dp_[i][3] = 0.f;
+            for (int i = 0; i < QT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
                 uint32_t af[4];
                 if (C::KVREG) {
-                    af[0] = vf[C::KVREG && DO_DK ? ks : 0][0]; af[1] = vf[C::KVREG && DO_DK ? ks : 0][1];
-                    af[2] = vf[C::KVREG && DO_DK ? ks : 0][2]; af[3] = vf[C::KVREG && DO_DK ? ks : 0][3];
+                    af[0] = kf[C::KVREG ? ks : 0][0]; af[1] = kf[C::KVREG ? ks : 0][1];
+                    af[2] = kf[C::KVREG ? ks : 0][2]; af[3] = kf[C::KVREG ? ks : 0][3];
                 } else {
-                    rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Vs + (krow + a_row) * STR + ks * 16 + a_col));
+                    rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Ks + (krow + a_row) * STR + ks * 16 + a_col));
                 }
 #pragma unroll
                 for (int np = 0; np < QT / 2; np++) {
-                    if (np < c_lo || np >= c_hi) continue;
+                    if (PART && (np < c_lo || np >= c_hi)) continue;
                     uint32_t b0, b1, b2, b3;
-                    rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(dOb + (np * 16 + b_row) * STR + ks * 16 + b_col));
-                    rg_mma16816(dp_[2 * np], af, b0, b1);
-                    rg_mma16816(dp_[2 * np + 1], af, b2, b3);
+                    rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Qb + (np * 16 + b_row) * STR + ks * 16 + b_col));
+                    rg_mma16816(s[2 * np], af, b0, b1);
+                    rg_mma16816(s[2 * np + 1], af, b2, b3);
                 }
             }
-            /* dS^T = P^T (dP^T - D), kept in s; also staged (bf16) for dQ */
+
+            /* P^T = exp(scale * S^T - lse); masked: queries past the sequence,
+             * keys past the sequence, and (causal) keys after the query's diagonal */
+            const int kmax = n0 + krow + 15;
+            const bool need_mask = m0 + BM > lq || kmax >= lk || (p.causal && kmax > m0 + off);
 #pragma unroll
             for (int nt = 0; nt < QT; nt++) {
-                const float2 Dv = *reinterpret_cast<const float2 *>(dvec_b + nt * 8 + t4 * 2);
-                s[nt][0] *= dp_[nt][0] - Dv.x;
-                s[nt][1] *= dp_[nt][1] - Dv.y;
-                s[nt][2] *= dp_[nt][2] - Dv.x;
-                s[nt][3] *= dp_[nt][3] - Dv.y;
-                *reinterpret_cast<uint32_t *>(dSs + (krow + g4) * SSTR + nt * 8 + t4 * 2) =
-                    rg_pack_bf16(s[nt][0], s[nt][1]);
-                *reinterpret_cast<uint32_t *>(dSs + (krow + g4 + 8) * SSTR + nt * 8 + t4 * 2) =
-                    rg_pack_bf16(s[nt][2], s[nt][3]);
-            }
-            /* dK += dS^T Q */
+                const float2 L = *reinterpret_cast<const float2 *>(lse_b + nt * 8 + t4 * 2);
 #pragma unroll
-            for (int kk = 0; kk < BM / 16; kk++) {
-                if (kk < c_lo || kk >= c_hi) continue;
-                uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                  rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                  rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-                for (int dp = 0; dp < DT / 2; dp++) {
-                    uint32_t b0, b1, b2, b3;
-                    rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Qb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
-                    rg_mma16816(dk_acc[DO_DK ? 2 * dp : 0], pf, b0, b1);
-                    rg_mma16816(dk_acc[DO_DK ? 2 * dp + 1 : 0], pf, b2, b3);
+                for (int e = 0; e < 4; e++) {
+                    float pv = exp2f(fmaf(s[nt][e], p.scale_log2, -((e & 1) ? L.y : L.x) * RG_LOG2E));
+                    if (need_mask) {
+                        const int j = n0 + krow + g4 + (e >> 1) * 8;
+                        const int i = m0 + nt * 8 + t4 * 2 + (e & 1);
+                        if (i >= lq || j >= lk || (p.causal && j > i + off)) pv = 0.f;
+                    }
+                    s[nt][e] = pv;
                 }
             }
-            __syncthreads();
 
+            if (DO_DV) {
+                /* dV += P^T dO */
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; kk++) {
+                    if (PART && (kk < c_lo || kk >= c_hi)) continue;
+                    uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                      rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                      rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                    for (int dp = 0; dp < DT / 2; dp++) {
+                        uint32_t b0, b1, b2, b3;
+                        rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(dOb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
+                        rg_mma16816(dv_acc[DO_DV ? 2 * dp : 0], pf, b0, b1);
+                        rg_mma16816(dv_acc[DO_DV ? 2 * dp + 1 : 0], pf, b2, b3);
+                    }
+                }
+            }
+            if (DO_DK) {
+                /* dP^T = V dO^T */
+                float dp_[QT][4];
+#pragma unroll
+                for (int i = 0; i < QT; i++) dp_[i][0] = dp_[i][1] = dp_[i][2] = dp_[i][3] = 0.f;
+#pragma unroll
+                for (int ks = 0; ks < KS; ks++) {
+                    uint32_t af[4];
+                    if (C::KVREG) {
+                        af[0] = vf[C::KVREG && DO_DK ? ks : 0][0]; af[1] = vf[C::KVREG && DO_DK ? ks : 0][1];
+                        af[2] = vf[C::KVREG && DO_DK ? ks : 0][2]; af[3] = vf[C::KVREG && DO_DK ? ks : 0][3];
+                    } else {
+                        rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Vs + (krow + a_row) * STR + ks * 16 + a_col));
+                    }
+#pragma unroll
+                    for (int np = 0; np < QT / 2; np++) {
+                        if (PART && (np < c_lo || np >= c_hi)) continue;
+                        uint32_t b0, b1, b2, b3;
+                        rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(dOb + (np * 16 + b_row) * STR + ks * 16 + b_col));
+                        rg_mma16816(dp_[2 * np], af, b0, b1);
+                        rg_mma16816(dp_[2 * np + 1], af, b2, b3);
+                    }
+                }
+                /* dS^T = P^T (dP^T - D), kept in s; also staged (bf16) for dQ */
+#pragma unroll
+                for (int nt = 0; nt < QT; nt++) {
+                    const float2 Dv = *reinterpret_cast<const float2 *>(dvec_b + nt * 8 + t4 * 2);
+                    s[nt][0] *= dp_[nt][0] - Dv.x;
+                    s[nt][1] *= dp_[nt][1] - Dv.y;
+                    s[nt][2] *= dp_[nt][2] - Dv.x;
+                    s[nt][3] *= dp_[nt][3] - Dv.y;
+                    *reinterpret_cast<uint32_t *>(dSs + (krow + g4) * SSTR + nt * 8 + t4 * 2) =
+                        rg_pack_bf16(s[nt][0], s[nt][1]);
+                    *reinterpret_cast<uint32_t *>(dSs + (krow + g4 + 8) * SSTR + nt * 8 + t4 * 2) =
+                        rg_pack_bf16(s[nt][2], s[nt][3]);
+                }
+                /* dK += dS^T Q */
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; kk++) {
+                    if (PART && (kk < c_lo || kk >= c_hi)) continue;
+                    uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                                      rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                      rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                    for (int dp = 0; dp < DT / 2; dp++) {
+                        uint32_t b0, b1, b2, b3;
+                        rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Qb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
+                        rg_mma16816(dk_acc[DO_DK ? 2 * dp : 0], pf, b0, b1);
+                        rg_mma16816(dk_acc[DO_DK ? 2 * dp + 1 : 0], pf, b2, b3);
+                    }
+                }
+            }
+        };
+        if (!SKIP || (c_lo == 0 && c_hi == BM / 16)) part1(rg_bool<false>{});
+        else part1(rg_bool<true>{});
+
+        if (DO_DK) {
+            __syncthreads();
             /* dQ (BM x D) += dS K: warp -> 16 query rows x DN columns */
             constexpr int DN = C::DN;
             const int mt = warp % C::WM, wn = warp / C::WM;
@@ -270,35 +279,40 @@ __global__ void __launch_bounds__(NW * 32) attn_bwd_kernel(const bwd_params p) {
                 const int last = m0 + mt * 16 + 15 + off - n0; /* last visible key, tile-relative */
                 kk_hi = last < 0 ? 0 : min(kk_hi, (last >> 4) + 1);
             }
-            float dq[DN / 8][4];
+            auto part2 = [&](auto part) {
+                constexpr bool PART = decltype(part)::value;
+                float dq[DN / 8][4];
 #pragma unroll
-            for (int i = 0; i < DN / 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
-            const int at_row = (lane & 7) + (lane >> 4) * 8, at_col = ((lane >> 3) & 1) * 8;
+                for (int i = 0; i < DN / 8; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+                const int at_row = (lane & 7) + (lane >> 4) * 8, at_col = ((lane >> 3) & 1) * 8;
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
-                if (kk >= kk_hi) continue;
-                uint32_t af[4];
-                rg_ldsm_x4_t(af[0], af[1], af[2], af[3], rg_smem_u32(dSs + (kk * 16 + at_row) * SSTR + mt * 16 + at_col));
+                for (int kk = 0; kk < BN / 16; kk++) {
+                    if (PART && kk >= kk_hi) continue;
+                    uint32_t af[4];
+                    rg_ldsm_x4_t(af[0], af[1], af[2], af[3], rg_smem_u32(dSs + (kk * 16 + at_row) * SSTR + mt * 16 + at_col));
 #pragma unroll
-                for (int nd = 0; nd < DN / 16; nd++) {
-                    uint32_t b0, b1, b2, b3;
-                    rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Ks + (kk * 16 + v_row) * STR + wn * DN + nd * 16 + v_col));
-                    rg_mma16816(dq[2 * nd], af, b0, b1);
-                    rg_mma16816(dq[2 * nd + 1], af, b2, b3);
-                }
-            }
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                const int i = mt * 16 + g4 + r * 8;
-                if (i < nq && kk_hi > 0) {
-                    float *dst = p.dq_acc + ((int64_t)(q_start + m0 + i) * p.h + hq) * p.d;
-#pragma unroll
-                    for (int nt = 0; nt < DN / 8; nt++) {
-                        const int c = wn * DN + nt * 8 + t4 * 2;
-                        if (c < p.d) rg_atomic_add2(dst + c, dq[nt][2 * r], dq[nt][2 * r + 1]);
+                    for (int nd = 0; nd < DN / 16; nd++) {
+                        uint32_t b0, b1, b2, b3;
+                        rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Ks + (kk * 16 + v_row) * STR + wn * DN + nd * 16 + v_col));
+                        rg_mma16816(dq[2 * nd], af, b0, b1);
+                        rg_mma16816(dq[2 * nd + 1], af, b2, b3);
                     }
                 }
-            }
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    const int i = mt * 16 + g4 + r * 8;
+                    if (i < nq && kk_hi > 0) {
+                        float *dst = p.dq_acc + ((int64_t)(q_start + m0 + i) * p.h + hq) * p.d;
+#pragma unroll
+                        for (int nt = 0; nt < DN / 8; nt++) {
+                            const int c = wn * DN + nt * 8 + t4 * 2;
+                            if (c < p.d) rg_atomic_add2(dst + c, dq[nt][2 * r], dq[nt][2 * r + 1]);
+                        }
+                    }
+                }
+            };
+            if (!SKIP || kk_hi == BN / 16) part2(rg_bool<false>{});
+            else part2(rg_bool<true>{});
         } else {
             __syncthreads(); /* the next prefetch overwrites this stage */
         }
@@ -401,22 +415,24 @@ struct bwd_variant {
 };
 
 /* KVR: keep this warp's K and V rows as A fragments in registers (saves
- * shared-memory reads, costs D/2 registers). */
-#define BWD_V(D, BM, NW, KVR)                                                                          \
-    { D, BM, NW, false, attn_bwd_kernel<D, BM, NW, KVR, MODE_ALL>, NULL, NULL,                        \
-      bwd_cfg<D, BM, NW, KVR>::SMEM, "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " kvreg" #KVR, false }
+ * shared-memory reads, costs D/2 registers). SKIP: skip chunks that only hold
+ * padding or masked pairs (false: the lab's control). */
+#define BWD_V(D, BM, NW, KVR, SKIP)                                                                    \
+    { D, BM, NW, false, attn_bwd_kernel<D, BM, NW, KVR, SKIP, MODE_ALL>, NULL, NULL,                  \
+      bwd_cfg<D, BM, NW, KVR>::SMEM, "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " kvreg" #KVR " skip" #SKIP, \
+      false }
 #define BWD_SPLIT(D, BM, NW)                                                                           \
-    { D, BM, NW, true, NULL, attn_bwd_kernel<D, BM, NW, false, MODE_DV>,                              \
-      attn_bwd_kernel<D, BM, NW, false, MODE_DKDQ>, bwd_cfg<D, BM, NW, false>::SMEM,                   \
+    { D, BM, NW, true, NULL, attn_bwd_kernel<D, BM, NW, false, true, MODE_DV>,                        \
+      attn_bwd_kernel<D, BM, NW, false, true, MODE_DKDQ>, bwd_cfg<D, BM, NW, false>::SMEM,             \
       "bwd d" #D " bm" #BM " bn" #NW "x16 w" #NW " split", false }
 
 /* The first entry of each head dim is the automatic choice. */
 bwd_variant bwd_variants[] = {
-    BWD_V(32, 64, 8, true),
-    BWD_V(64, 64, 4, false), BWD_V(64, 64, 4, true), BWD_V(64, 64, 8, false), BWD_V(64, 32, 4, true),
-    BWD_V(64, 32, 8, true),
-    BWD_V(96, 32, 4, false),
-    BWD_V(128, 32, 8, false), BWD_V(128, 32, 4, false),
+    BWD_V(32, 64, 8, true, true),
+    BWD_V(64, 64, 4, true, true), BWD_V(64, 64, 4, true, false), BWD_V(64, 64, 4, false, true),
+    BWD_V(64, 64, 8, false, true), BWD_V(64, 32, 4, true, true),
+    BWD_V(96, 32, 4, false, true),
+    BWD_V(128, 32, 8, false, true), BWD_V(128, 32, 4, false, true),
     BWD_SPLIT(192, 32, 8),
     BWD_SPLIT(256, 32, 8),
 };

@@ -82,6 +82,9 @@ __device__ __forceinline__ void rg_atomic_add2(float *dst, float a, float b) {
 #endif
 }
 
+/* A compile-time bool as a value, for generic lambdas with a fast and a boundary path. */
+template <bool B> struct rg_bool { static constexpr bool value = B; };
+
 /* ---- tiles in shared memory -------------------------------------------- */
 
 /* Shared-memory row stride of a D-wide bf16 tile: one 16-byte pad per row

@@ -39,7 +39,7 @@ template <int D, int BM, int BN, int NW> struct fwd_cfg {
     static_assert(BN % 16 == 0 && D % 16 == 0, "tile shapes");
 };
 
-template <int D, int BM, int BN, int NW, int MINB>
+template <int D, int BM, int BN, int NW, int MINB, bool SKIP>
 __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_params p) {
     using C = fwd_cfg<D, BM, BN, NW>;
     constexpr int MT = C::MT, STR = C::STR, NT = C::NT, KS = C::KS, DT = C::DT;
@@ -121,110 +121,123 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_fwd_kernel(const fwd_param
                                rg_smem_u32(Qs + (wrow + mt * 16 + a_row) * STR + ks * 16 + a_col));
         }
 
-        /* S = Q K^T (16*MT x BN per warp) */
-        float s[MT][NT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int i = 0; i < NT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
-#pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            uint32_t af[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (C::QREG) {
-                    af[mt][0] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][0];
-                    af[mt][1] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][1];
-                    af[mt][2] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][2];
-                    af[mt][3] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][3];
-                } else {
-                    rg_ldsm_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
-                               rg_smem_u32(Qs + (wrow + mt * 16 + a_row) * STR + ks * 16 + a_col));
-                }
-            }
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                if (np >= nv) continue;
-                uint32_t b0, b1, b2, b3;
-                rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Kb + (np * 16 + b_row) * STR + ks * 16 + b_col));
-#pragma unroll
-                for (int mt = 0; mt < MT; mt++) {
-                    rg_mma16816(s[mt][2 * np], af[mt], b0, b1);
-                    rg_mma16816(s[mt][2 * np + 1], af[mt], b2, b3);
-                }
-            }
-        }
-
-        /* mask the keys past the sequence and, when causal, past the diagonal
-         * (this covers every skipped chunk: its keys are >= kend) */
-        if (kbase + BN > lk || (p.causal && kbase + BN - 1 > m0 + wrow + off)) {
+        /* One key block: S = Q K^T, mask, online softmax, O += P V. PART: a
+         * boundary block, whose 16-key chunks past nv are skipped; full blocks
+         * take the branch-free path (branches inside these unrolled loops keep
+         * the compiler from hoisting ldmatrix ahead of the MMAs). */
+        auto block = [&](auto part) {
+            constexpr bool PART = decltype(part)::value;
+            /* S = Q K^T (16*MT x BN per warp) */
+            float s[MT][NT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
+                for (int i = 0; i < NT; i++) s[mt][i][0] = s[mt][i][1] = s[mt][i][2] = s[mt][i][3] = 0.f;
 #pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        const int row = m0 + wrow + mt * 16 + g4 + (e >> 1) * 8;
-                        const int col = kbase + nt * 8 + t4 * 2 + (e & 1);
-                        if (col >= lk || (p.causal && col > row + off)) s[mt][nt][e] = -INFINITY;
-                    }
-        }
-
-        /* online softmax: rows g4 and g4 + 8 of each m-tile; the row max is
-         * shared by the quad that holds the row, the row sum stays per thread */
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++)
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                if (!wact) continue;
-                float mx = -INFINITY;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(row_m[mt][r], mx * p.scale_log2);
-                const float sub = m_new == -INFINITY ? 0.f : m_new;
-                const float corr = exp2f(row_m[mt][r] - sub);
-                row_m[mt][r] = m_new;
-                float sum = 0.f;
-#pragma unroll
-                for (int nt = 0; nt < NT; nt++) {
-                    const float p0 = exp2f(fmaf(s[mt][nt][2 * r], p.scale_log2, -sub));
-                    const float p1 = exp2f(fmaf(s[mt][nt][2 * r + 1], p.scale_log2, -sub));
-                    s[mt][nt][2 * r] = p0;
-                    s[mt][nt][2 * r + 1] = p1;
-                    sum += p0 + p1;
-                }
-                row_l[mt][r] = row_l[mt][r] * corr + sum;
-#pragma unroll
-                for (int i = 0; i < DT; i++) {
-                    acc[mt][i][2 * r] *= corr;
-                    acc[mt][i][2 * r + 1] *= corr;
-                }
-            }
-
-        /* O += P V, P from the S accumulators (bf16), V through ldmatrix.trans */
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-            if (kk >= nv) continue;
-            uint32_t pf[MT][4];
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                pf[mt][0] = rg_pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-                pf[mt][1] = rg_pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-                pf[mt][2] = rg_pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-                pf[mt][3] = rg_pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-            }
-#pragma unroll
-            for (int dp = 0; dp < DT / 2; dp++) {
-                uint32_t b0, b1, b2, b3;
-                rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Vb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
+            for (int ks = 0; ks < KS; ks++) {
+                uint32_t af[MT][4];
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    rg_mma16816(acc[mt][2 * dp], pf[mt], b0, b1);
-                    rg_mma16816(acc[mt][2 * dp + 1], pf[mt], b2, b3);
+                    if (C::QREG) {
+                        af[mt][0] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][0];
+                        af[mt][1] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][1];
+                        af[mt][2] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][2];
+                        af[mt][3] = qf[C::QREG ? mt : 0][C::QREG ? ks : 0][3];
+                    } else {
+                        rg_ldsm_x4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
+                                   rg_smem_u32(Qs + (wrow + mt * 16 + a_row) * STR + ks * 16 + a_col));
+                    }
+                }
+#pragma unroll
+                for (int np = 0; np < NT / 2; np++) {
+                    if (PART && np >= nv) continue;
+                    uint32_t b0, b1, b2, b3;
+                    rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Kb + (np * 16 + b_row) * STR + ks * 16 + b_col));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        rg_mma16816(s[mt][2 * np], af[mt], b0, b1);
+                        rg_mma16816(s[mt][2 * np + 1], af[mt], b2, b3);
+                    }
                 }
             }
+
+            /* mask the keys past the sequence and, when causal, past the diagonal
+             * (this covers every skipped chunk: its keys are >= kend) */
+            if (kbase + BN > lk || (p.causal && kbase + BN - 1 > m0 + wrow + off)) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) {
+                            const int row = m0 + wrow + mt * 16 + g4 + (e >> 1) * 8;
+                            const int col = kbase + nt * 8 + t4 * 2 + (e & 1);
+                            if (col >= lk || (p.causal && col > row + off)) s[mt][nt][e] = -INFINITY;
+                        }
+            }
+
+            /* online softmax: rows g4 and g4 + 8 of each m-tile; the row max is
+             * shared by the quad that holds the row, the row sum stays per thread */
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int r = 0; r < 2; r++) {
+                    float mx = -INFINITY;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * r], s[mt][nt][2 * r + 1]));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                    const float m_new = fmaxf(row_m[mt][r], mx * p.scale_log2);
+                    const float sub = m_new == -INFINITY ? 0.f : m_new;
+                    const float corr = exp2f(row_m[mt][r] - sub);
+                    row_m[mt][r] = m_new;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int nt = 0; nt < NT; nt++) {
+                        const float p0 = exp2f(fmaf(s[mt][nt][2 * r], p.scale_log2, -sub));
+                        const float p1 = exp2f(fmaf(s[mt][nt][2 * r + 1], p.scale_log2, -sub));
+                        s[mt][nt][2 * r] = p0;
+                        s[mt][nt][2 * r + 1] = p1;
+                        sum += p0 + p1;
+                    }
+                    row_l[mt][r] = row_l[mt][r] * corr + sum;
+#pragma unroll
+                    for (int i = 0; i < DT; i++) {
+                        acc[mt][i][2 * r] *= corr;
+                        acc[mt][i][2 * r + 1] *= corr;
+                    }
+                }
+
+            /* O += P V, P from the S accumulators (bf16), V through ldmatrix.trans */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                if (PART && kk >= nv) continue;
+                uint32_t pf[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    pf[mt][0] = rg_pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+                    pf[mt][1] = rg_pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+                    pf[mt][2] = rg_pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+                    pf[mt][3] = rg_pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int dp = 0; dp < DT / 2; dp++) {
+                    uint32_t b0, b1, b2, b3;
+                    rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Vb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        rg_mma16816(acc[mt][2 * dp], pf[mt], b0, b1);
+                        rg_mma16816(acc[mt][2 * dp + 1], pf[mt], b2, b3);
+                    }
+                }
+            }
+        };
+        if (SKIP && !wact) {
+            /* no real row in this warp: nothing to compute */
+        } else if (!SKIP || nv == BN / 16) {
+            block(rg_bool<false>{});
+        } else {
+            block(rg_bool<true>{});
         }
         __syncthreads();
     }
@@ -268,19 +281,21 @@ struct fwd_variant {
     bool attr_set;
 };
 
-/* MINB: CTAs per SM the register allocation must allow (occupancy). */
-#define FWD_V(D, BM, BN, NW, MINB)                                                              \
-    { D, BM, BN, NW, attn_fwd_kernel<D, BM, BN, NW, MINB>, fwd_cfg<D, BM, BN, NW>::SMEM,        \
-      "fwd d" #D " bm" #BM " bn" #BN " w" #NW " occ" #MINB, false }
+/* MINB: CTAs per SM the register allocation must allow (occupancy).
+ * SKIP: skip warps and key chunks that only hold padding (false: the lab's control). */
+#define FWD_V(D, BM, BN, NW, MINB, SKIP)                                                        \
+    { D, BM, BN, NW, attn_fwd_kernel<D, BM, BN, NW, MINB, SKIP>, fwd_cfg<D, BM, BN, NW>::SMEM,  \
+      "fwd d" #D " bm" #BM " bn" #BN " w" #NW " occ" #MINB " skip" #SKIP, false }
 
 /* The first entry of each head dim is the automatic choice. */
 fwd_variant fwd_variants[] = {
-    FWD_V(32, 128, 64, 4, 2),
-    FWD_V(64, 128, 64, 4, 2), FWD_V(64, 128, 32, 4, 2), FWD_V(64, 128, 64, 8, 2), FWD_V(64, 64, 64, 4, 4),
-    FWD_V(96, 64, 64, 4, 2),
-    FWD_V(128, 128, 64, 8, 1), FWD_V(128, 64, 64, 4, 2),
-    FWD_V(192, 64, 32, 4, 1),
-    FWD_V(256, 64, 32, 4, 1),
+    FWD_V(32, 128, 64, 4, 2, true),
+    FWD_V(64, 128, 64, 4, 2, true), FWD_V(64, 128, 64, 4, 2, false), FWD_V(64, 128, 64, 8, 2, true),
+    FWD_V(64, 64, 64, 4, 4, true), FWD_V(64, 128, 64, 8, 1, true),
+    FWD_V(96, 64, 64, 4, 2, true),
+    FWD_V(128, 128, 64, 8, 1, true), FWD_V(128, 64, 64, 4, 2, true),
+    FWD_V(192, 64, 32, 4, 1, true),
+    FWD_V(256, 64, 32, 4, 1, true),
 };
 const int n_fwd_variants = (int)(sizeof fwd_variants / sizeof fwd_variants[0]);
 
