@@ -471,6 +471,12 @@ static void check_bad_input(rg_backend *be) {
     dbuf_free(be, &bo);
 }
 
+static int32_t *ints(int n, const int32_t *v) {
+    int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
+    memcpy(p, v, sizeof(int32_t) * (size_t)n);
+    return p;
+}
+
 /* ---- the reference's own backward against central finite differences ---------- */
 
 /* loss = sum(dout * o) on a tiny GQA case, causal and not, lq != lk; checks
@@ -514,13 +520,33 @@ static void check_reference(rg_rng *rng) {
     }
 }
 
+/* ---- every compiled kernel variant (the lab may promote any to the default) ---- */
+
+#ifdef RAGGED_HAVE_CUDA
+int rg_cuda_attn_set_variant(rg_backend *be, int fwd, int bwd);
+const char *rg_cuda_attn_variant_name(int bwd, int head_dim, int variant);
+
+static void check_variants(rg_backend *be, rg_rng *rng, bool quick) {
+    static const int dims[] = {32, 64, 96, 128, 192, 256};
+    static const int32_t lens[] = {1, 7, 65, 130, 300};
+    for (int di = 0; di < 6; di++) {
+        if (quick && dims[di] != 64) continue;
+        for (int bwd = 0; bwd < 2; bwd++)
+            for (int v = 1; rg_cuda_attn_variant_name(bwd, dims[di], v); v++) {
+                char name[64];
+                snprintf(name, sizeof name, "%s v%d", bwd ? "bwd" : "fwd", v);
+                rg_cuda_attn_set_variant(be, bwd ? -1 : v, bwd ? v : -1);
+                tcase c = {name, 5, ints(5, lens), ints(5, lens), 4, 2, dims[di], v & 1, v % 3, 0};
+                run_case(be, rng, &c);
+                free(c.lq); free(c.lk);
+            }
+    }
+    rg_cuda_attn_set_variant(be, -1, -1);
+}
+#endif
+
 /* ---- main ---------------------------------------------------------------------- */
 
-static int32_t *ints(int n, const int32_t *v) {
-    int32_t *p = malloc(sizeof(int32_t) * (size_t)n);
-    memcpy(p, v, sizeof(int32_t) * (size_t)n);
-    return p;
-}
 
 int main(void) {
     rg_rng rng;
@@ -612,6 +638,9 @@ int main(void) {
         free(c.lq); free(c.lk);
     }
 
+#ifdef RAGGED_HAVE_CUDA
+    check_variants(be, &rng, quick);
+#endif
     printf("worst errors: o %.3g (tol 1e-2), grads %.3g (tol 2e-2), lse %.3g (tol 1e-3)\n", max_rel_o, max_rel_g,
            max_lse);
     rg_backend_free(be);
