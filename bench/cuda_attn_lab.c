@@ -180,7 +180,7 @@ int main(int argc, char **argv) {
                 printf("| %s | %s | %s | %.3f | %.1f |\n", name, causal ? "yes" : "no", pass ? "fwd+bwd" : "fwd",
                        ms / nb, flop / (ms * 1e-3) / 1e12);
                 if (bwd == -1)
-                    fprintf(stderr, "RESULT ragged %s %s %.1f TFLOP/s %.3f ms/batch\n", causal ? "causal" : "full",
+                    fprintf(stderr, "RESULT ragged d=%d %s %s %.1f TFLOP/s %.3f ms/batch\n", d, causal ? "causal" : "full",
                             pass ? "fwd+bwd" : "fwd", flop / (ms * 1e-3) / 1e12, ms / nb);
                 fflush(stdout);
             }

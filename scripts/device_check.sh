@@ -10,7 +10,7 @@
 #   RG_TORCH=1 RG_CEILINGS=1 bash scripts/device_check.sh   + PyTorch + ceilings
 # Environment: RG_ARCH (CUDA architectures, default 90a), RG_BENCH_DIR (the
 # shared bench folder with lengths.txt and the PyTorch scripts, default .bench),
-# RG_SKIP_SANITIZE=1, RG_LAB_ARGS (extra lab flags).
+# RG_SKIP_SANITIZE=1, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -72,11 +72,14 @@ fi
 
 # ---- kernel lab: every variant on the benchmark's batches ----
 if [ -f "$BENCH/lengths.txt" ]; then
-  "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" ${RG_LAB_ARGS:-} >"$OUT/lab.log" 2>"$OUT/lab.err"
-  note "lab rc=$? ($(since))"
-  cat "$OUT/lab.log"
-  cat "$OUT/lab.err" >>"$OUT/lab.log"
-  rm -f "$OUT/lab.err"
+  : >"$OUT/lab.log"
+  for dim in ${RG_LAB_DIMS:-64}; do
+    "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" --dim "$dim" ${RG_LAB_ARGS:-} >"$OUT/lab.out" 2>"$OUT/lab.err"
+    note "lab d=$dim rc=$? ($(since))"
+    cat "$OUT/lab.out" | tee -a "$OUT/lab.log"
+    cat "$OUT/lab.err" >>"$OUT/lab.log"
+    rm -f "$OUT/lab.out" "$OUT/lab.err"
+  done
 else
   note "no $BENCH/lengths.txt: lab skipped"
 fi

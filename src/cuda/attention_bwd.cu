@@ -431,7 +431,7 @@ struct bwd_variant {
 /* The first entry of each head dim is the automatic choice. */
 bwd_variant bwd_variants[] = {
     BWD_V(32, 64, 8, true, false, 1),
-    BWD_V(64, 64, 4, true, false, 2), BWD_V(64, 32, 4, true, false, 3), BWD_V(64, 32, 4, false, false, 4),
+    BWD_V(64, 32, 4, false, false, 4), BWD_V(64, 64, 4, true, false, 2), BWD_V(64, 32, 4, true, false, 3),
     BWD_V(64, 64, 4, false, false, 3), BWD_V(64, 32, 8, true, false, 2), BWD_V(64, 64, 8, false, false, 1),
     BWD_V(64, 64, 4, true, true, 2),
     BWD_V(96, 32, 4, false, false, 2),
