@@ -38,7 +38,7 @@ typedef struct tcase {
 
 static double max_rel_o = 0, max_rel_g = 0, max_lse = 0;
 
-/* ---- reference (double) ------------------------------------------------------ */
+/* ---- reference (double; OpenMP only for sizes where threads pay) ------------- */
 
 typedef struct refctx {
     const tcase *c;
@@ -57,7 +57,7 @@ static void ref_forward(const refctx *r, const float *q, const float *k, const f
     const tcase *c = r->c;
     const int h = c->h, hkv = c->h_kv, d = c->d, g = h / hkv;
     int64_t rows = r->tq * h;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (rows > 1024)
     for (int64_t x = 0; x < rows; x++) {
         int64_t row = x / h;
         int hq = (int)(x % h), hk = hq / g;
@@ -103,7 +103,7 @@ static void ref_backward(const refctx *r, const float *q, const float *k, const 
         for (int e = 0; e < d; e++) acc += (double)dout[x * d + e] * o[x * d + e];
         D[x] = acc;
     }
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (r->tq * h > 1024)
     for (int64_t x = 0; x < r->tq * h; x++) {
         int64_t row = x / h;
         int hq = (int)(x % h), hk = hq / g;
@@ -124,7 +124,7 @@ static void ref_backward(const refctx *r, const float *q, const float *k, const 
             for (int e = 0; e < d; e++) dqp[e] += r->scale * ds * kp[e];
         }
     }
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (r->tk * hkv > 1024)
     for (int64_t x = 0; x < r->tk * hkv; x++) {
         int64_t row = x / hkv;
         int hk = (int)(x % hkv);
