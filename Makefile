@@ -26,9 +26,11 @@ test-sanitize: deps
 	@cmake --build build-sanitize -j $(JOBS)
 	@cd build-sanitize && RG_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
-# The main job: the benchmark (see `build/ragged bench --help`).
+# The main job: the benchmark (see `build/ragged bench --help`), on the shared
+# reference batches when they are there.
+BENCH_LENGTHS ?= $(wildcard ../shared/bench/lengths.txt)
 bench: build
-	@./$(BUILD)/ragged bench $(BENCH_ARGS)
+	@./$(BUILD)/ragged bench $(if $(BENCH_LENGTHS),--lengths $(BENCH_LENGTHS)) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) build-sanitize

@@ -84,6 +84,18 @@ rg_status rg_buffer_download_f32(rg_backend *be, float *dst, const void *src, rg
 rg_status rg_buffer_upload(rg_backend *be, void *dst, const void *src, size_t bytes);
 rg_status rg_buffer_download(rg_backend *be, void *dst, const void *src, size_t bytes);
 
+/* Threads the backend runs host-side work on (CPU: the OpenMP team size; CUDA: 1).
+ * 0 for a NULL backend. */
+int rg_backend_n_threads(const rg_backend *be);
+
+/* Measures the backend's dense matmul rate, the ceiling benchmarks quote as
+ * "% of peak": an (n, n) @ (n, n)^T product through the backend's matmul op in
+ * its activation dtype (CPU: fp32 through BLAS sgemm; CUDA: bf16), inputs random,
+ * one warm-up run, then the median of at least 3 timed runs (more while under
+ * about 0.25 s in all, at most 25). *flops_per_s = 2 n^3 / median seconds.
+ * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
+rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
+
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
 /* FlashAttention's varlen contract. Sequence b owns query rows
@@ -193,17 +205,395 @@ typedef struct rg_batch {
 } rg_batch;
 
 /* Builds a batch from n_seqs sequences (seqs[b] has lens[b] tokens). Fails
- * with RG_ERR_INVALID_ARG (naming the sequence and token) on an empty batch,
- * a zero-length sequence, a length above max_len, or a token outside the
- * vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds INT32_MAX;
- * on failure *out is zeroed and nothing is allocated. */
+ * with RG_ERR_INVALID_ARG (naming the sequence and token) on NULL arguments,
+ * bad opts (max_len < 1, vocab_size < 1, pad_id outside the vocabulary), an
+ * empty batch, a zero-length sequence, a length above max_len, or a token
+ * outside the vocabulary, and with RG_ERR_OVERFLOW if the slot count exceeds
+ * INT32_MAX. Lengths and the slot count are checked before any token is read.
+ * On failure *out is zeroed (when out is not NULL) and nothing is allocated. */
 rg_status rg_batch_build(const rg_batch_opts *opts, int32_t n_seqs, const int32_t *const *seqs,
                          const int32_t *lens, rg_batch *out);
 /* Frees the arrays of a built batch and zeroes it; NULL or zeroed is a no-op. */
 void rg_batch_free(rg_batch *b);
 
 /* ===== 5. samplers ===================================================== */
-/* (section owned by src/batch) */
+
+/* A plan splits a dataset of n sequences, known by their lengths, into
+ * batches; every sequence appears exactly once. A batch is made of rows:
+ *  - FIXED, TOKEN_BUDGET, BUCKETS: one sequence per row, the batch's rows
+ *    padded to its longest sequence (the PAD_LONGEST layout);
+ *  - BEST_FIT: several whole sequences per row, end to end, each row padded
+ *    to row_capacity (a PACKED batch of such rows needs no padding at all).
+ * The plan's padding fraction is measured in that implied layout, so that
+ * strategies can be compared. Randomness comes from opts.seed alone: the same
+ * opts and lengths give the same plan on every platform. */
+typedef enum rg_sampler_kind {
+    RG_SAMPLER_FIXED = 0,    /* groups of batch_size sequences, in dataset (or shuffled) order */
+    RG_SAMPLER_TOKEN_BUDGET, /* dataset (or shuffled) order, cut greedily so that
+                                B * longest <= token_budget (and B <= batch_size if > 0) */
+    RG_SAMPLER_BUCKETS,      /* sort by length into n_buckets buckets of equal count, then
+                                batch within each bucket: by token_budget if > 0, else by batch_size */
+    RG_SAMPLER_BEST_FIT,     /* best-fit-decreasing packing into rows of row_capacity tokens,
+                                rows_per_batch rows per batch */
+} rg_sampler_kind;
+
+typedef struct rg_sampler_opts {
+    rg_sampler_kind kind;
+    uint64_t seed;
+    /* FIXED, TOKEN_BUDGET: shuffle the dataset before cutting it into batches.
+     * BUCKETS: shuffle within each bucket, then shuffle the order of batches.
+     * BEST_FIT: shuffle the order of rows (the packing itself does not depend on it).
+     * false: no randomness at all (FIXED then keeps dataset order, BUCKETS goes short to long). */
+    bool shuffle;
+    int32_t batch_size;      /* FIXED (>= 1), BUCKETS without budget (>= 1): sequences per batch,
+                                the last batch (of each bucket) may be smaller;
+                                TOKEN_BUDGET and BUCKETS with budget: a cap on B when > 0 */
+    int64_t token_budget;    /* TOKEN_BUDGET (>= 1), BUCKETS (0 = none): max B * longest */
+    int32_t n_buckets;       /* BUCKETS: >= 1 (buckets beyond the dataset's size stay empty) */
+    int32_t row_capacity;    /* BEST_FIT: tokens per row, >= 1 */
+    int32_t rows_per_batch;  /* BEST_FIT: rows per batch, >= 1; the last batch may have fewer */
+} rg_sampler_opts;
+
+/* Batch i owns rows batch_rows[i]..batch_rows[i+1] and sequences
+ * order[batch_offsets[i]..batch_offsets[i+1]]; row r owns sequences
+ * order[row_offsets[r]..row_offsets[r+1]]. No batch and no row is empty. */
+typedef struct rg_plan {
+    rg_sampler_kind kind;
+    int32_t n_seqs;          /* sequences in the dataset */
+    int32_t n_batches;
+    int32_t n_rows;          /* n_seqs for the padded strategies, packed rows for BEST_FIT */
+    int32_t *order;          /* (n_seqs) dataset indices, batch after batch, row after row */
+    int32_t *batch_offsets;  /* (n_batches + 1) into order */
+    int32_t *batch_rows;     /* (n_batches + 1) into rows */
+    int32_t *row_offsets;    /* (n_rows + 1) into order */
+    int32_t *row_len;        /* (n_batches) slots per row of the batch: its longest
+                                sequence, or row_capacity for BEST_FIT */
+    int64_t n_real;          /* sum of lengths */
+    int64_t n_slots;         /* sum over batches of rows * row_len */
+    double pad_fraction;     /* (n_slots - n_real) / n_slots */
+} rg_plan;
+
+/* Plans batches for n_seqs sequences of lengths lens[0..n_seqs). Fails with
+ * RG_ERR_INVALID_ARG on NULL arguments, n_seqs < 1, a length < 1, options
+ * out of range for the kind, or a sequence that cannot fit: longer than
+ * token_budget, or than row_capacity for BEST_FIT (the message names the
+ * first such sequence; split or drop long sequences before planning).
+ * On failure *out is zeroed and nothing is allocated.
+ * BEST_FIT: sequences are placed longest first (ties: lower index first),
+ * each into the row with the least room left that still fits it (ties: the
+ * row opened first), or into a new row; a row's sequences are listed in the
+ * order they were placed. */
+rg_status rg_plan_build(const rg_sampler_opts *opts, int32_t n_seqs, const int32_t *lens,
+                        rg_plan *out);
+/* Frees a plan's arrays and zeroes it; NULL or zeroed is a no-op. */
+void rg_plan_free(rg_plan *p);
+/* "fixed", "token-budget", "buckets", "best-fit" ("unknown" otherwise). */
+const char *rg_sampler_name(rg_sampler_kind k);
+
+/* Sequence lengths for benchmarks: n_batches batches of batch_size lengths. */
+typedef struct rg_lengths {
+    int32_t n_batches;
+    int32_t batch_size;
+    int32_t longest;         /* the largest length */
+    int32_t *lens;           /* (n_batches, batch_size), every entry >= 1 */
+} rg_lengths;
+
+/* Reads a lengths file: lines whose first non-blank character is '#' are
+ * comments, blank lines are skipped, every other line is one batch of
+ * whitespace-separated positive integers (<= INT32_MAX), all lines of the
+ * same count. Fails with RG_ERR_IO if the file cannot be read and with
+ * RG_ERR_FORMAT naming the file, line and field (1-based) if it is malformed
+ * or holds no batch; on failure *out is zeroed. */
+rg_status rg_lengths_read(const char *path, rg_lengths *out);
+/* n_batches x batch_size lengths drawn uniformly from [lo, hi] (1 <= lo <= hi),
+ * a function of seed alone. */
+rg_status rg_lengths_uniform(uint64_t seed, int32_t n_batches, int32_t batch_size, int32_t lo,
+                             int32_t hi, rg_lengths *out);
+/* Frees the lengths and zeroes *l; NULL or zeroed is a no-op. */
+void rg_lengths_free(rg_lengths *l);
+
+/* ===== 7. checkpoints (safetensors) ==================================== */
+
+/* The safetensors format (HuggingFace): an 8-byte little-endian header length
+ * N, N bytes of JSON header, then the data region. The header maps each tensor
+ * name to {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}
+ * (byte offsets into the data region; little-endian, row-major) and may hold
+ * "__metadata__": {"key": "value", ...} (strings only).
+ *
+ * Reading memory-maps the file and validates all of it before returning: the
+ * header length (<= 100 MB, inside the file), the JSON, every entry (known
+ * dtype, shape of non-negative integers whose element count does not overflow,
+ * end - begin == element count * dtype size, inside the data region, no two
+ * tensors overlapping), unique names. A bad file fails with RG_ERR_FORMAT and a
+ * message naming the file, the tensor and the problem (expected vs got); a file
+ * that cannot be opened or mapped fails with RG_ERR_IO. The mapping stays valid
+ * until close; the file must not be truncated meanwhile. */
+typedef struct rg_safetensors rg_safetensors;  /* one open file, or all shards of a checkpoint */
+
+/* One tensor of an open checkpoint; pointers stay valid until close. */
+typedef struct rg_tensor_info {
+    const char *name;
+    const char *dtype_name;  /* as in the file: "F32", "BF16", "F16", "I32", "F64", "I64", "U8", ... */
+    bool known_dtype;        /* the dtype is one of rg_dtype (F32, BF16, F16, I32); dtype is then set */
+    rg_dtype dtype;
+    bool convertible;        /* F32, BF16 or F16: rg_safetensors_read_f32 accepts it */
+    int32_t ndim;            /* 0 for a scalar */
+    const int64_t *shape;    /* (ndim) */
+    int64_t numel;           /* product of shape; 1 for a scalar, 0 if any dimension is 0 */
+    size_t nbytes;
+    const void *data;        /* nbytes raw little-endian bytes inside the mapping; may be unaligned */
+    const char *file;        /* path of the file (shard) that holds it */
+} rg_tensor_info;
+
+/* Opens one .safetensors file. */
+rg_status rg_safetensors_open(const char *path, rg_safetensors **out);
+/* Opens a checkpoint given as a .safetensors file, a directory holding
+ * model.safetensors (preferred) or model.safetensors.index.json, or the path of
+ * such an index ({"weight_map": {tensor: shard file}}; shard files are relative
+ * to the index's directory). All shards are presented as one flat set of
+ * tensors. Fails (naming the files) on a missing or bad shard, a tensor the
+ * index maps to a shard that does not hold it, or a shard holding a tensor
+ * the index does not map to it. Metadata is the union over shards (the first
+ * shard in file-name order wins on a repeated key). */
+rg_status rg_checkpoint_open(const char *path, rg_safetensors **out);
+/* Unmaps and frees; NULL is a no-op. */
+void rg_safetensors_close(rg_safetensors *st);
+
+/* Tensors are listed in bytewise name order, i in [0, count). */
+size_t rg_safetensors_count(const rg_safetensors *st);
+rg_status rg_safetensors_info(const rg_safetensors *st, size_t i, rg_tensor_info *out);
+/* By name: RG_ERR_FORMAT ("no tensor named ...") when absent. */
+rg_status rg_safetensors_find(const rg_safetensors *st, const char *name, rg_tensor_info *out);
+bool rg_safetensors_has(const rg_safetensors *st, const char *name);
+/* Converts tensor `name` (F32, BF16 or F16) to float32 in dst[0..n). n must
+ * equal its element count (RG_ERR_INVALID_ARG otherwise); other dtypes give
+ * RG_ERR_UNSUPPORTED. */
+rg_status rg_safetensors_read_f32(const rg_safetensors *st, const char *name, float *dst, size_t n);
+
+/* __metadata__: entries in bytewise key order; lookup gives NULL when absent. */
+size_t rg_safetensors_metadata_count(const rg_safetensors *st);
+rg_status rg_safetensors_metadata_at(const rg_safetensors *st, size_t i, const char **key, const char **value);
+const char *rg_safetensors_metadata(const rg_safetensors *st, const char *key);
+
+/* A tensor to write: host memory in the file's dtype (native byte order). */
+typedef struct rg_tensor_view {
+    const char *name;        /* non-empty UTF-8, unique, not "__metadata__" */
+    rg_dtype dtype;          /* F32, BF16, F16 or I32 */
+    int32_t ndim;            /* 0 (scalar) .. RG_SAFETENSORS_MAX_NDIM */
+    const int64_t *shape;    /* (ndim) non-negative */
+    const void *data;        /* numel * rg_dtype_size(dtype) bytes; may be NULL when that is 0 */
+} rg_tensor_view;
+
+#define RG_SAFETENSORS_MAX_NDIM 64
+
+/* Writes n tensors and n_meta metadata pairs (metadata_kv[2i] = key,
+ * metadata_kv[2i+1] = value, UTF-8, unique keys) to path, laid out as the
+ * safetensors Python library does: tensors ordered by dtype (F32, I32, BF16,
+ * F16) then name, header keys in that order after "__metadata__" (its keys
+ * sorted), header padded with spaces to a multiple of 8 bytes, data in header
+ * order. Atomic: everything is validated first, then written to
+ * "<path>.tmp.<pid>" in the same directory, fsync'ed and renamed over path (and
+ * the directory fsync'ed). On failure the temporary file is removed and any
+ * previous file at path is untouched. Two threads of one process must not save
+ * to the same path at once (they would share the temporary file). */
+rg_status rg_safetensors_write(const char *path, const rg_tensor_view *tensors, size_t n,
+                               const char *const *metadata_kv, size_t n_meta);
+
+/* ===== 8. tokenizer and token shards =================================== */
+
+/* GPT-2 byte-level BPE. Loaded from vocab.json (a flat JSON object: token
+ * string -> id, token strings in GPT-2's byte-to-unicode alphabet) and
+ * merges.txt (an optional "#version" first line, then one "a b" pair per line,
+ * by rank). Text is pre-tokenised as GPT-2's regex does
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * over UTF-8, then each piece is merged by rank. Letters and numbers: ASCII
+ * exactly; beyond it, Latin-1, Latin Extended A/B and Additional, IPA, Greek,
+ * Cyrillic, Armenian, Hebrew, Arabic, Devanagari, Thai, Hangul, kana, CJK
+ * ideographs (with extensions A and B) and fullwidth Latin as letters, and the
+ * common digit ranges (Latin-1 superscripts and fractions, Arabic-Indic,
+ * Devanagari, fullwidth, super/subscripts, Roman numerals, circled numbers) as
+ * numbers; every other code point, combining marks included, counts as
+ * "other" (GPT-2 may group some of them differently). Bytes that are not valid
+ * UTF-8 each count as one "other" character, so any byte string is encoded
+ * and decode(encode(s)) == s always holds.
+ * Encoding updates a per-tokenizer cache: do not encode with one tokenizer
+ * from two threads at once (decode is read-only). */
+typedef struct rg_tokenizer rg_tokenizer;
+
+/* Flags of rg_tokenizer_encode. */
+#define RG_TOKENIZE_ALLOW_SPECIAL 1u  /* "<|endoftext|>" in the text becomes the EOT id */
+
+/* A growable array of token ids; zero-initialise before first use. */
+typedef struct rg_token_buf {
+    int32_t *ids;
+    size_t n, cap;
+} rg_token_buf;
+/* A growable byte string (kept NUL-terminated); zero-initialise before first use. */
+typedef struct rg_byte_buf {
+    char *data;
+    size_t n, cap;
+} rg_byte_buf;
+void rg_token_buf_free(rg_token_buf *b);   /* frees and zeroes; NULL is a no-op */
+void rg_byte_buf_free(rg_byte_buf *b);
+
+/* Loads a tokenizer. Fails with RG_ERR_IO if a file cannot be read and with
+ * RG_ERR_FORMAT naming the file and line if it is malformed: bad JSON, an id
+ * outside [0, INT32_MAX) or repeated, a token with a character outside the
+ * byte alphabet, a missing single-byte token, a merge line that is not two
+ * known tokens whose concatenation is also a token. */
+rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_tokenizer **out);
+void rg_tokenizer_free(rg_tokenizer *t);
+/* 1 + the largest id of the vocabulary. */
+int32_t rg_tokenizer_vocab_size(const rg_tokenizer *t);
+/* The id of "<|endoftext|>", or -1 if the vocabulary has none. */
+int32_t rg_tokenizer_eot_id(const rg_tokenizer *t);
+/* Appends the ids of text[0..len) (any bytes, NUL included) to out. On failure
+ * (out of memory) out keeps its previous contents. */
+rg_status rg_tokenizer_encode(rg_tokenizer *t, const void *text, size_t len, unsigned flags,
+                              rg_token_buf *out);
+/* Appends the bytes of ids[0..n) to out. Fails with RG_ERR_INVALID_ARG naming
+ * the index and id of the first id that is not in the vocabulary; out then
+ * keeps its previous contents. */
+rg_status rg_tokenizer_decode(const rg_tokenizer *t, const int32_t *ids, size_t n, rg_byte_buf *out);
+
+/* Token shards in llm.c's format: a header of 256 little-endian int32
+ * (header[0] = 20240520, header[1] = 1, header[2] = token count), then the
+ * tokens as uint16. Each document is written prefixed by the EOT token. */
+#define RG_SHARD_MAGIC 20240520
+#define RG_SHARD_VERSION 1
+#define RG_SHARD_HEADER_BYTES 1024
+
+/* Writes documents into shards "<prefix>_000000.bin", "<prefix>_000001.bin", ...
+ * A document never straddles two shards: a shard is finished when the next
+ * document (with its EOT) would take it past shard_tokens, and a document
+ * longer than that gets a shard of its own. Every shard is written to
+ * "<name>.tmp", flushed to disk and renamed, so a shard file that exists is
+ * complete. */
+typedef struct rg_shard_writer rg_shard_writer;
+
+/* shard_tokens in [1, INT32_MAX]; eot_id in [0, 65536). */
+rg_status rg_shard_writer_open(const char *prefix, int64_t shard_tokens, int32_t eot_id,
+                               rg_shard_writer **out);
+/* Appends EOT then ids[0..n) (n may be 0). Ids outside [0, 65536) fail with
+ * RG_ERR_INVALID_ARG naming the index before anything is written; a document
+ * of more than INT32_MAX - 1 tokens fails with RG_ERR_OVERFLOW. After an I/O
+ * failure the writer refuses further documents (close it). */
+rg_status rg_shard_writer_add(rg_shard_writer *w, const int32_t *ids, size_t n);
+/* Finishes the current shard (if it holds any token) and frees the writer,
+ * even on failure (a half-written shard is then removed). n_shards and
+ * n_tokens (may be NULL) receive the totals written, EOTs included. */
+rg_status rg_shard_writer_close(rg_shard_writer *w, int32_t *n_shards, int64_t *n_tokens);
+
+/* One shard in memory, split into documents at every EOT token: document i
+ * is tokens[doc_offsets[i] .. doc_offsets[i+1]) and starts with its EOT,
+ * except a first document made of tokens that precede the shard's first EOT
+ * (a shard cut inside a document, as llm.c's own shards are). */
+typedef struct rg_shard {
+    int64_t n_tokens;
+    uint16_t *tokens;        /* (n_tokens) */
+    int64_t n_docs;
+    int64_t *doc_offsets;    /* (n_docs + 1), from 0 to n_tokens */
+} rg_shard;
+
+/* Reads and validates a shard: RG_ERR_IO if it cannot be read, RG_ERR_FORMAT
+ * naming the file and the field if the header's magic, version or token count
+ * disagree with the format or with the file's length. On failure *out is zeroed. */
+rg_status rg_shard_read(const char *path, int32_t eot_id, rg_shard *out);
+/* Frees a shard's arrays and zeroes it; NULL or zeroed is a no-op. */
+void rg_shard_free(rg_shard *s);
+
+/* ===== 9. KV cache and decode attention ================================ */
+
+/* A paged KV cache (PagedAttention) for generation. For every layer, K and V
+ * live in pools of n_blocks fixed-size blocks in the backend's memory, each
+ * block (block_size, h_kv, d) in the act dtype; only the kv heads are stored
+ * (GQA/MQA shrink the cache). A sequence, known by a caller-chosen id >= 0,
+ * owns a list of blocks (its block table): token i of the sequence lives in
+ * slot i % block_size of its block i / block_size, in every layer. Blocks
+ * come from a shared free list and go back to it when the sequence is removed.
+ *
+ * A step of generation:
+ *   1. rg_kv_cache_append: each sequence of the step grows by its new tokens
+ *      (blocks allocated as needed, all or nothing);
+ *   2. rg_kv_cache_set_batch: the step's sequences, in batch order, and how
+ *      many new tokens each brings (cu_new); builds the (n_seqs, max_blocks)
+ *      block table, lengths and slot mapping on the host and uploads them once;
+ *   3. per layer: rg_kv_cache_write scatters the new K/V rows into their slots
+ *      (the last cu_new[b+1]-cu_new[b] positions of sequence b), then
+ *      rg_attn_decode lets each sequence's last token attend over its cache.
+ * Any change to the sequences (add, remove, reserve, append) makes the batch
+ * stale: write and decode then fail until set_batch is called again.
+ * Not thread-safe: one thread drives a cache. */
+typedef struct rg_kv_cache rg_kv_cache;
+
+#define RG_KV_BLOCK_SIZE_DEFAULT 16
+
+/* n_layers, n_kv_heads, block_size, n_blocks >= 1; head_dim a multiple of 8 in
+ * [8, 256] (the attention contract). Allocates 2 * n_layers * n_blocks *
+ * block_size * n_kv_heads * head_dim act-dtype elements on the backend
+ * (uninitialised); RG_ERR_OVERFLOW if that does not fit a size_t. */
+rg_status rg_kv_cache_init(rg_backend *be, int32_t n_layers, int32_t n_kv_heads, int32_t head_dim,
+                           int32_t block_size, int32_t n_blocks, rg_kv_cache **out);
+/* Frees the pools and the tables; NULL is a no-op. */
+void rg_kv_cache_free(rg_kv_cache *kv);
+
+/* A new empty sequence (RG_ERR_INVALID_ARG if the id is negative or in use). */
+rg_status rg_kv_cache_add_seq(rg_kv_cache *kv, int32_t seq_id);
+/* Removes a sequence and returns its blocks to the free list. */
+rg_status rg_kv_cache_remove_seq(rg_kv_cache *kv, int32_t seq_id);
+/* Makes room for n_tokens >= 0 more tokens of a sequence without changing its
+ * length. RG_ERR_EXHAUSTED ("kv cache: sequence 3 needs 2 more blocks, 1 free
+ * of 512") when the pool is too small; nothing changes then. */
+rg_status rg_kv_cache_reserve(rg_kv_cache *kv, int32_t seq_id, int32_t n_tokens);
+/* Sequence seq_ids[b] grows by n_new[b] >= 0 tokens, allocating blocks as
+ * needed; all or nothing (on RG_ERR_EXHAUSTED the message names the first
+ * sequence that does not fit, the blocks it needs and those left, and the
+ * total asked and free; no sequence changed). Ids must be distinct. */
+rg_status rg_kv_cache_append(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                             const int32_t *n_new);
+
+/* Length (tokens) of a sequence, or -1 if the id is unknown. */
+int32_t rg_kv_cache_seq_len(const rg_kv_cache *kv, int32_t seq_id);
+/* Blocks on the free list, and in the pool. */
+int32_t rg_kv_cache_n_free_blocks(const rg_kv_cache *kv);
+int32_t rg_kv_cache_n_blocks(const rg_kv_cache *kv);
+int32_t rg_kv_cache_block_size(const rg_kv_cache *kv);
+/* The blocks a sequence owns, in order: *n_out = their count (reserved ones
+ * included); the first min(count, cap) are written to blocks (may be NULL when cap = 0). */
+rg_status rg_kv_cache_seq_blocks(const rg_kv_cache *kv, int32_t seq_id, int32_t cap,
+                                 int32_t *blocks, int32_t *n_out);
+/* Host-side flattened block table of n_seqs sequences: table (n_seqs,
+ * max_blocks) row b = the blocks holding sequence seq_ids[b]'s tokens, padded
+ * with -1; lens (n_seqs) their lengths. RG_ERR_INVALID_ARG if a sequence has
+ * more than max_blocks blocks of tokens. */
+rg_status rg_kv_cache_block_table(const rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                                  int32_t max_blocks, int32_t *table, int32_t *lens);
+
+/* The step's batch: n_seqs >= 1 distinct sequences in batch order; cu_new
+ * (n_seqs + 1, host, starts at 0, non-decreasing) says that sequence b's new
+ * tokens are rows cu_new[b]..cu_new[b+1] of the packed K/V given to write,
+ * and they are its last cu_new[b+1] - cu_new[b] positions (<= its length). */
+rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids,
+                                const int32_t *cu_new);
+/* Scatters the batch's new rows of one layer into the cache: k, v (T, h_kv, d)
+ * in backend memory, T = cu_new[n_seqs], row strides in elements (0 =
+ * contiguous h_kv * d; at least that otherwise, so that k and v may be views
+ * into a fused qkv projection). */
+rg_status rg_kv_cache_write(rg_kv_cache *kv, int32_t layer, const void *k, int32_t stride_k,
+                            const void *v, int32_t stride_v);
+
+/* Decode attention: for each sequence b of the batch, query row b of q
+ * (n_seqs, h, d) attends over all seq_len(b) cached keys and values of the
+ * layer (the just-written tokens included); o (n_seqs, h, d) contiguous.
+ * h = n_heads, a multiple of the cache's h_kv (query head i reads kv head
+ * i / (h / h_kv)); d the cache's head_dim; stride_q the row stride of q in
+ * elements (0 = h * d); softmax_scale <= 0 means 1/sqrt(d). A sequence of
+ * length 0 outputs zeros. Long contexts are split over the KV length
+ * (partitions of RG_ATTN_DECODE_PARTITION keys, then a reduction). On the
+ * CPU this allocates a scratch buffer per call. */
+#define RG_ATTN_DECODE_PARTITION 256
+rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
+                         float softmax_scale, const void *q, int32_t stride_q, void *o);
 
 #ifdef __cplusplus
 }

@@ -2,7 +2,8 @@
 # device_check.sh — everything the GPU machine has to do, in one call: build
 # ragged with CUDA, run every test (ctest: GPU tests run here, skip elsewhere),
 # compute-sanitizer memcheck and racecheck on the attention test (quick sizes),
-# the attention kernel lab (build-device/cuda_attn_lab), and on request
+# the attention kernel lab (build-device/cuda_attn_lab), the model ops'
+# benchmark (build-device/cuda_ops_bench, RG_OPS_BENCH=0 skips it), and on request
 # PyTorch's attention benchmark and the GPU's two ceilings, for comparisons made
 # inside one call. Logs go to $OUT (default ./device-out); a summary is printed last.
 #
@@ -84,6 +85,12 @@ else
   note "no $BENCH/lengths.txt: lab skipped"
 fi
 
+# ---- the model ops' benchmark (bench/cuda_ops_bench.c), when built ----
+if [ -x "$BUILD/cuda_ops_bench" ] && [ "${RG_OPS_BENCH:-1}" = 1 ]; then
+  timeout 240 "$BUILD/cuda_ops_bench" >"$OUT/ops_bench.log" 2>&1
+  note "cuda_ops_bench rc=$? ($(since))"
+fi
+
 # ---- Nsight Compute on the automatic kernels (one batch, one run of each) ----
 if [ "${RG_NCU:-0}" = 1 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
@@ -127,6 +134,7 @@ ms = t(lambda: y.copy_(x), 20)
 print(f"ceiling copy 2 GiB: {2*x.numel()*4/ms/1e6:.0f} GB/s read+write ({ms:.3f} ms)")
 EOF
   cat "$OUT/ceilings.log" >>"$SUM"
+  rm -f "$OUT/ceilings.log"   # kept in the summary: $OUT returns at most 8 files
 fi
 
 # ---- summary (last, so it ends the output) ----

@@ -6,9 +6,12 @@ missing=""
 command -v cmake >/dev/null 2>&1 || missing="$missing cmake"
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
 command -v make >/dev/null 2>&1 || missing="$missing make"
-if ! ls /usr/include/*/openblas-openmp/cblas.h /usr/include/openblas/cblas.h >/dev/null 2>&1; then
-  missing="$missing libopenblas-openmp-dev"
-fi
+have_blas=no
+for f in /usr/include/*/openblas-openmp/cblas.h /usr/include/openblas-openmp/cblas.h; do
+  [ -f "$f" ] && have_blas=yes
+done
+[ "$have_blas" = yes ] || missing="$missing libopenblas-openmp-dev"
+
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "install-deps: installing$missing"

@@ -18,6 +18,19 @@ typedef struct rg_attn_args {
     int64_t total_q, total_k;     /* cu_seqlens_q[B], cu_seqlens_k[B] */
 } rg_attn_args;
 
+/* Decode attention over a paged KV cache (rg_attn_decode, ragged.h section 9).
+ * k_cache, v_cache (n_blocks, block_size, h_kv, d) of one layer; block_tables
+ * (n_seqs, max_blocks) and seq_lens (n_seqs) int32 in backend memory, with
+ * seq_lens_host the same lengths on the host (to size the split). */
+typedef struct rg_attn_decode_args {
+    int32_t n_seqs, n_heads, n_kv_heads, head_dim;
+    int32_t block_size, max_blocks;
+    int32_t max_seq_len;          /* max over seq_lens */
+    int32_t stride_q;             /* resolved (> 0) */
+    float scale;                  /* resolved (> 0) */
+    const int32_t *block_tables, *seq_lens, *seq_lens_host;
+} rg_attn_decode_args;
+
 typedef struct rg_backend_ops {
     const char *name;
     rg_dtype act_dtype;           /* dtype of activations on this backend */
@@ -115,6 +128,17 @@ typedef struct rg_backend_ops {
     rg_status (*adamw_update)(rg_backend *be, float *param, void *compute, float *m, float *v,
                               const float *grad, int64_t n, float lr, float beta1, float beta2,
                               float eps, float weight_decay, float grad_scale, int64_t t);
+
+    /* ---- generation (src/gen uses these) ---- */
+    /* o (n_seqs, h, d) = softmax(scale * q k^T) v per sequence over its cached
+     * keys; q (n_seqs, h, d) with row stride a->stride_q. May allocate scratch. */
+    rg_status (*attn_decode)(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                             const void *k_cache, const void *v_cache);
+    /* k_cache[slots[t]] = k[t], v_cache[slots[t]] = v[t] for t < T; a slot is
+     * block * block_size + offset, a row is `row` act elements; k, v rows are
+     * stride_k, stride_v elements apart; slots int32 (T) in backend memory. */
+    rg_status (*kv_write)(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
+                          const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 } rg_backend_ops;
 
 /* GELU variants (the `gelu` argument of the ops above). */

@@ -1,5 +1,5 @@
-/* backend_cpu.c — the CPU backend's table: host memory and dispatch to the
- * reference or flash kernels. */
+/* backend_cpu.c — the CPU backend's table: host memory, dispatch to the
+ * reference or flash attention kernels, and the model ops (cpu.h). */
 #include "cpu/cpu.h"
 #include "core/alloc.h"
 #include "core/status.h"
@@ -53,6 +53,23 @@ static const rg_backend_ops cpu_ops = {
     .sync = cpu_sync,
     .attn_forward = cpu_attn_forward,
     .attn_backward = cpu_attn_backward,
+    .embedding_forward = rg_cpu_embedding_forward,
+    .embedding_backward = rg_cpu_embedding_backward,
+    .layernorm_forward = rg_cpu_layernorm_forward,
+    .layernorm_backward = rg_cpu_layernorm_backward,
+    .matmul_forward = rg_cpu_matmul_forward,
+    .matmul_backward = rg_cpu_matmul_backward,
+    .gelu_forward = rg_cpu_gelu_forward,
+    .gelu_backward = rg_cpu_gelu_backward,
+    .add = rg_cpu_add,
+    .xent_forward_backward = rg_cpu_xent_forward_backward,
+    .convert = rg_cpu_convert,
+    .zero = rg_cpu_zero,
+    .sum_squares = rg_cpu_sum_squares,
+    .sgd_update = rg_cpu_sgd_update,
+    .adamw_update = rg_cpu_adamw_update,
+    .attn_decode = rg_cpu_attn_decode,
+    .kv_write = rg_cpu_kv_write,
 };
 
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {

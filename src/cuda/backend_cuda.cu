@@ -2,15 +2,32 @@
  * dispatch to the kernels (one .cu file per op family, named as in src/cpu). */
 #include "cuda/cuda_common.cuh"
 #include "cuda/attention_common.cuh"
+#include "cuda/ops.cuh"
 #include <stdlib.h>
 
+/* Fixed buffers of the model ops, sized once so that no op allocates:
+ * cuBLASLt's workspace (32 MiB, NVIDIA's advice for Hopper) and a scratch
+ * area for reductions and sorts (partials of at most a few MiB at the seed's
+ * shapes; embedding sorts need 12 bytes per token plus CUB's temporary). */
+#define RG_CUDA_LT_WORKSPACE (32u << 20)
+#define RG_CUDA_SCRATCH (32u << 20)
+
+/* Releases what rg_backend_cuda_create made; safe on a partly built state. */
+static void cuda_state_free(rg_cuda_state *st) {
+    if (!st) return;
+    rg_cuda_matmul_destroy(st);
+    rg_cuda_attn_ws_free(st->attn);
+    if (st->lt) cublasLtDestroy(st->lt);
+    if (st->lt_workspace) cudaFree(st->lt_workspace);
+    if (st->scratch) cudaFree(st->scratch);
+    if (st->host_result) cudaFreeHost(st->host_result);
+    if (st->gelu_lut) cudaFree(st->gelu_lut);
+    if (st->stream) cudaStreamDestroy(st->stream);
+    free(st);
+}
+
 static void cuda_destroy(rg_backend *be) {
-    rg_cuda_state *st = rg_cuda(be);
-    if (st) {
-        rg_cuda_attn_ws_free(st->attn);
-        cudaStreamDestroy(st->stream);
-        free(st);
-    }
+    cuda_state_free(rg_cuda(be));
     free(be);
 }
 
@@ -67,6 +84,21 @@ static rg_backend_ops make_ops(void) {
     o.sync = cuda_sync;
     o.attn_forward = cuda_attn_forward;
     o.attn_backward = cuda_attn_backward;
+    o.embedding_forward = rg_cuda_embedding_forward;
+    o.embedding_backward = rg_cuda_embedding_backward;
+    o.layernorm_forward = rg_cuda_layernorm_forward;
+    o.layernorm_backward = rg_cuda_layernorm_backward;
+    o.matmul_forward = rg_cuda_matmul_forward;
+    o.matmul_backward = rg_cuda_matmul_backward;
+    o.gelu_forward = rg_cuda_gelu_forward;
+    o.gelu_backward = rg_cuda_gelu_backward;
+    o.add = rg_cuda_add;
+    o.xent_forward_backward = rg_cuda_xent_forward_backward;
+    o.convert = rg_cuda_convert;
+    o.zero = rg_cuda_zero;
+    o.sum_squares = rg_cuda_sum_squares;
+    o.sgd_update = rg_cuda_sgd_update;
+    o.adamw_update = rg_cuda_adamw_update;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();
@@ -90,12 +122,39 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
     be->kind = RG_BACKEND_CUDA;
     be->n_threads = 1;
     be->impl = st;
+    const char *what = "cudaGetDevice";
     cudaError_t e = cudaGetDevice(&st->device);
-    if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device);
-    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device), what = "cudaGetDeviceProperties";
+    if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&st->stream, cudaStreamNonBlocking), what = "cudaStreamCreate";
+    if (e == cudaSuccess) {
+        st->lt_workspace_bytes = RG_CUDA_LT_WORKSPACE;
+        e = cudaMalloc(&st->lt_workspace, st->lt_workspace_bytes), what = "cudaMalloc (cuBLASLt workspace)";
+    }
+    if (e == cudaSuccess) {
+        st->scratch_bytes = RG_CUDA_SCRATCH;
+        e = cudaMalloc(&st->scratch, st->scratch_bytes), what = "cudaMalloc (scratch)";
+    }
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&st->host_result, sizeof(double)), what = "cudaMallocHost";
     if (e != cudaSuccess) {
-        free(st); free(be);
-        return rg_fail(RG_ERR_BACKEND, "rg_backend_init: cuda: %s", cudaGetErrorString(e));
+        cudaGetLastError();
+        cuda_state_free(st);
+        free(be);
+        return rg_fail(e == cudaErrorMemoryAllocation ? RG_ERR_OUT_OF_MEMORY : RG_ERR_BACKEND,
+                       "rg_backend_init: cuda: %s: %s", what, cudaGetErrorString(e));
+    }
+    cublasStatus_t b = cublasLtCreate(&st->lt);
+    if (b != CUBLAS_STATUS_SUCCESS) {
+        st->lt = NULL;
+        cuda_state_free(st);
+        free(be);
+        return rg_fail(RG_ERR_BACKEND, "rg_backend_init: cublasLtCreate: %s", cublasLtGetStatusString(b));
+    }
+    rg_status s = rg_cuda_matmul_init(st);
+    if (s == RG_OK) s = rg_cuda_gelu_init(st);
+    if (s != RG_OK) {
+        cuda_state_free(st);
+        free(be);
+        return s;
     }
     *out = be;
     return RG_OK;

@@ -4,17 +4,29 @@
 #ifndef RG_CUDA_COMMON_CUH
 #define RG_CUDA_COMMON_CUH
 #include <cuda_runtime.h>
+#include <cublasLt.h>
 extern "C" {
 #include "backend.h"
 #include "core/status.h"
 }
 
-struct rg_cuda_attn_ws;
+struct rg_cuda_mm_cache; /* cuBLASLt plans by shape (matmul.cu) */
+struct rg_cuda_attn_ws;  /* attention workspace (attention_common.cuh) */
 
 typedef struct rg_cuda_state {
     int device;
     cudaStream_t stream;
     cudaDeviceProp prop;
+    /* model ops (created in rg_backend_cuda_create, sizes fixed there so that
+     * no op allocates): */
+    cublasLtHandle_t lt;
+    void *lt_workspace;           /* cuBLASLt workspace, lt_workspace_bytes */
+    size_t lt_workspace_bytes;
+    void *scratch;                /* per-op partial sums, sort buffers; scratch_bytes */
+    size_t scratch_bytes;
+    double *host_result;          /* pinned, sum_squares' readback */
+    void *gelu_lut;               /* exact GELU of bf16 inputs (gelu.cu) */
+    struct rg_cuda_mm_cache *mm;
     struct rg_cuda_attn_ws *attn;   /* attention workspace, grown on demand (attention_common.cuh) */
 } rg_cuda_state;
 
@@ -28,7 +40,22 @@ static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)b
                            "%s:%d: %s: %s", __FILE__, __LINE__, #call, cudaGetErrorString(rg_e_));   \
     } while (0)
 
-/* After a kernel launch: a bad launch configuration is reported here. */
-#define RG_CUDA_CHECK_LAUNCH(what) RG_CUDA_TRY(cudaPeekAtLastError())
+#define RG_CUBLAS_TRY(call)                                                                         \
+    do {                                                                                            \
+        cublasStatus_t rg_b_ = (call);                                                              \
+        if (rg_b_ != CUBLAS_STATUS_SUCCESS)                                                         \
+            return rg_fail(rg_b_ == CUBLAS_STATUS_ALLOC_FAILED ? RG_ERR_OUT_OF_MEMORY : RG_ERR_BACKEND, \
+                           "%s:%d: %s: %s", __FILE__, __LINE__, #call, cublasLtGetStatusString(rg_b_)); \
+    } while (0)
+
+/* After a kernel launch: a bad launch configuration is reported here, naming
+ * the kernel (cudaGetLastError clears it so that later ops are not blamed). */
+#define RG_CUDA_CHECK_LAUNCH(what)                                                                  \
+    do {                                                                                            \
+        cudaError_t rg_e_ = cudaGetLastError();                                                     \
+        if (rg_e_ != cudaSuccess)                                                                   \
+            return rg_fail(RG_ERR_BACKEND, "%s:%d: launch of %s: %s", __FILE__, __LINE__, (what),   \
+                           cudaGetErrorString(rg_e_));                                              \
+    } while (0)
 
 #endif

@@ -1,0 +1,45 @@
+/* attention_decode.c — public decode attention (ragged.h section 9): check the
+ * arguments against the KV cache and its current batch, then dispatch to the
+ * backend's attn_decode op with the batch's device block table. */
+#include "gen/kv_cache.h"
+#include "core/status.h"
+#include <math.h>
+
+rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
+                         float softmax_scale, const void *q, int32_t stride_q, void *o) {
+    const char *fn = "rg_attn_decode";
+    if (!be || !kv) return rg_fail(RG_ERR_INVALID_ARG, "%s: backend or kv is NULL", fn);
+    if (kv->be != be) return rg_fail(RG_ERR_INVALID_ARG, "%s: the kv cache belongs to another backend", fn);
+    RG_TRY(rg_kv_check_batch(kv, fn));
+    if (layer < 0 || layer >= kv->n_layers)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: layer %d outside [0, %d)", fn, layer, kv->n_layers);
+    if (n_heads < 1 || n_heads % kv->n_kv_heads != 0)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: n_heads = %d must be a positive multiple of the cache's "
+                       "n_kv_heads = %d", fn, n_heads, kv->n_kv_heads);
+    int32_t d = kv->head_dim;
+    if ((int64_t)n_heads * d > INT32_MAX)
+        return rg_fail(RG_ERR_OVERFLOW, "%s: n_heads * head_dim = %lld overflows", fn, (long long)n_heads * d);
+    if (stride_q < 0 || (stride_q && stride_q < n_heads * d))
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: stride_q = %d must be 0 or at least h * d = %d", fn, stride_q,
+                       n_heads * d);
+    if (!(softmax_scale <= 0 || isfinite(softmax_scale)))
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: softmax_scale is not finite", fn);
+    if (!q || !o) return rg_fail(RG_ERR_INVALID_ARG, "%s: q or o is NULL", fn);
+    if (!be->ops->attn_decode)
+        return rg_fail(RG_ERR_UNSUPPORTED, "%s: the %s backend has no decode attention op", fn, be->ops->name);
+    rg_attn_decode_args a = {
+        .n_seqs = kv->b_seqs,
+        .n_heads = n_heads,
+        .n_kv_heads = kv->n_kv_heads,
+        .head_dim = d,
+        .block_size = kv->block_size,
+        .max_blocks = kv->b_max_blocks,
+        .max_seq_len = kv->b_max_len,
+        .stride_q = stride_q ? stride_q : n_heads * d,
+        .scale = softmax_scale > 0 ? softmax_scale : 1.0f / sqrtf((float)d),
+        .block_tables = kv->d_buf,
+        .seq_lens = kv->d_buf + (size_t)kv->b_seqs * kv->b_max_blocks,
+        .seq_lens_host = kv->h_buf + (size_t)kv->b_seqs * kv->b_max_blocks,
+    };
+    return be->ops->attn_decode(be, &a, o, q, rg_kv_pool(kv, layer, 0), rg_kv_pool(kv, layer, 1));
+}

@@ -1,0 +1,298 @@
+/* matmul.cu — the linear layer through cuBLASLt: bf16 operands, fp32
+ * accumulation.
+ *   forward   out (T,OC) = inp (T,C) @ weight^T + bias     (bias, GELU epilogues)
+ *   backward  dinp (T,C) = dout @ weight                  (bf16, overwritten)
+ *             dweight (OC,C) += dout^T @ inp              (fp32 C/D, beta = 1)
+ *             dbias (OC) += sum_t dout                    (own kernel, deterministic)
+ * cuBLAS is column-major: a row-major (R, K) matrix is a column-major (K, R)
+ * one, so every product below is written for the transposes (see plan_dims).
+ * GELU: cuBLASLt's epilogue is the tanh approximation, so RG_GELU_TANH uses
+ * GELU_AUX_BIAS (pre-activation stored as aux) and RG_GELU_ERF uses the BIAS
+ * epilogue into pre_gelu followed by rg_cuda_bias_gelu. Plans (descriptor,
+ * layouts, heuristic's algorithm) are cached by shape and pointer alignment so
+ * that a step makes no heuristic queries after its first. */
+#include "cuda/ops.cuh"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MM_FWD = 0, MM_DINP = 1, MM_DW = 2 };
+#define MM_CACHE_SIZE 64
+
+typedef struct mm_key {
+    int kind, epi;
+    int64_t m, n, k;
+    int align[5]; /* A, B, C(=D), bias, aux: largest power of two dividing the address, <= 256 */
+} mm_key;
+
+typedef struct mm_plan {
+    mm_key key;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, ld;
+    cublasLtMatmulAlgo_t algo;
+} mm_plan;
+
+struct rg_cuda_mm_cache {
+    int n;
+    mm_plan plans[MM_CACHE_SIZE];
+};
+
+static int align_of(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 1 && (a & (uintptr_t)(al - 1))) al >>= 1;
+    return al;
+}
+
+static void plan_free(mm_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->la) cublasLtMatrixLayoutDestroy(p->la);
+    if (p->lb) cublasLtMatrixLayoutDestroy(p->lb);
+    if (p->ld) cublasLtMatrixLayoutDestroy(p->ld);
+    memset(p, 0, sizeof *p);
+}
+
+rg_status rg_cuda_matmul_init(rg_cuda_state *st) {
+    st->mm = (struct rg_cuda_mm_cache *)calloc(1, sizeof *st->mm);
+    if (!st->mm) return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the matmul plan cache");
+    return RG_OK;
+}
+
+void rg_cuda_matmul_destroy(rg_cuda_state *st) {
+    if (!st->mm) return;
+    for (int i = 0; i < st->mm->n; i++) plan_free(&st->mm->plans[i]);
+    free(st->mm);
+    st->mm = NULL;
+}
+
+/* Builds the plan for key into p. *found = false (and RG_OK) when cuBLASLt
+ * has no algorithm for it, so the caller can fall back to a plainer epilogue. */
+static rg_status plan_build(rg_cuda_state *st, const mm_key *key, mm_plan *p, bool *found, const void *bias,
+                            const void *aux) {
+    memset(p, 0, sizeof *p);
+    p->key = *key;
+    *found = false;
+    int64_t m = key->m, n = key->n, k = key->k, lda, ldb;
+    cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+    cudaDataType_t dtype = key->kind == MM_DW ? CUDA_R_32F : CUDA_R_16BF;
+    if (key->kind == MM_FWD) {        /* D(OC,T) = W_cm(C,OC)^T x inp_cm(C,T) */
+        ta = CUBLAS_OP_T; lda = k; ldb = k;
+    } else if (key->kind == MM_DINP) { /* D(C,T) = W_cm(C,OC) x dout_cm(OC,T) */
+        lda = m; ldb = k;
+    } else {                           /* D(C,OC) += inp_cm(C,T) x dout_cm(OC,T)^T */
+        tb = CUBLAS_OP_T; lda = m; ldb = n;
+    }
+    rg_status s = RG_OK;
+    cublasLtMatmulPreference_t pref = NULL;
+#define TRY_LT(call) do { cublasStatus_t b_ = (call); if (b_ != CUBLAS_STATUS_SUCCESS) { \
+        s = rg_fail(RG_ERR_BACKEND, "cuda matmul: %s: %s", #call, cublasLtGetStatusString(b_)); goto done; } } while (0)
+    TRY_LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    {
+        cublasLtEpilogue_t epi = (cublasLtEpilogue_t)key->epi;
+        TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    }
+    if (bias) TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (aux) {
+        int64_t aux_ld = m;
+        TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+        TRY_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &aux_ld, sizeof aux_ld));
+    }
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
+    TRY_LT(cublasLtMatrixLayoutCreate(&p->ld, dtype, m, n, m));
+    TRY_LT(cublasLtMatmulPreferenceCreate(&pref));
+    TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                &st->lt_workspace_bytes, sizeof st->lt_workspace_bytes));
+    {
+        const cublasLtMatmulPreferenceAttributes_t which[4] = {
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+            CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+        for (int i = 0; i < 4; i++) {
+            uint32_t al = (uint32_t)key->align[i < 3 ? i : 2];
+            TRY_LT(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al, sizeof al));
+        }
+    }
+    {
+        cublasLtMatmulHeuristicResult_t res;
+        int n_res = 0;
+        cublasStatus_t b = cublasLtMatmulAlgoGetHeuristic(st->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1,
+                                                          &res, &n_res);
+        if (b == CUBLAS_STATUS_SUCCESS && n_res > 0) {
+            p->algo = res.algo;
+            *found = true;
+        } else if (b != CUBLAS_STATUS_SUCCESS && b != CUBLAS_STATUS_NOT_SUPPORTED) {
+            s = rg_fail(RG_ERR_BACKEND, "cuda matmul: cublasLtMatmulAlgoGetHeuristic: %s", cublasLtGetStatusString(b));
+        }
+    }
+#undef TRY_LT
+    if (getenv("RG_CUDA_VERBOSE")) /* which epilogues cuBLASLt serves (plans are built once per shape) */
+        fprintf(stderr, "ragged cuda: matmul plan kind=%d m=%lld n=%lld k=%lld epilogue=%d align=%d/%d/%d: %s\n",
+                key->kind, (long long)m, (long long)n, (long long)k, key->epi, key->align[0], key->align[1],
+                key->align[2], *found ? "ok" : "no algorithm");
+done:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (s != RG_OK || !*found) plan_free(p);
+    return s;
+}
+
+/* Runs D = alpha * op(A) op(B) + beta * D for key, using (and filling) the
+ * cache. *found = false when no algorithm exists for the key (nothing ran). */
+static rg_status mm_run(rg_cuda_state *st, const mm_key *key, const void *A, const void *B, void *D, float beta,
+                        const void *bias, const void *aux, bool *found) {
+    struct rg_cuda_mm_cache *c = st->mm;
+    mm_plan *p = NULL, local;
+    for (int i = 0; i < c->n; i++)
+        if (memcmp(&c->plans[i].key, key, sizeof *key) == 0) { p = &c->plans[i]; break; }
+    bool cached = p != NULL;
+    *found = true;
+    if (!p) {
+        p = c->n < MM_CACHE_SIZE ? &c->plans[c->n] : &local;
+        RG_TRY(plan_build(st, key, p, found, bias, aux));
+        if (!*found) return RG_OK;
+        if (p != &local) c->n++;
+        cached = p != &local;
+    } else {
+        /* same alignment as when planned; only the addresses change */
+        if (bias) RG_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        if (aux) RG_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+    }
+    const float alpha = 1.0f;
+    cublasStatus_t b = cublasLtMatmul(st->lt, p->desc, &alpha, A, p->la, B, p->lb, &beta, D, p->ld, D, p->ld,
+                                      &p->algo, st->lt_workspace, st->lt_workspace_bytes, st->stream);
+    if (!cached) plan_free(p);
+    if (b != CUBLAS_STATUS_SUCCESS)
+        return rg_fail(RG_ERR_BACKEND, "cuda matmul: cublasLtMatmul (kind %d, m=%lld n=%lld k=%lld, epilogue %d): %s",
+                       key->kind, (long long)key->m, (long long)key->n, (long long)key->k, key->epi,
+                       cublasLtGetStatusString(b));
+    return RG_OK;
+}
+
+static mm_key make_key(int kind, int epi, int64_t m, int64_t n, int64_t k, const void *A, const void *B,
+                       const void *D, const void *bias, const void *aux) {
+    mm_key key;
+    memset(&key, 0, sizeof key); /* keys are compared with memcmp */
+    key.kind = kind;
+    key.epi = epi;
+    key.m = m;
+    key.n = n;
+    key.k = k;
+    key.align[0] = align_of(A);
+    key.align[1] = align_of(B);
+    key.align[2] = align_of(D);
+    key.align[3] = bias ? align_of(bias) : 0;
+    key.align[4] = aux ? align_of(aux) : 0;
+    return key;
+}
+
+rg_status rg_cuda_matmul_forward(rg_backend *be, void *out, void *pre_gelu, const void *inp, const void *weight,
+                                 const void *bias, int64_t T, int C, int OC, int gelu) {
+    rg_cuda_state *st = rg_cuda(be);
+    if (T <= 0 || OC <= 0) return RG_OK;
+    if (C <= 0) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_forward: C=%d (no inner dimension)", C);
+    bool found = false;
+    mm_key key;
+    /* tanh GELU fully in cuBLASLt's epilogue; its aux (pre_gelu) needs ld % 8 == 0 */
+    if (gelu == RG_GELU_TANH && OC % 8 == 0) {
+        int epi = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+        key = make_key(MM_FWD, epi, OC, T, C, weight, inp, out, bias, pre_gelu);
+        RG_TRY(mm_run(st, &key, weight, inp, out, 0.0f, bias, pre_gelu, &found));
+        if (found) return RG_OK;
+    }
+    void *dst = gelu == RG_GELU_NONE ? out : pre_gelu;
+    bool bias_done = false;
+    if (bias) {
+        key = make_key(MM_FWD, CUBLASLT_EPILOGUE_BIAS, OC, T, C, weight, inp, dst, bias, NULL);
+        RG_TRY(mm_run(st, &key, weight, inp, dst, 0.0f, bias, NULL, &found));
+        bias_done = found;
+    }
+    if (!bias_done) {
+        key = make_key(MM_FWD, CUBLASLT_EPILOGUE_DEFAULT, OC, T, C, weight, inp, dst, NULL, NULL);
+        RG_TRY(mm_run(st, &key, weight, inp, dst, 0.0f, NULL, NULL, &found));
+        if (!found)
+            return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_forward: cuBLASLt has no algorithm for T=%lld C=%d OC=%d",
+                           (long long)T, C, OC);
+    }
+    if (gelu != RG_GELU_NONE || (bias && !bias_done))
+        RG_TRY(rg_cuda_bias_gelu(st, (bf16 *)out, (bf16 *)dst, bias_done ? NULL : (const bf16 *)bias, T, OC, gelu));
+    return RG_OK;
+}
+
+/* dbias partials: block (x: a split of the rows, y: 128 * VEC columns). */
+template <int VEC>
+__global__ void bias_grad_kernel(float *parts, const bf16 *dout, int64_t T, int OC) {
+    int c = (blockIdx.y * blockDim.x + threadIdx.x) * VEC;
+    if (c >= OC) return;
+    float acc[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; j++) acc[j] = 0.0f;
+    /* four rows' loads issued before any is used: one memory latency per four rows */
+    int64_t r = blockIdx.x, step = gridDim.x;
+    for (; r + 3 * step < T; r += 4 * step) {
+        float d[4][VEC];
+#pragma unroll
+        for (int k = 0; k < 4; k++) rg_load_bf16<VEC>(d[k], dout + (r + k * step) * OC + c);
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+#pragma unroll
+            for (int j = 0; j < VEC; j++) acc[j] += d[k][j];
+    }
+    for (; r < T; r += step) {
+        float d[VEC];
+        rg_load_bf16<VEC>(d, dout + r * OC + c);
+#pragma unroll
+        for (int j = 0; j < VEC; j++) acc[j] += d[j];
+    }
+    float *p = parts + (int64_t)blockIdx.x * OC + c;
+#pragma unroll
+    for (int j = 0; j < VEC; j++) p[j] = acc[j];
+}
+
+static rg_status bias_grad(rg_cuda_state *st, float *dbias, const bf16 *dout, int64_t T, int OC) {
+    int64_t max_parts = (int64_t)(st->scratch_bytes / sizeof(float)) / OC;
+    if (max_parts < 1)
+        return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_backward: OC=%d needs more than %zu bytes of scratch", OC,
+                       st->scratch_bytes);
+    int vec = OC % 8 == 0 && rg_aligned16(dout) ? 8 : 1;
+    unsigned col_blocks = (unsigned)((OC + 128 * vec - 1) / (128 * vec));
+    int64_t parts = 4 * (int64_t)st->prop.multiProcessorCount / col_blocks + 1;
+    if (parts > T) parts = T;
+    if (parts > max_parts) parts = max_parts;
+    float *scratch = (float *)st->scratch;
+    if (vec == 8) bias_grad_kernel<8><<<dim3((unsigned)parts, col_blocks), 128, 0, st->stream>>>(scratch, dout, T, OC);
+    else bias_grad_kernel<1><<<dim3((unsigned)parts, col_blocks), 128, 0, st->stream>>>(scratch, dout, T, OC);
+    RG_CUDA_CHECK_LAUNCH("bias_grad_kernel");
+    return rg_cuda_add_partials(st, dbias, scratch, (int)parts, OC);
+}
+
+rg_status rg_cuda_matmul_backward(rg_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                                  const void *inp, const void *weight, int64_t T, int C, int OC) {
+    rg_cuda_state *st = rg_cuda(be);
+    if (T <= 0 || C <= 0 || OC <= 0) {
+        /* nothing to accumulate; an empty inner dimension still defines dinp = 0 */
+        if (dinp && T > 0 && C > 0) RG_CUDA_TRY(cudaMemsetAsync(dinp, 0, (size_t)T * C * sizeof(bf16), st->stream));
+        return RG_OK;
+    }
+    bool found;
+    mm_key key;
+    if (dinp) {
+        key = make_key(MM_DINP, CUBLASLT_EPILOGUE_DEFAULT, C, T, OC, weight, dout, dinp, NULL, NULL);
+        RG_TRY(mm_run(st, &key, weight, dout, dinp, 0.0f, NULL, NULL, &found));
+        if (!found)
+            return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_backward: no cuBLASLt algorithm for dinp (T=%lld C=%d OC=%d)",
+                           (long long)T, C, OC);
+    }
+    /* dbias: cuBLASLt's BGRADB epilogue on the dweight GEMM was measured no
+     * faster than this GEMM plus bias_grad (bench/cuda_ops_NOTES.md), so the
+     * simpler path stays. */
+    if (dweight) {
+        key = make_key(MM_DW, CUBLASLT_EPILOGUE_DEFAULT, C, OC, T, inp, dout, dweight, NULL, NULL);
+        RG_TRY(mm_run(st, &key, inp, dout, dweight, 1.0f, NULL, NULL, &found));
+        if (!found)
+            return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_backward: no cuBLASLt algorithm for dweight (T=%lld C=%d OC=%d)",
+                           (long long)T, C, OC);
+    }
+    if (dbias) RG_TRY(bias_grad(st, dbias, (const bf16 *)dout, T, OC));
+    return RG_OK;
+}

@@ -1,0 +1,119 @@
+/* ops.cuh — the CUDA backend's model ops (one .cu per family: matmul, layernorm,
+ * gelu, elementwise, embedding, xent, optimizer): their entry points, with the
+ * signatures of rg_backend_ops, and the small device helpers they share
+ * (bf16 vector loads, GELU, block sizing). Activations are bf16, everything
+ * typed float* is fp32; see src/backend.h for each op's contract. */
+#ifndef RG_CUDA_OPS_CUH
+#define RG_CUDA_OPS_CUH
+#include "cuda/cuda_common.cuh"
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+/* ---- entry points (the table in backend_cuda.cu points at these) ---- */
+rg_status rg_cuda_embedding_forward(rg_backend *be, void *out, const int32_t *tokens, const int32_t *pos,
+                                    const void *wte, const void *wpe, int64_t T, int C);
+rg_status rg_cuda_embedding_backward(rg_backend *be, float *dwte, float *dwpe, const void *dout,
+                                     const int32_t *tokens, const int32_t *pos, int64_t T, int C);
+rg_status rg_cuda_layernorm_forward(rg_backend *be, void *out, float *mean, float *rstd, const void *inp,
+                                    const void *weight, const void *bias, float eps, int64_t T, int C);
+rg_status rg_cuda_layernorm_backward(rg_backend *be, void *dinp, float *dweight, float *dbias,
+                                     const void *dout, const void *inp, const void *weight,
+                                     const float *mean, const float *rstd, int64_t T, int C);
+rg_status rg_cuda_matmul_forward(rg_backend *be, void *out, void *pre_gelu, const void *inp,
+                                 const void *weight, const void *bias, int64_t T, int C, int OC, int gelu);
+rg_status rg_cuda_matmul_backward(rg_backend *be, void *dinp, float *dweight, float *dbias,
+                                  const void *dout, const void *inp, const void *weight,
+                                  int64_t T, int C, int OC);
+rg_status rg_cuda_gelu_forward(rg_backend *be, void *out, const void *inp, int64_t n, int gelu);
+rg_status rg_cuda_gelu_backward(rg_backend *be, void *dinp, const void *inp, const void *dout,
+                                int64_t n, int gelu);
+rg_status rg_cuda_add(rg_backend *be, void *out, const void *a, const void *b, int64_t n);
+rg_status rg_cuda_xent_forward_backward(rg_backend *be, float *losses, void *dlogits, const void *logits,
+                                        const int32_t *targets, int32_t ignore_index, float dloss,
+                                        int64_t T, int V);
+rg_status rg_cuda_convert(rg_backend *be, void *dst, rg_dtype dst_dtype, const void *src,
+                          rg_dtype src_dtype, int64_t n);
+rg_status rg_cuda_zero(rg_backend *be, void *p, size_t bytes);
+rg_status rg_cuda_sum_squares(rg_backend *be, double *out_host, const float *g, int64_t n);
+rg_status rg_cuda_sgd_update(rg_backend *be, float *param, void *compute, float *momentum_buf,
+                             const float *grad, int64_t n, float lr, float momentum,
+                             float weight_decay, float grad_scale);
+rg_status rg_cuda_adamw_update(rg_backend *be, float *param, void *compute, float *m, float *v,
+                               const float *grad, int64_t n, float lr, float beta1, float beta2,
+                               float eps, float weight_decay, float grad_scale, int64_t t);
+
+/* cuBLASLt plan cache (matmul.cu), created/destroyed with the backend. */
+rg_status rg_cuda_matmul_init(rg_cuda_state *st);
+void rg_cuda_matmul_destroy(rg_cuda_state *st);
+
+/* dst[i] += sum_{p < n_parts} parts[p * n + i] for i < n, in order p = 0, 1, ...
+ * (elementwise.cu): the second, deterministic stage of the column reductions
+ * that layernorm and matmul backward leave in scratch. */
+rg_status rg_cuda_add_partials(rg_cuda_state *st, float *dst, const float *parts, int n_parts, int64_t n);
+
+/* ---- device helpers ---- */
+
+/* True when every pointer given is 16-byte aligned (for 8 x bf16 vector loads). */
+static inline bool rg_aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+/* Blocks for a grid-stride loop over n items of `per_block` each: enough to
+ * fill every multiprocessor a few times, never more than needed. */
+static inline unsigned rg_cuda_blocks(const rg_cuda_state *st, int64_t n, int per_block, int per_sm) {
+    int64_t need = (n + per_block - 1) / per_block;
+    int64_t cap = (int64_t)st->prop.multiProcessorCount * per_sm;
+    if (need < 1) need = 1;
+    return (unsigned)(need < cap ? need : cap);
+}
+
+/* VEC consecutive bf16 <-> float; VEC is 8 (one 16-byte access, p aligned) or 1. */
+template <int VEC>
+__device__ __forceinline__ void rg_load_bf16(float (&f)[VEC], const bf16 *p) {
+    if constexpr (VEC == 8) {
+        uint4 u = *reinterpret_cast<const uint4 *>(p);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 x = __bfloat1622float2(h[i]);
+            f[2 * i] = x.x;
+            f[2 * i + 1] = x.y;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) f[i] = __bfloat162float(p[i]);
+    }
+}
+
+template <int VEC>
+__device__ __forceinline__ void rg_store_bf16(bf16 *p, const float (&f)[VEC]) {
+    if constexpr (VEC == 8) {
+        uint4 u;
+        __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+        *reinterpret_cast<uint4 *>(p) = u;
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC; i++) p[i] = __float2bfloat16_rn(f[i]);
+    }
+}
+
+/* Sum over a warp, every lane gets the result (fixed order: deterministic). */
+__device__ __forceinline__ float rg_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* (gelu.cu) Builds the exact-GELU table in st->gelu_lut (at backend creation). */
+rg_status rg_cuda_gelu_init(rg_cuda_state *st);
+
+/* (gelu.cu) x = pre + bias[col] over a (rows, cols) bf16 matrix (bias may be
+ * NULL). gelu == RG_GELU_NONE: out = x (out may be pre). Otherwise pre = x
+ * and out = gelu(x), x rounded to bf16 first. The matmul's epilogue when
+ * cuBLASLt's cannot be used (always for the erf kind). */
+rg_status rg_cuda_bias_gelu(rg_cuda_state *st, bf16 *out, bf16 *pre, const bf16 *bias, int64_t rows,
+                            int cols, int gelu);
+
+#endif

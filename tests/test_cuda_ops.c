@@ -1,0 +1,654 @@
+/* test_cuda_ops.c — the CUDA backend's model ops against plain double-precision
+ * references written here (independent of the CPU backend), on fresh random
+ * inputs with awkward sizes and misaligned pointers (to reach the scalar and
+ * fallback paths), with sentinel bytes around every device output; plus the
+ * CUDA-specific promises: gradients accumulate (+=), embedding and layernorm
+ * parameter gradients are bit-identical run to run, xent works in place.
+ * Thresholds are normalised L2 errors in units of bf16's unit roundoff
+ * u = 2^-8 (8 significant bits): one correct rounding of each output element
+ * is at most u relative, about 0.5u in L2 over many elements, so an op that
+ * rounds once gets 1u; GEMM outputs, which may be rounded twice (the bias or
+ * GELU applied after a rounded product), get 2u. fp32 results get 1e-5 or
+ * tighter. Exits 77 when the build or machine has no CUDA device. */
+#include "backend.h"
+#include "check.h"
+#include "core/dtype.h"
+#include "core/status.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define U_BF16 (1.0 / 256.0)
+#define GUARD 64 /* bytes of sentinel on each side of a device buffer */
+#define PI 3.14159265358979323846
+
+static rg_backend *be;
+static rg_rng rng;
+
+/* ---- device buffers with sentinels ---- */
+
+typedef struct dbuf {
+    rg_dtype t;
+    size_t n, off;  /* elements; off = misalignment in elements */
+    uint8_t *base;  /* device allocation: GUARD + (off + n) * size + GUARD bytes */
+    void *p;        /* first element */
+} dbuf;
+
+static size_t dbytes(const dbuf *b) { return 2 * GUARD + (b->off + b->n) * rg_dtype_size(b->t); }
+
+static void must(rg_status s, const char *what) {
+    if (s != RG_OK) {
+        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
+        exit(1);
+    }
+}
+
+static void *xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
+    return p;
+}
+
+/* n elements of t, misaligned by off elements, every byte set to 0xA5 (a
+ * sentinel that is neither 0 nor a value an op would produce by chance). */
+static dbuf dalloc(rg_dtype t, size_t n, size_t off) {
+    dbuf b = {t, n, off, NULL, NULL};
+    size_t bytes = dbytes(&b);
+    void *p;
+    must(rg_buffer_alloc(be, bytes, &p), "device alloc");
+    b.base = p;
+    b.p = b.base + GUARD + off * rg_dtype_size(t);
+    uint8_t *fill = xmalloc(bytes);
+    memset(fill, 0xA5, bytes);
+    must(rg_buffer_upload(be, b.base, fill, bytes), "upload sentinel");
+    free(fill);
+    return b;
+}
+
+static void dfree(dbuf *b) { rg_buffer_free(be, b->base); b->base = NULL; }
+
+static void dput(dbuf *b, const float *x) { must(rg_buffer_upload_f32(be, b->p, b->t, x, b->n), "upload"); }
+static void dget(const dbuf *b, float *x) { must(rg_buffer_download_f32(be, x, b->p, b->t, b->n), "download"); }
+static void dput_i32(dbuf *b, const int32_t *x) { must(rg_buffer_upload(be, b->p, x, b->n * 4), "upload i32"); }
+
+/* Sentinels intact on both sides? (the misalignment gap counts as guard too) */
+static bool dguard_ok(const dbuf *b, const char *what) {
+    size_t bytes = dbytes(b), lo = GUARD + b->off * rg_dtype_size(b->t), hi = lo + b->n * rg_dtype_size(b->t);
+    uint8_t *h = xmalloc(bytes);
+    must(rg_buffer_download(be, h, b->base, bytes), "download guard");
+    bool ok = true;
+    for (size_t i = 0; i < lo && ok; i++) ok = h[i] == 0xA5;
+    for (size_t i = hi; i < bytes && ok; i++) ok = h[i] == 0xA5;
+    free(h);
+    return CHECK(ok, "%s: write outside the buffer", what);
+}
+
+/* ---- host helpers ---- */
+
+static float *randn(size_t n, float scale) {
+    float *x = xmalloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = (float)(rg_rng_normal(&rng) * scale);
+    return x;
+}
+
+/* Round to bf16 in place, so that references see exactly the device's inputs. */
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = rg_bf16_to_f32(rg_f32_to_bf16(x[i]));
+}
+
+static float *bf16_randn(size_t n, float scale) {
+    float *x = randn(n, scale);
+    round_bf16(x, n);
+    return x;
+}
+
+static double gelu_ref(double x, int kind) {
+    if (kind == RG_GELU_TANH) return 0.5 * x * (1.0 + tanh(sqrt(2.0 / PI) * (x + 0.044715 * x * x * x)));
+    return 0.5 * x * erfc(-x / sqrt(2.0));
+}
+
+static double gelu_grad_ref(double x, int kind) {
+    if (kind == RG_GELU_TANH) {
+        double k = sqrt(2.0 / PI), u = k * (x + 0.044715 * x * x * x), th = tanh(u);
+        return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
+    }
+    return 0.5 * erfc(-x / sqrt(2.0)) + x * exp(-0.5 * x * x) / sqrt(2.0 * PI);
+}
+
+/* CHECK_CLOSE that also prints the error against its threshold when
+ * RG_TEST_VERBOSE is set (to record the margins in bench/cuda_ops_NOTES.md). */
+static bool close_(const char *what, const float *got, const float *ref, size_t n, double tol, int line) {
+    if (getenv("RG_TEST_VERBOSE"))
+        printf("  %-80s rel err %.3g (threshold %.3g)\n", what, rg_rel_err(got, ref, n), tol);
+    return rg_check_close_(what, got, ref, n, tol, __FILE__, line);
+}
+#undef CHECK_CLOSE
+#define CHECK_CLOSE(what, got, ref, n, tol) close_((what), (got), (ref), (n), (tol), __LINE__)
+
+static bool bits_equal(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof *a) == 0; }
+
+/* ---- matmul ---- */
+
+static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_t off) {
+    char tag[128];
+    snprintf(tag, sizeof tag, "matmul T=%lld C=%d OC=%d gelu=%d bias=%d off=%zu", (long long)T, C, OC, gelu,
+             has_bias, off);
+    float *inp = bf16_randn((size_t)T * C, 1.0f), *w = bf16_randn((size_t)OC * C, 1.0f / sqrtf((float)C));
+    float *b = has_bias ? bf16_randn(OC, 0.5f) : NULL;
+    size_t nout = (size_t)T * OC;
+    float *pre = xmalloc(nout * 4), *out = xmalloc(nout * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int o = 0; o < OC; o++) {
+            double s = b ? b[o] : 0.0;
+            for (int c = 0; c < C; c++) s += (double)inp[t * C + c] * w[(size_t)o * C + c];
+            pre[t * OC + o] = (float)s;
+            out[t * OC + o] = (float)(gelu ? gelu_ref(s, gelu) : s);
+        }
+    dbuf d_inp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off), d_w = dalloc(RG_DTYPE_BF16, (size_t)OC * C, off);
+    dbuf d_b = dalloc(RG_DTYPE_BF16, OC, off), d_out = dalloc(RG_DTYPE_BF16, nout, off);
+    dbuf d_pre = dalloc(RG_DTYPE_BF16, nout, off);
+    dput(&d_inp, inp);
+    dput(&d_w, w);
+    if (b) dput(&d_b, b);
+    rg_status s = be->ops->matmul_forward(be, d_out.p, d_pre.p, d_inp.p, d_w.p, b ? d_b.p : NULL, T, C, OC, gelu);
+    CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    float *got = xmalloc(nout * 4);
+    dget(&d_out, got);
+    char what[160];
+    snprintf(what, sizeof what, "%s: out", tag);
+    CHECK_CLOSE(what, got, out, nout, 2 * U_BF16);
+    if (gelu) {
+        dget(&d_pre, got);
+        snprintf(what, sizeof what, "%s: pre_gelu", tag);
+        CHECK_CLOSE(what, got, pre, nout, 2 * U_BF16);
+        dguard_ok(&d_pre, what);
+    }
+    dguard_ok(&d_out, tag);
+
+    /* backward: dinp overwritten, dweight and dbias accumulated onto what is there */
+    float *dout = bf16_randn(nout, 1.0f), *dw0 = randn((size_t)OC * C, 1.0f), *db0 = randn(OC, 1.0f);
+    float *dinp_ref = xmalloc((size_t)T * C * 4), *dw_ref = xmalloc((size_t)OC * C * 4), *db_ref = xmalloc(OC * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) {
+            double acc = 0;
+            for (int o = 0; o < OC; o++) acc += (double)dout[t * OC + o] * w[(size_t)o * C + c];
+            dinp_ref[t * C + c] = (float)acc;
+        }
+    for (int o = 0; o < OC; o++) {
+        double sb = db0[o];
+        for (int64_t t = 0; t < T; t++) sb += dout[t * OC + o];
+        db_ref[o] = (float)sb;
+        for (int c = 0; c < C; c++) {
+            double acc = dw0[(size_t)o * C + c];
+            for (int64_t t = 0; t < T; t++) acc += (double)dout[t * OC + o] * inp[t * C + c];
+            dw_ref[(size_t)o * C + c] = (float)acc;
+        }
+    }
+    dbuf d_dout = dalloc(RG_DTYPE_BF16, nout, off), d_dinp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off);
+    dbuf d_dw = dalloc(RG_DTYPE_F32, (size_t)OC * C, off), d_db = dalloc(RG_DTYPE_F32, OC, off);
+    dput(&d_dout, dout);
+    dput(&d_dw, dw0);
+    dput(&d_db, db0);
+    s = be->ops->matmul_backward(be, d_dinp.p, (float *)d_dw.p, has_bias ? (float *)d_db.p : NULL, d_dout.p,
+                                 d_inp.p, d_w.p, T, C, OC);
+    CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    float *g = xmalloc((size_t)(T * C > OC * C ? T * C : OC * C) * 4);
+    dget(&d_dinp, g);
+    snprintf(what, sizeof what, "%s: dinp", tag);
+    CHECK_CLOSE(what, g, dinp_ref, (size_t)T * C, 1 * U_BF16);
+    dguard_ok(&d_dinp, what);
+    dget(&d_dw, g);
+    snprintf(what, sizeof what, "%s: dweight (+=)", tag);
+    CHECK_CLOSE(what, g, dw_ref, (size_t)OC * C, 1e-5); /* bf16 inputs are exact in fp32 products */
+    dguard_ok(&d_dw, what);
+    if (has_bias) {
+        dget(&d_db, g);
+        snprintf(what, sizeof what, "%s: dbias (+=)", tag);
+        CHECK_CLOSE(what, g, db_ref, OC, 1e-5);
+        dguard_ok(&d_db, what);
+        /* dbias alone (dinp and dweight NULL) adds the sum again */
+        s = be->ops->matmul_backward(be, NULL, NULL, (float *)d_db.p, d_dout.p, d_inp.p, d_w.p, T, C, OC);
+        CHECK(s == RG_OK, "%s: dbias-only backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
+        for (int o = 0; o < OC; o++) db_ref[o] = (float)(2.0 * db_ref[o] - db0[o]);
+        dget(&d_db, g);
+        snprintf(what, sizeof what, "%s: dbias only (+= twice)", tag);
+        CHECK_CLOSE(what, g, db_ref, OC, 1e-5);
+        dguard_ok(&d_db, what);
+    }
+    free(inp); free(w); free(b); free(pre); free(out); free(got); free(dout); free(dw0); free(db0);
+    free(dinp_ref); free(dw_ref); free(db_ref); free(g);
+    dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_pre);
+    dfree(&d_dout); dfree(&d_dinp); dfree(&d_dw); dfree(&d_db);
+}
+
+/* ---- layernorm ---- */
+
+static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
+    char tag[128], what[192];
+    snprintf(tag, sizeof tag, "layernorm T=%lld C=%d bias=%d off=%zu", (long long)T, C, has_bias, off);
+    size_t n = (size_t)T * C;
+    float *x = randn(n, 1.0f);
+    for (int64_t t = 0; t < T; t++) /* rows with their own offset and scale, as a residual stream has */
+        for (int c = 0; c < C; c++) x[t * C + c] = x[t * C + c] * (float)(0.5 + t % 7) + (float)(t % 5) - 2.0f;
+    round_bf16(x, n);
+    float *w = bf16_randn(C, 1.0f), *b = has_bias ? bf16_randn(C, 1.0f) : NULL;
+    float *out = xmalloc(n * 4), *mean = xmalloc(T * 4), *rstd = xmalloc(T * 4);
+    const float eps = 1e-5f;
+    for (int64_t t = 0; t < T; t++) {
+        double m = 0, v = 0;
+        for (int c = 0; c < C; c++) m += x[t * C + c];
+        m /= C;
+        for (int c = 0; c < C; c++) v += (x[t * C + c] - m) * (x[t * C + c] - m);
+        double rs = 1.0 / sqrt(v / C + eps);
+        mean[t] = (float)m;
+        rstd[t] = (float)rs;
+        for (int c = 0; c < C; c++) out[t * C + c] = (float)((x[t * C + c] - m) * rs * w[c] + (b ? b[c] : 0.0));
+    }
+    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_w = dalloc(RG_DTYPE_BF16, C, off), d_b = dalloc(RG_DTYPE_BF16, C, off);
+    dbuf d_out = dalloc(RG_DTYPE_BF16, n, off), d_mean = dalloc(RG_DTYPE_F32, T, off), d_rstd = dalloc(RG_DTYPE_F32, T, off);
+    dput(&d_x, x);
+    dput(&d_w, w);
+    if (b) dput(&d_b, b);
+    rg_status s = be->ops->layernorm_forward(be, d_out.p, (float *)d_mean.p, (float *)d_rstd.p, d_x.p, d_w.p,
+                                             b ? d_b.p : NULL, eps, T, C);
+    CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    float *got = xmalloc(n * 4);
+    dget(&d_out, got);
+    snprintf(what, sizeof what, "%s: out", tag);
+    CHECK_CLOSE(what, got, out, n, 1 * U_BF16);
+    dguard_ok(&d_out, what);
+    dget(&d_mean, got);
+    snprintf(what, sizeof what, "%s: mean", tag);
+    CHECK_CLOSE(what, got, mean, T, 1e-5);
+    dguard_ok(&d_mean, what);
+    dget(&d_rstd, got);
+    snprintf(what, sizeof what, "%s: rstd", tag);
+    CHECK_CLOSE(what, got, rstd, T, 1e-5);
+    dguard_ok(&d_rstd, what);
+
+    /* backward from the reference statistics (uploaded), dinp += onto a random start */
+    float *dout = bf16_randn(n, 1.0f), *g0 = bf16_randn(n, 1.0f), *dw0 = randn(C, 1.0f), *db0 = randn(C, 1.0f);
+    float *g_ref = xmalloc(n * 4), *dw_ref = xmalloc(C * 4), *db_ref = xmalloc(C * 4);
+    double *aw = calloc(C, sizeof *aw), *ab = calloc(C, sizeof *ab);
+    for (int64_t t = 0; t < T; t++) {
+        double s1 = 0, s2 = 0;
+        for (int c = 0; c < C; c++) {
+            double xh = (x[t * C + c] - (double)mean[t]) * rstd[t], dx = (double)dout[t * C + c] * w[c];
+            s1 += dx;
+            s2 += dx * xh;
+            aw[c] += dout[t * C + c] * xh;
+            ab[c] += dout[t * C + c];
+        }
+        s1 /= C;
+        s2 /= C;
+        for (int c = 0; c < C; c++) {
+            double xh = (x[t * C + c] - (double)mean[t]) * rstd[t], dx = (double)dout[t * C + c] * w[c];
+            g_ref[t * C + c] = (float)(g0[t * C + c] + rstd[t] * (dx - s1 - xh * s2));
+        }
+    }
+    for (int c = 0; c < C; c++) { dw_ref[c] = (float)(dw0[c] + aw[c]); db_ref[c] = (float)(db0[c] + ab[c]); }
+    dbuf d_dout = dalloc(RG_DTYPE_BF16, n, off), d_g = dalloc(RG_DTYPE_BF16, n, off);
+    dbuf d_dw = dalloc(RG_DTYPE_F32, C, off), d_db = dalloc(RG_DTYPE_F32, C, off);
+    dput(&d_mean, mean);
+    dput(&d_rstd, rstd);
+    dput(&d_dout, dout);
+    float dw_first[8192], db_first[8192];
+    for (int rep = 0; rep < 2; rep++) {
+        dput(&d_g, g0);
+        dput(&d_dw, dw0);
+        dput(&d_db, db0);
+        s = be->ops->layernorm_backward(be, d_g.p, (float *)d_dw.p, b ? (float *)d_db.p : NULL, d_dout.p, d_x.p,
+                                        d_w.p, (const float *)d_mean.p, (const float *)d_rstd.p, T, C);
+        CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
+        if (rep == 0) {
+            dget(&d_g, got);
+            snprintf(what, sizeof what, "%s: dinp (+=)", tag);
+            CHECK_CLOSE(what, got, g_ref, n, 1 * U_BF16);
+            dguard_ok(&d_g, what);
+            dget(&d_dw, dw_first);
+            snprintf(what, sizeof what, "%s: dweight (+=)", tag);
+            CHECK_CLOSE(what, dw_first, dw_ref, C, 1e-5);
+            dguard_ok(&d_dw, what);
+            if (b) {
+                dget(&d_db, db_first);
+                snprintf(what, sizeof what, "%s: dbias (+=)", tag);
+                CHECK_CLOSE(what, db_first, db_ref, C, 1e-5);
+                dguard_ok(&d_db, what);
+            }
+        } else {
+            float again[8192];
+            dget(&d_dw, again);
+            CHECK(bits_equal(again, dw_first, C), "%s: dweight bit-identical on a second run", tag);
+            if (b) {
+                dget(&d_db, again);
+                CHECK(bits_equal(again, db_first, C), "%s: dbias bit-identical on a second run", tag);
+            }
+        }
+    }
+    free(x); free(w); free(b); free(out); free(mean); free(rstd); free(got); free(dout); free(g0); free(dw0);
+    free(db0); free(g_ref); free(dw_ref); free(db_ref); free(aw); free(ab);
+    dfree(&d_x); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_mean); dfree(&d_rstd);
+    dfree(&d_dout); dfree(&d_g); dfree(&d_dw); dfree(&d_db);
+}
+
+/* ---- gelu, add ---- */
+
+static void test_elementwise(int64_t n, int gelu, size_t off) {
+    char what[128];
+    float *x = bf16_randn(n, 2.0f), *y = bf16_randn(n, 1.0f), *ref = xmalloc(n * 4), *got = xmalloc(n * 4);
+    /* the edges of the erf kind's table (2^-16 <= |x| < 64) and beyond it */
+    const float edge[] = {0.0f, 1e-6f, -1e-6f, 1.52587890625e-05f, -1.52587890625e-05f, 63.5f, -63.5f,
+                          64.0f, -64.0f, 300.0f, -300.0f, -5.0f, -9.0f, 1e-30f};
+    for (int64_t i = 0; i < n && i < (int64_t)(sizeof edge / sizeof edge[0]); i++)
+        x[(i * 7919) % n] = rg_bf16_to_f32(rg_f32_to_bf16(edge[i]));
+    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_y = dalloc(RG_DTYPE_BF16, n, off), d_o = dalloc(RG_DTYPE_BF16, n, off);
+    dput(&d_x, x);
+    dput(&d_y, y);
+    for (int64_t i = 0; i < n; i++) ref[i] = (float)gelu_ref(x[i], gelu);
+    CHECK(be->ops->gelu_forward(be, d_o.p, d_x.p, n, gelu) == RG_OK, "gelu_forward status");
+    dget(&d_o, got);
+    snprintf(what, sizeof what, "gelu_forward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
+    CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
+    dguard_ok(&d_o, what);
+    for (int64_t i = 0; i < n; i++) ref[i] = (float)(y[i] * gelu_grad_ref(x[i], gelu));
+    CHECK(be->ops->gelu_backward(be, d_o.p, d_x.p, d_y.p, n, gelu) == RG_OK, "gelu_backward status");
+    dget(&d_o, got);
+    snprintf(what, sizeof what, "gelu_backward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
+    CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
+    dguard_ok(&d_o, what);
+    /* add in place: out aliases a */
+    for (int64_t i = 0; i < n; i++) ref[i] = x[i] + y[i];
+    CHECK(be->ops->add(be, d_x.p, d_x.p, d_y.p, n) == RG_OK, "add status");
+    dget(&d_x, got);
+    snprintf(what, sizeof what, "add in place n=%lld off=%zu", (long long)n, off);
+    CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
+    dguard_ok(&d_x, what);
+    free(x); free(y); free(ref); free(got);
+    dfree(&d_x); dfree(&d_y); dfree(&d_o);
+}
+
+/* ---- cross-entropy ---- */
+
+static void test_xent(int64_t T, int V, bool in_place, size_t off) {
+    char tag[128], what[192];
+    snprintf(tag, sizeof tag, "xent T=%lld V=%d in_place=%d off=%zu", (long long)T, V, in_place, off);
+    size_t n = (size_t)T * V;
+    float *x = bf16_randn(n, 3.0f);
+    int32_t *tg = xmalloc(T * 4);
+    int valid = 0;
+    for (int64_t t = 0; t < T; t++) {
+        tg[t] = rg_rng_below(&rng, 4) == 0 ? RG_IGNORE_INDEX : (int32_t)rg_rng_below(&rng, V);
+        valid += tg[t] != RG_IGNORE_INDEX;
+    }
+    if (T > 1) x[(size_t)(T - 1) * V] = 60.0f; /* a dominant logit: the max must be subtracted */
+    float dloss = 1.0f / (valid ? valid : 1);
+    float *loss_ref = xmalloc(T * 4), *g_ref = xmalloc(n * 4);
+    for (int64_t t = 0; t < T; t++) {
+        const float *r = x + (size_t)t * V;
+        if (tg[t] == RG_IGNORE_INDEX) {
+            loss_ref[t] = 0.0f;
+            for (int v = 0; v < V; v++) g_ref[t * V + v] = 0.0f;
+            continue;
+        }
+        double mx = -INFINITY, s = 0;
+        for (int v = 0; v < V; v++) mx = r[v] > mx ? r[v] : mx;
+        for (int v = 0; v < V; v++) s += exp(r[v] - mx);
+        double lse = mx + log(s);
+        loss_ref[t] = (float)(lse - r[tg[t]]);
+        for (int v = 0; v < V; v++) g_ref[t * V + v] = (float)((exp(r[v] - lse) - (v == tg[t])) * dloss);
+    }
+    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_g = dalloc(RG_DTYPE_BF16, n, off);
+    dbuf d_l = dalloc(RG_DTYPE_F32, T, off), d_t = dalloc(RG_DTYPE_I32, T, 0);
+    dput(&d_x, x);
+    dput_i32(&d_t, tg);
+    void *dl = in_place ? d_x.p : d_g.p;
+    rg_status s = be->ops->xent_forward_backward(be, (float *)d_l.p, dl, d_x.p, (const int32_t *)d_t.p,
+                                                 RG_IGNORE_INDEX, dloss, T, V);
+    CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    float *got = xmalloc(n * 4);
+    dget(&d_l, got);
+    snprintf(what, sizeof what, "%s: losses", tag);
+    CHECK_CLOSE(what, got, loss_ref, T, 1e-5);
+    dguard_ok(&d_l, what);
+    dget(in_place ? &d_x : &d_g, got);
+    snprintf(what, sizeof what, "%s: dlogits", tag);
+    CHECK_CLOSE(what, got, g_ref, n, 1 * U_BF16);
+    dguard_ok(in_place ? &d_x : &d_g, what);
+    bool zero_rows = true;
+    for (int64_t t = 0; t < T; t++)
+        if (tg[t] == RG_IGNORE_INDEX)
+            for (int v = 0; v < V; v++) zero_rows &= got[t * V + v] == 0.0f;
+    CHECK(zero_rows, "%s: ignored rows have exactly zero gradient", tag);
+    if (!in_place) { /* losses only: dlogits NULL, logits untouched */
+        dbuf d_l2 = dalloc(RG_DTYPE_F32, T, 0);
+        s = be->ops->xent_forward_backward(be, (float *)d_l2.p, NULL, d_x.p, (const int32_t *)d_t.p,
+                                           RG_IGNORE_INDEX, dloss, T, V);
+        dget(&d_l2, got);
+        snprintf(what, sizeof what, "%s: losses without dlogits", tag);
+        CHECK(s == RG_OK, "%s status", what);
+        CHECK_CLOSE(what, got, loss_ref, T, 1e-5);
+        dfree(&d_l2);
+    }
+    free(x); free(tg); free(loss_ref); free(g_ref); free(got);
+    dfree(&d_x); dfree(&d_g); dfree(&d_l); dfree(&d_t);
+}
+
+/* ---- embedding ---- */
+
+static void test_embedding(int64_t T, int C, int V, int L, size_t off) {
+    char tag[128], what[192];
+    snprintf(tag, sizeof tag, "embedding T=%lld C=%d V=%d L=%d off=%zu", (long long)T, C, V, L, off);
+    float *wte = bf16_randn((size_t)V * C, 1.0f), *wpe = bf16_randn((size_t)L * C, 1.0f);
+    int32_t *tok = xmalloc(T * 4), *pos = xmalloc(T * 4);
+    int32_t hot = (int32_t)rg_rng_below(&rng, V);
+    for (int64_t t = 0, p = 0; t < T; t++) { /* a frequent token (a long run after sorting), positions restart */
+        tok[t] = rg_rng_below(&rng, 3) == 0 ? hot : (int32_t)rg_rng_below(&rng, V);
+        if (p >= L || rg_rng_below(&rng, 50) == 0) p = 0;
+        pos[t] = (int32_t)p++;
+    }
+    size_t n = (size_t)T * C;
+    float *ref = xmalloc(n * 4), *got = xmalloc(n * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++)
+            ref[t * C + c] = rg_bf16_to_f32(rg_f32_to_bf16(wte[(size_t)tok[t] * C + c] + wpe[(size_t)pos[t] * C + c]));
+    dbuf d_wte = dalloc(RG_DTYPE_BF16, (size_t)V * C, off), d_wpe = dalloc(RG_DTYPE_BF16, (size_t)L * C, off);
+    dbuf d_tok = dalloc(RG_DTYPE_I32, T, 0), d_pos = dalloc(RG_DTYPE_I32, T, 0), d_out = dalloc(RG_DTYPE_BF16, n, off);
+    dput(&d_wte, wte);
+    dput(&d_wpe, wpe);
+    dput_i32(&d_tok, tok);
+    dput_i32(&d_pos, pos);
+    rg_status s = be->ops->embedding_forward(be, d_out.p, (const int32_t *)d_tok.p, (const int32_t *)d_pos.p,
+                                             d_wte.p, d_wpe.p, T, C);
+    CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    dget(&d_out, got);
+    CHECK(bits_equal(got, ref, n), "%s: forward equals bf16(wte + wpe) exactly", tag);
+    dguard_ok(&d_out, tag);
+
+    float *dout = bf16_randn(n, 1.0f), *dwte0 = randn((size_t)V * C, 1.0f), *dwpe0 = randn((size_t)L * C, 1.0f);
+    double *ate = calloc((size_t)V * C, sizeof *ate), *ape = calloc((size_t)L * C, sizeof *ape);
+    for (int64_t t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) {
+            ate[(size_t)tok[t] * C + c] += dout[t * C + c];
+            ape[(size_t)pos[t] * C + c] += dout[t * C + c];
+        }
+    float *te_ref = xmalloc((size_t)V * C * 4), *pe_ref = xmalloc((size_t)L * C * 4);
+    for (size_t i = 0; i < (size_t)V * C; i++) te_ref[i] = (float)(dwte0[i] + ate[i]);
+    for (size_t i = 0; i < (size_t)L * C; i++) pe_ref[i] = (float)(dwpe0[i] + ape[i]);
+    dbuf d_dout = dalloc(RG_DTYPE_BF16, n, off), d_dte = dalloc(RG_DTYPE_F32, (size_t)V * C, off);
+    dbuf d_dpe = dalloc(RG_DTYPE_F32, (size_t)L * C, off);
+    dput(&d_dout, dout);
+    float *te_got = xmalloc((size_t)V * C * 4), *te_first = xmalloc((size_t)V * C * 4);
+    float *pe_got = xmalloc((size_t)L * C * 4), *pe_first = xmalloc((size_t)L * C * 4);
+    for (int rep = 0; rep < 2; rep++) {
+        dput(&d_dte, dwte0);
+        dput(&d_dpe, dwpe0);
+        s = be->ops->embedding_backward(be, (float *)d_dte.p, (float *)d_dpe.p, d_dout.p, (const int32_t *)d_tok.p,
+                                        (const int32_t *)d_pos.p, T, C);
+        CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
+        dget(&d_dte, rep ? te_got : te_first);
+        dget(&d_dpe, rep ? pe_got : pe_first);
+    }
+    snprintf(what, sizeof what, "%s: dwte (+=)", tag);
+    CHECK_CLOSE(what, te_first, te_ref, (size_t)V * C, 1e-6);
+    dguard_ok(&d_dte, what);
+    snprintf(what, sizeof what, "%s: dwpe (+=)", tag);
+    CHECK_CLOSE(what, pe_first, pe_ref, (size_t)L * C, 1e-6);
+    dguard_ok(&d_dpe, what);
+    CHECK(bits_equal(te_got, te_first, (size_t)V * C) && bits_equal(pe_got, pe_first, (size_t)L * C),
+          "%s: backward bit-identical on a second run", tag);
+    free(wte); free(wpe); free(tok); free(pos); free(ref); free(got); free(dout); free(dwte0); free(dwpe0);
+    free(ate); free(ape); free(te_ref); free(pe_ref); free(te_got); free(te_first); free(pe_got); free(pe_first);
+    dfree(&d_wte); dfree(&d_wpe); dfree(&d_tok); dfree(&d_pos); dfree(&d_out); dfree(&d_dout); dfree(&d_dte);
+    dfree(&d_dpe);
+}
+
+/* ---- conversion, zero, sum of squares ---- */
+
+static void test_memory(int64_t n, size_t off) {
+    char what[128];
+    float *x = randn(n, 10.0f), *got = xmalloc(n * 4), *ref = xmalloc(n * 4);
+    x[0] = 1.00390625f; /* a bf16 tie: rounds to even */
+    dbuf d_f = dalloc(RG_DTYPE_F32, n, off), d_f2 = dalloc(RG_DTYPE_F32, n, off), d_h = dalloc(RG_DTYPE_BF16, n, off);
+    dbuf d_16 = dalloc(RG_DTYPE_F16, n, off);
+    dput(&d_f, x);
+    CHECK(be->ops->convert(be, d_h.p, RG_DTYPE_BF16, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->bf16");
+    dget(&d_h, got);
+    for (int64_t i = 0; i < n; i++) ref[i] = rg_bf16_to_f32(rg_f32_to_bf16(x[i]));
+    snprintf(what, sizeof what, "convert f32->bf16 n=%lld off=%zu", (long long)n, off);
+    CHECK(bits_equal(got, ref, n), "%s: rounds to nearest even like the host", what);
+    dguard_ok(&d_h, what);
+    CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_h.p, RG_DTYPE_BF16, n) == RG_OK, "convert bf16->f32");
+    dget(&d_f2, got);
+    CHECK(bits_equal(got, ref, n), "convert bf16->f32 n=%lld: exact", (long long)n);
+    dguard_ok(&d_f2, "convert bf16->f32");
+    CHECK(be->ops->convert(be, d_16.p, RG_DTYPE_F16, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->f16");
+    CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_16.p, RG_DTYPE_F16, n) == RG_OK, "convert f16->f32");
+    dget(&d_f2, got);
+    for (int64_t i = 0; i < n; i++) ref[i] = rg_f16_to_f32(rg_f32_to_f16(x[i]));
+    CHECK(bits_equal(got, ref, n), "convert f32->f16->f32 n=%lld: matches the host's rounding", (long long)n);
+    dguard_ok(&d_16, "convert f32->f16");
+    CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->f32");
+    dget(&d_f2, got);
+    CHECK(bits_equal(got, x, n), "convert f32->f32 n=%lld: a copy", (long long)n);
+    dguard_ok(&d_f2, "convert f32->f32");
+
+    double want = 0;
+    for (int64_t i = 0; i < n; i++) want += (double)x[i] * x[i];
+    double have = -1;
+    CHECK(be->ops->sum_squares(be, &have, (const float *)d_f.p, n) == RG_OK, "sum_squares status");
+    CHECK(fabs(have - want) <= 1e-12 * want, "sum_squares n=%lld: %.17g vs %.17g", (long long)n, have, want);
+
+    CHECK(be->ops->zero(be, d_f.p, n * sizeof(float)) == RG_OK, "zero status");
+    dget(&d_f, got);
+    bool all_zero = true;
+    for (int64_t i = 0; i < n; i++) all_zero &= got[i] == 0.0f;
+    CHECK(all_zero, "zero n=%lld", (long long)n);
+    dguard_ok(&d_f, "zero");
+    free(x); free(got); free(ref);
+    dfree(&d_f); dfree(&d_f2); dfree(&d_h); dfree(&d_16);
+}
+
+/* ---- optimizers: three steps against the same arithmetic in double ---- */
+
+static void test_optim(int64_t n, bool adamw, size_t off) {
+    char what[128];
+    float *p = randn(n, 1.0f), *m = calloc(n, 4), *v = calloc(n, 4), *got = xmalloc(n * 4), *pc = xmalloc(n * 4);
+    double *P = xmalloc(n * 8), *M = calloc(n, 8), *Vv = calloc(n, 8);
+    for (int64_t i = 0; i < n; i++) P[i] = p[i];
+    dbuf d_p = dalloc(RG_DTYPE_F32, n, off), d_m = dalloc(RG_DTYPE_F32, n, off), d_v = dalloc(RG_DTYPE_F32, n, off);
+    dbuf d_g = dalloc(RG_DTYPE_F32, n, off), d_c = dalloc(RG_DTYPE_BF16, n, off);
+    dput(&d_p, p);
+    dput(&d_m, m);
+    dput(&d_v, v);
+    const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, mom = 0.9f, scale = 0.5f;
+    for (int step = 1; step <= 3; step++) {
+        float *g = randn(n, 1.0f);
+        dput(&d_g, g);
+        rg_status s;
+        if (adamw) {
+            s = be->ops->adamw_update(be, (float *)d_p.p, d_c.p, (float *)d_m.p, (float *)d_v.p, (const float *)d_g.p,
+                                      n, lr, b1, b2, eps, wd, scale, step);
+            double bc1 = 1 - pow(b1, step), bc2 = 1 - pow(b2, step);
+            for (int64_t i = 0; i < n; i++) {
+                double gi = (double)g[i] * scale;
+                M[i] = b1 * M[i] + (1 - b1) * gi;
+                Vv[i] = b2 * Vv[i] + (1 - b2) * gi * gi;
+                P[i] = P[i] * (1 - (double)lr * wd) - lr / bc1 * M[i] / (sqrt(Vv[i]) / sqrt(bc2) + eps);
+            }
+        } else {
+            s = be->ops->sgd_update(be, (float *)d_p.p, d_c.p, (float *)d_m.p, (const float *)d_g.p, n, lr, mom, wd,
+                                    scale);
+            for (int64_t i = 0; i < n; i++) {
+                double gi = (double)g[i] * scale + wd * P[i];
+                M[i] = mom * M[i] + gi;
+                P[i] -= lr * M[i];
+            }
+        }
+        CHECK(s == RG_OK, "%s step %d status %s (%s)", adamw ? "adamw" : "sgd", step, rg_status_str(s),
+              rg_last_error());
+        free(g);
+    }
+    for (int64_t i = 0; i < n; i++) pc[i] = (float)P[i];
+    dget(&d_p, got);
+    snprintf(what, sizeof what, "%s n=%lld off=%zu: params after 3 steps", adamw ? "adamw" : "sgd", (long long)n, off);
+    CHECK_CLOSE(what, got, pc, n, 1e-6);
+    dguard_ok(&d_p, what);
+    float *c = xmalloc(n * 4);
+    dget(&d_c, c);
+    for (int64_t i = 0; i < n; i++) got[i] = rg_bf16_to_f32(rg_f32_to_bf16(got[i]));
+    CHECK(bits_equal(c, got, n), "%s: compute copy is bf16(param)", what);
+    dguard_ok(&d_c, "optimizer compute copy");
+    free(p); free(m); free(v); free(got); free(pc); free(P); free(M); free(Vv); free(c);
+    dfree(&d_p); dfree(&d_m); dfree(&d_v); dfree(&d_g); dfree(&d_c);
+}
+
+int main(void) {
+    rg_test_init("test_cuda_ops", &rng);
+    if (!rg_backend_available(RG_BACKEND_CUDA)) {
+        printf("test_cuda_ops: skipped: no CUDA backend in this build or no GPU on this machine\n");
+        return 77;
+    }
+    must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "cuda backend");
+    bool quick = rg_test_quick();
+
+    /* matmul: tile-aligned, off-tile, tiny and unaligned shapes; each GELU kind */
+    const int mm[][3] = {{64, 64, 128}, {37, 72, 200}, {1, 8, 8}, {5, 3, 7}, {130, 1024, 3072}};
+    int n_mm = quick ? 4 : 5;
+    for (int i = 0; i < n_mm; i++)
+        for (int gelu = RG_GELU_NONE; gelu <= RG_GELU_TANH; gelu++)
+            for (int bias = 0; bias <= 1; bias++) test_matmul(mm[i][0], mm[i][1], mm[i][2], gelu, bias, 0);
+    test_matmul(33, 64, 96, RG_GELU_ERF, true, 1);  /* 2-byte aligned operands */
+    test_matmul(33, 64, 96, RG_GELU_TANH, true, 4); /* 8-byte aligned: cuBLASLt plans per alignment */
+
+    const int ln[][2] = {{1, 8}, {33, 1024}, {17, 100}, {9, 4104}, {64, 768}, {300, 1024}, {5, 4096}};
+    for (int i = 0; i < 7; i++)
+        for (int bias = 0; bias <= 1; bias++) test_layernorm(ln[i][0], ln[i][1], bias, 0);
+    test_layernorm(20, 256, true, 3);
+
+    const int64_t ew[] = {1, 7, 8, 1000, 4099, 65536 + 5};
+    for (int i = 0; i < 6; i++)
+        for (int gelu = RG_GELU_ERF; gelu <= RG_GELU_TANH; gelu++) test_elementwise(ew[i], gelu, i % 2);
+
+    const int xe[][2] = {{1, 1}, {17, 1024}, {33, 1001}, {5, 50257}, {300, 1024}};
+    for (int i = 0; i < 5; i++) {
+        test_xent(xe[i][0], xe[i][1], false, 0);
+        test_xent(xe[i][0], xe[i][1], true, 0);
+    }
+    test_xent(9, 256, false, 5);
+
+    test_embedding(1, 8, 4, 2, 0);
+    test_embedding(300, 64, 50, 40, 0);
+    test_embedding(quick ? 500 : 4000, 1024, 1024, 1024, 0);
+    test_embedding(77, 20, 30, 16, 1);
+
+    const int64_t mem[] = {1, 9, 1000, 100003};
+    for (int i = 0; i < 4; i++) test_memory(mem[i], i % 2);
+    for (int i = 0; i < 4; i++) {
+        test_optim(mem[i], false, i % 2);
+        test_optim(mem[i], true, i % 2);
+    }
+
+    rg_backend_free(be);
+    return rg_test_finish();
+}
