@@ -11,7 +11,7 @@
 #   RG_TORCH=1 RG_CEILINGS=1 bash scripts/device_check.sh   + PyTorch + ceilings
 # Environment: RG_ARCH (CUDA architectures, default 90a), RG_BENCH_DIR (the
 # shared bench folder with lengths.txt and the PyTorch scripts, default .bench),
-# RG_SKIP_SANITIZE=1, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
+# RG_SKIP_SANITIZE=1, RG_LAB=0 (skip the lab), RG_OPS_BENCH=0, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -32,13 +32,19 @@ nvcc --version | tail -1 | tee -a "$SUM"
 # ---- build (OpenBLAS for the CPU backend: the system's, else a carried .deps/) ----
 cfg=(-S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH")
 if ! cmake "${cfg[@]}" >"$OUT/build.log" 2>&1; then
+  # The device image may lack OpenBLAS's headers: unpack the carried Debian
+  # packages (.debs/, fetched by `apt-get download` here) into .deps/.
+  if [ ! -d .deps/usr ] && ls .debs/*.deb >/dev/null 2>&1; then
+    for f in .debs/*.deb; do dpkg -x "$f" .deps; done
+  fi
   ob=$PWD/.deps/usr
-  if [ -d "$ob" ]; then
-    note "no system OpenBLAS: using the carried one in .deps"
-    export LD_LIBRARY_PATH=$ob/lib/x86_64-linux-gnu/openblas-pthread:$ob/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+  inc=$(ls -d "$ob"/include/x86_64-linux-gnu/openblas-*/ 2>/dev/null | head -1)
+  lib=$(ls "$ob"/lib/x86_64-linux-gnu/openblas-*/libopenblas.so* 2>/dev/null | head -1)
+  if [ -n "$inc" ] && [ -n "$lib" ]; then
+    note "no system OpenBLAS: using the carried one in .deps ($lib)"
+    export LD_LIBRARY_PATH=$(dirname "$lib"):$ob/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
     rm -rf "$BUILD"
-    cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$ob/include/x86_64-linux-gnu/openblas-pthread" \
-      -DOPENBLAS_LIBRARY="$ob/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so" >>"$OUT/build.log" 2>&1
+    cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$inc" -DOPENBLAS_LIBRARY="$lib" >>"$OUT/build.log" 2>&1
   fi
 fi
 if ! cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
@@ -72,7 +78,7 @@ if [ "${RG_SKIP_SANITIZE:-0}" != 1 ]; then
 fi
 
 # ---- kernel lab: every variant on the benchmark's batches ----
-if [ -f "$BENCH/lengths.txt" ]; then
+if [ -f "$BENCH/lengths.txt" ] && [ "${RG_LAB:-1}" = 1 ]; then
   : >"$OUT/lab.log"
   for dim in ${RG_LAB_DIMS:-64}; do
     "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" --dim "$dim" ${RG_LAB_ARGS:-} >"$OUT/lab.out" 2>"$OUT/lab.err"
