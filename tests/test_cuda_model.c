@@ -4,7 +4,8 @@
  * follows the CPU's. Skips (exit 77) without a CUDA device.
  * Thresholds: CUDA keeps activations in bf16 (8 significant bits, unit
  * roundoff 2^-9 = 2e-3); through 2 layers and a 96-way softmax the loss moves
- * by well under 1% and the gradients by a few percent in relative L2. */
+ * by well under 1% and the gradients by a few percent in relative L2 (measured
+ * on an H100, 2026-11-22: loss 7e-5, worst gradient 8.5e-3). */
 #include "test_model_util.h"
 
 /* Copies every parameter of src (fp32 master) into dst. */
@@ -106,13 +107,16 @@ static void compare_training(rg_backend *cpu, rg_backend *gpu, const rg_model_co
         double lg = rgs.loss_sum / (double)(rgs.n_targets ? rgs.n_targets : 1);
         if (s == 0) first_c = lc;
         if (s >= steps - 10) { last_c += lc / 10; last_g += lg / 10; }
-        /* early steps track closely; later the trajectories may drift apart by rounding */
-        if (s < 50) worst = fmax(worst, fabs(lg - lc) / lc);
+        /* the curves must coincide on the scale of the curve itself (its start):
+         * a relative error of a loss near 0 would only measure bf16 noise */
+        worst = fmax(worst, fabs(lg - lc));
         if (s % 50 == 0 || s == steps - 1) printf("train step %3d: loss cpu %.4f cuda %.4f\n", s, lc, lg);
         rg_batch_free(&b);
         for (int i = 0; i < 8; i++) free(seqs[i]);
     }
-    CHECK(worst <= 3e-2, "first 50 steps: cuda loss within 3%% of cpu (worst %.3g)", worst);
+    printf("train: worst |loss cuda - loss cpu| over %d steps %.4f (start %.4f)\n", steps, worst, first_c);
+    CHECK(worst <= 1e-2 * first_c, "every step: cuda loss within 1%% of the starting loss of cpu's (worst %.4f, start %.4f)",
+          worst, first_c);
     CHECK(last_c < 0.3 * first_c, "cpu learned the stream (%.4f -> %.4f)", first_c, last_c);
     CHECK(fabs(last_g - last_c) <= 0.1 * first_c, "final losses agree: cuda %.4f cpu %.4f (start %.4f)",
           last_g, last_c, first_c);
@@ -137,7 +141,7 @@ int main(void) {
     rg_model_config gpt2 = tm_gpt2_like(2, 4, 2, 96, 160);
     gpt2.d_model = 128; /* 4 heads of 32, 2 kv heads */
     compare_grads("gpt2-like gqa", cpu, gpu, &gpt2, &rng);
-    compare_training(cpu, gpu, &seed, &rng, rg_test_quick() ? 60 : 300);
+    compare_training(cpu, gpu, &seed, &rng, rg_test_quick() ? 60 : 200);
 
     rg_backend_free(gpu);
     rg_backend_free(cpu);
