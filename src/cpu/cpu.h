@@ -70,4 +70,8 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
 rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 
+/* Backward schedule of the flash kernel: 0 picks (default), 1 forces the
+ * single pass, 2 the two passes. Tests set it to cover both; not thread-safe. */
+extern int rg_cpu_flash_bwd_mode;
+
 #endif

@@ -1,6 +1,7 @@
 /* backend_cuda.cu — the CUDA backend's table: device memory on one stream, and
  * dispatch to the kernels (one .cu file per op family, named as in src/cpu). */
 #include "cuda/cuda_common.cuh"
+#include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 #include <stdlib.h>
 
@@ -15,6 +16,7 @@
 static void cuda_state_free(rg_cuda_state *st) {
     if (!st) return;
     rg_cuda_matmul_destroy(st);
+    rg_cuda_attn_ws_free(st->attn);
     if (st->lt) cublasLtDestroy(st->lt);
     if (st->lt_workspace) cudaFree(st->lt_workspace);
     if (st->scratch) cudaFree(st->scratch);
@@ -58,15 +60,16 @@ static rg_status cuda_sync(rg_backend *be) {
     return RG_OK;
 }
 
+/* Attention: our own tensor-core kernels (attention_fwd.cu, attention_bwd.cu). */
 static rg_status cuda_attn_forward(rg_backend *be, const rg_attn_args *a, const void *q, const void *k,
                                    const void *v, void *o, float *lse) {
-    return rg_fail(RG_ERR_UNSUPPORTED, "cuda: attention forward is not implemented yet");
+    return rg_cuda_attn_forward(be, a, q, k, v, o, lse);
 }
 
 static rg_status cuda_attn_backward(rg_backend *be, const rg_attn_args *a, const void *q, const void *k,
                                     const void *v, const void *o, const float *lse, const void *dout,
                                     void *dq, void *dk, void *dv) {
-    return rg_fail(RG_ERR_UNSUPPORTED, "cuda: attention backward is not implemented yet");
+    return rg_cuda_attn_backward(be, a, q, k, v, o, lse, dout, dq, dk, dv);
 }
 
 static rg_backend_ops make_ops(void) {

@@ -1,0 +1,152 @@
+#!/bin/bash
+# device_check.sh — everything the GPU machine has to do, in one call: build
+# ragged with CUDA, run every test (ctest: GPU tests run here, skip elsewhere),
+# compute-sanitizer memcheck and racecheck on the attention test (quick sizes),
+# the attention kernel lab (build-device/cuda_attn_lab), the model ops'
+# benchmark (build-device/cuda_ops_bench, RG_OPS_BENCH=0 skips it), and on request
+# PyTorch's attention benchmark and the GPU's two ceilings, for comparisons made
+# inside one call. Logs go to $OUT (default ./device-out); a summary is printed last.
+#
+#   bash scripts/device_check.sh                    build, tests, sanitizers, lab
+#   RG_TORCH=1 RG_CEILINGS=1 bash scripts/device_check.sh   + PyTorch + ceilings
+# Environment: RG_ARCH (CUDA architectures, default 90a), RG_BENCH_DIR (the
+# shared bench folder with lengths.txt and the PyTorch scripts, default .bench),
+# RG_SKIP_SANITIZE=1, RG_LAB=0 (skip the lab), RG_OPS_BENCH=0, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
+set -u
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+BUILD=${RG_BUILD:-build-device}
+ARCH=${RG_ARCH:-90a}
+BENCH=${RG_BENCH_DIR:-.bench}
+JOBS=$(nproc 2>/dev/null || echo 8)
+SUM="$OUT/summary.txt"
+: >"$SUM"
+note() { echo "$*" | tee -a "$SUM"; }
+t0=$(date +%s)
+since() { echo "$(($(date +%s) - t0))s"; }
+
+note "== device_check $(date -u +%Y-%m-%dT%H:%MZ) on $(hostname)"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | tee -a "$SUM"
+nvcc --version | tail -1 | tee -a "$SUM"
+
+# ---- build (OpenBLAS for the CPU backend: the system's, else a carried .deps/) ----
+cfg=(-S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$ARCH")
+if ! cmake "${cfg[@]}" >"$OUT/build.log" 2>&1; then
+  # The device image may lack OpenBLAS's headers: unpack the carried Debian
+  # packages (.debs/, fetched by `apt-get download` here) into .deps/.
+  if [ ! -d .deps/usr ] && ls .debs/*.deb >/dev/null 2>&1; then
+    for f in .debs/*.deb; do dpkg -x "$f" .deps; done
+  fi
+  ob=$PWD/.deps/usr
+  inc=$(ls -d "$ob"/include/x86_64-linux-gnu/openblas-*/ 2>/dev/null | head -1)
+  lib=$(ls "$ob"/lib/x86_64-linux-gnu/openblas-*/libopenblas.so* 2>/dev/null | head -1)
+  if [ -n "$inc" ] && [ -n "$lib" ]; then
+    note "no system OpenBLAS: using the carried one in .deps ($lib)"
+    export LD_LIBRARY_PATH=$(dirname "$lib"):$ob/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+    rm -rf "$BUILD"
+    cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$inc" -DOPENBLAS_LIBRARY="$lib" >>"$OUT/build.log" 2>&1
+  fi
+fi
+if ! cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
+  note "BUILD FAILED ($(since))"
+  grep -E "error|Error" "$OUT/build.log" | head -30
+  exit 1
+fi
+note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
+
+# ---- tests ----
+(cd "$BUILD" && ctest -V --timeout 400) >"$OUT/ctest.log" 2>&1
+rc=$?
+grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
+grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
+note "ctest rc=$rc ($(since))"
+
+# ---- compute-sanitizer on the attention test, quick sizes ----
+if [ "${RG_SKIP_SANITIZE:-0}" != 1 ]; then
+  CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ -n "$CS" ]; then
+    : >"$OUT/sanitizer.log"
+    for tool in memcheck racecheck; do
+      RG_TEST_QUICK=1 timeout 240 "$CS" --tool $tool --error-exitcode 9 "$BUILD/test_cuda_attention" \
+        >>"$OUT/sanitizer.log" 2>&1
+      src=$?
+      note "compute-sanitizer $tool: rc=$src, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(grep -E '[0-9]+ passed' "$OUT/sanitizer.log" | tail -1) ($(since))"
+    done
+  else
+    note "compute-sanitizer not found"
+  fi
+fi
+
+# ---- kernel lab: every variant on the benchmark's batches ----
+if [ -f "$BENCH/lengths.txt" ] && [ "${RG_LAB:-1}" = 1 ]; then
+  : >"$OUT/lab.log"
+  for dim in ${RG_LAB_DIMS:-64}; do
+    "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" --dim "$dim" ${RG_LAB_ARGS:-} >"$OUT/lab.out" 2>"$OUT/lab.err"
+    note "lab d=$dim rc=$? ($(since))"
+    cat "$OUT/lab.out" | tee -a "$OUT/lab.log"
+    cat "$OUT/lab.err" >>"$OUT/lab.log"
+    rm -f "$OUT/lab.out" "$OUT/lab.err"
+  done
+else
+  note "no $BENCH/lengths.txt: lab skipped"
+fi
+
+# ---- the model ops' benchmark (bench/cuda_ops_bench.c), when built ----
+if [ -x "$BUILD/cuda_ops_bench" ] && [ "${RG_OPS_BENCH:-1}" = 1 ]; then
+  timeout 240 "$BUILD/cuda_ops_bench" >"$OUT/ops_bench.log" 2>&1
+  note "cuda_ops_bench rc=$? ($(since))"
+fi
+
+# ---- Nsight Compute on the automatic kernels (one batch, one run of each) ----
+if [ "${RG_NCU:-0}" = 1 ]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+  if [ -n "$NCU" ]; then
+    timeout 240 "$NCU" --clock-control none -k regex:attn --launch-count 10 --section SpeedOfLight \
+      --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis --section LaunchStats \
+      "$BUILD/cuda_attn_lab" --lengths "$BENCH/lengths.txt" --no-sweep --batches 1 --iters 1 --warm 0 \
+      >"$OUT/ncu.log" 2>&1
+    note "ncu rc=$? ($(since))"
+    grep -E "attn_|Duration|Compute \(SM\) Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ" "$OUT/ncu.log" | sed 's/(const .*//' | head -80
+  else
+    note "ncu not found"
+  fi
+fi
+
+# ---- PyTorch's attention benchmark, same batches, same call ----
+if [ "${RG_TORCH:-0}" = 1 ] && [ -f "$BENCH/torch_attn_bench.py" ]; then
+  PYTHONUNBUFFERED=1 timeout 300 python3 "$BENCH/torch_attn_bench.py" >"$OUT/torch.log" 2>&1
+  note "torch bench rc=$? ($(since))"
+fi
+
+# ---- ceilings: a big bf16 GEMM and a big device copy through PyTorch ----
+if [ "${RG_CEILINGS:-0}" = 1 ]; then
+  timeout 120 python3 - >"$OUT/ceilings.log" 2>&1 <<'EOF'
+import torch
+def t(fn, reps):
+    for _ in range(3): fn()
+    torch.cuda.synchronize()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(reps): fn()
+    e.record(); torch.cuda.synchronize()
+    return s.elapsed_time(e) / reps
+n = 8192
+a = torch.randn(n, n, device='cuda', dtype=torch.bfloat16); b = torch.randn(n, n, device='cuda', dtype=torch.bfloat16)
+ms = t(lambda: a @ b, 20)
+print(f"ceiling gemm bf16 {n}^3: {2*n**3/ms/1e9:.1f} TFLOP/s ({ms:.3f} ms)")
+x = torch.randn(512 * 1024 * 1024, device='cuda', dtype=torch.float32); y = torch.empty_like(x)
+ms = t(lambda: y.copy_(x), 20)
+print(f"ceiling copy 2 GiB: {2*x.numel()*4/ms/1e6:.0f} GB/s read+write ({ms:.3f} ms)")
+EOF
+  cat "$OUT/ceilings.log" >>"$SUM"
+  rm -f "$OUT/ceilings.log"   # kept in the summary: $OUT returns at most 8 files
+fi
+
+# ---- summary (last, so it ends the output) ----
+echo
+echo "==================== summary ===================="
+cat "$SUM"
+grep RESULT "$OUT/lab.log" 2>/dev/null
+[ -f "$OUT/torch.log" ] && grep -E '"varlen"|error|gpu' "$OUT/torch.log"
+echo "total $(since)"
