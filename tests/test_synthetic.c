@@ -20,7 +20,7 @@ static int check_sequence(const rg_synth_opts *o, const int32_t *t, int32_t len,
     for (int32_t i = 0; i < n && ok; i++) ok = t[1 + i] >= RG_SYNTH_FIRST_SYMBOL && t[1 + i] < RG_SYNTH_FIRST_SYMBOL + ns;
     if (!CHECK(ok, "%s: TASK x SEP y EOS shape with symbols in range (task token %d)", what, t[0])) return -1;
     /* The reference answer: copy, reverse, or an insertion sort. */
-    int32_t *ref = malloc((size_t)n * sizeof *ref);
+    int32_t *ref = calloc((size_t)n + 1, sizeof *ref);
     if (!ref) return -1;
     if (task == 0) for (int32_t i = 0; i < n; i++) ref[i] = t[1 + i];
     if (task == 1) for (int32_t i = 0; i < n; i++) ref[i] = t[n - i];

@@ -322,10 +322,11 @@ static int write_plot(const mbench_opts *o, const mbench_run *run) {
         }
         groups[ng++] = strat_names[s];
     }
-    char sub[512], desc[256], err[512];
-    model_config_describe(&o->cfg, desc, sizeof desc);
-    snprintf(sub, sizeof sub, "--preset %s (%s); batch %d; %s, %d threads", o->model.preset, desc,
-             run->lengths.batch_size, rg_backend_name(run->be), rg_backend_n_threads(run->be));
+    char sub[512], err[512];
+    const rg_model_config *c = &o->cfg;
+    snprintf(sub, sizeof sub, "preset %s (%d layers, d_model %d, %d heads, max_seq_len %d), batch %d; %s, %d threads",
+             o->model.preset, c->n_layers, c->d_model, c->n_heads, c->max_seq_len, run->lengths.batch_size,
+             rg_backend_name(run->be), rg_backend_n_threads(run->be));
     if (svg_bar_chart(o->plot, "ragged bench: ms per step (lower is better)", sub, "ms per step (median)", groups, ng,
                       series, ns, values, spreads, err, sizeof err)) {
         fprintf(stderr, "ragged: " CMD ": --plot: %s\n", err);
