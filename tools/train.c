@@ -477,8 +477,10 @@ int cmd_train(int argc, char **argv) {
     char desc[256];
     model_config_describe(&o.cfg, desc, sizeof desc);
     printf("model: %s%s: %s\n", o.resume ? "from the checkpoint, preset " : "--preset ", o.model.preset, desc);
-    printf("data: synthetic %s, %d symbols, lengths %d..%d, seed %d; %s batches of %d sequences x %d micro-batch%s\n",
-           o.tasks, o.synth.n_symbols, o.synth.min_len < 5 ? 5 : o.synth.min_len, o.synth.max_len, o.seed, o.strategy,
+    /* Lengths are 2k + 3: the odd values inside [min_len, max_len]. */
+    int lo = o.synth.min_len < 5 ? 5 : o.synth.min_len | 1, hi = (o.synth.max_len - 3) / 2 * 2 + 3;
+    printf("data: synthetic %s, %d symbols, lengths %d..%d (odd), seed %d; %s batches of %d sequences x %d "
+           "micro-batch%s\n", o.tasks, o.synth.n_symbols, lo, hi, o.seed, o.strategy,
            o.batch_size, o.accum, o.accum == 1 ? "" : "es");
     printf("optimizer: %s lr %g -> %g (cosine over %" PRId64 " steps, warm-up %" PRId64 "), weight decay %g%s, "
            "clip %g; %s, %d threads\n", oc.kind == RG_OPTIM_ADAMW ? "AdamW" : "SGD", oc.lr, oc.min_lr, oc.total_steps,
