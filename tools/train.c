@@ -51,7 +51,7 @@ static void opts_default(train_opts *o) {
     o->clip = 1.0;
     o->decay_all = false;
     o->steps = 300;
-    o->warmup = 20;
+    o->warmup = -1;
     o->schedule_steps = 0;
     o->eval_every = 50;
     o->eval_seqs = 128;
@@ -80,7 +80,8 @@ static int parse_opts(train_opts *o, int argc, char **argv) {
         {"Optimizer", "optim", 0, ARG_CHOICE, &o->optim, "adamw|sgd", 1, 0, "optimizer (torch semantics)", NULL},
         {NULL, "lr", 0, ARG_DOUBLE, &o->lr, "X", 0, HUGE_VAL, "peak learning rate", NULL},
         {NULL, "min-lr", 0, ARG_DOUBLE, &o->min_lr, "X", 0, HUGE_VAL, "learning rate at the end of the cosine", NULL},
-        {NULL, "warmup", 0, ARG_INT, &o->warmup, "N", 0, INT_MAX, "steps of linear warm-up", NULL},
+        {NULL, "warmup", 0, ARG_INT, &o->warmup, "N", -1, INT_MAX, "steps of linear warm-up",
+         "-1 = min(20, a tenth of the schedule)"},
         {NULL, "steps", 'n', ARG_INT, &o->steps, "N", 1, INT_MAX, "train until this step (optimizer updates)", NULL},
         {NULL, "schedule-steps", 0, ARG_INT, &o->schedule_steps, "N", 0, INT_MAX,
          "cosine length (give the final one to stop and resume)", "0 = --steps"},
@@ -167,6 +168,7 @@ static int validate_opts(train_opts *o, bool resuming) {
     if (o->min_lr > o->lr) return args_error(CMD, "--min-lr", "%g exceeds --lr %g", o->min_lr, o->lr);
     if (!(o->lr > 0)) return args_error(CMD, "--lr", "expected a number > 0, got '%g'", o->lr);
     int sched = o->schedule_steps ? o->schedule_steps : o->steps;
+    if (o->warmup < 0) o->warmup = sched / 10 < 20 ? sched / 10 : 20;
     if (sched <= o->warmup)
         return args_error(CMD, "--warmup", "%d must be below the schedule's length %d (--schedule-steps or --steps)",
                           o->warmup, sched);
