@@ -1,6 +1,7 @@
 /* lengths.c — sequence lengths for benchmarks (ragged.h section 5): read from a
  * text file (one batch per line) or drawn uniformly from a seed. */
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/rng.h"
 #include "core/status.h"
 #include "ragged.h"
@@ -9,46 +10,6 @@
 #include <string.h>
 
 #define FN "rg_lengths_read"
-
-/* The whole file in a buffer of *len bytes (+ a NUL), or an RG_ERR_IO status. */
-static rg_status slurp(const char *path, char **out, size_t *len) {
-    *out = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rg_fail(RG_ERR_IO, FN ": cannot open '%s': %s", path, strerror(errno));
-    size_t cap = 0, n = 0;
-    char *buf = NULL;
-    rg_status st = RG_OK;
-    for (;;) {
-        if (n == cap) { /* grow by doubling: rg_alloc has no realloc */
-            size_t ncap = cap ? cap * 2 : 1 << 16;
-            char *nbuf;
-            if (ncap < cap || (st = rg_alloc((void **)&nbuf, ncap + 1, 1, FN ": file buffer"))) {
-                if (ncap < cap) st = rg_fail(RG_ERR_OVERFLOW, FN ": '%s' is too large", path);
-                break;
-            }
-            if (n) memcpy(nbuf, buf, n);
-            rg_free(buf);
-            buf = nbuf;
-            cap = ncap;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) st = rg_fail(RG_ERR_IO, FN ": cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
-    if (st != RG_OK) {
-        rg_free(buf);
-        return st;
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return RG_OK;
-}
 
 static bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
@@ -115,7 +76,7 @@ rg_status rg_lengths_read(const char *path, rg_lengths *out) {
     if (!path) return rg_fail(RG_ERR_INVALID_ARG, FN ": path is NULL");
     char *buf;
     size_t len;
-    RG_TRY(slurp(path, &buf, &len));
+    RG_TRY(rg_read_file(FN, path, &buf, &len));
     rg_lengths l = {0};
     rg_status st = parse(path, buf, len, NULL, &l.n_batches, &l.batch_size, &l.longest);
     if (st == RG_OK)

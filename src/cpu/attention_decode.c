@@ -6,27 +6,9 @@
 #include "core/status.h"
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "core/threads.h"
 
 #define PART RG_ATTN_DECODE_PARTITION
-
-static int n_threads_max(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* One task: the g query heads sharing kv head kvh of sequence b, over keys
  * [j0, j1) (one partition). Each K/V row is read once for the whole group.
@@ -76,7 +58,7 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
     const int32_t S = a->n_seqs, h = a->n_heads, hkv = a->n_kv_heads, d = a->head_dim;
     const int32_t g = h / hkv;
     const int32_t max_parts = a->max_seq_len > 0 ? (a->max_seq_len + PART - 1) / PART : 1;
-    const int nt = n_threads_max();
+    const int nt = rg_thread_count();
 
     /* Task t = (b * hkv + kvh) * max_parts + p owns partials m, l (g) at t * g
      * and acc (g, d) at t * g * d; each thread has scores (g, PART). */
@@ -96,7 +78,7 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
         int32_t len = a->seq_lens_host[b], j0 = p * PART;
         if (j0 >= len) continue;
         int32_t j1 = len - j0 < PART ? len : j0 + PART;
-        float *sc = scores + (size_t)thread_id() * (size_t)g * PART;
+        float *sc = scores + (size_t)rg_thread_id() * (size_t)g * PART;
         decode_part(a, q, kc, vc, b, kvh, j0, j1, sc, pm + t * g, pl + t * g, pacc + t * g * d);
     }
 

@@ -12,9 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "core/threads.h"
 
 /* Tile sizes: a (BR x d) query tile, a (BC x d) key tile, their (BC x BR) score
  * tile. With d = 64 each is 16 KiB: a pair's working set sits in L2 and the
@@ -31,22 +29,6 @@ static const float LOG2E = 1.44269504088896341f;
 static const float LN2 = 0.693147180559945309f;
 
 int rg_cpu_flash_bwd_mode = 0;
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
 
 static int imin(int a, int b) { return a < b ? a : b; }
 static int round8(int n) { return (n + 7) & ~7; }
@@ -400,7 +382,7 @@ static void fwd_tile(const rg_attn_args *a, const float *q, const float *k, cons
 rg_status rg_cpu_attn_forward_flash(const rg_attn_args *a, const float *q, const float *k,
                                     const float *v, float *o, float *lse) {
     const rg_attn_desc *d = &a->desc;
-    const int D = d->head_dim, H = d->n_heads, nt = thread_count();
+    const int D = d->head_dim, H = d->n_heads, nt = rg_thread_count();
     const size_t per = (fwd_ws_floats(D) + 15) & ~(size_t)15;
     worklist wl;
     float *scratch;
@@ -411,7 +393,7 @@ rg_status rg_cpu_attn_forward_flash(const rg_attn_args *a, const float *q, const
     const int64_t n_items = wl.start[wl.n];
     #pragma omp parallel
     {
-        fwd_ws w = fwd_ws_at(scratch + (size_t)thread_id() * per, D);
+        fwd_ws w = fwd_ws_at(scratch + (size_t)rg_thread_id() * per, D);
         #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < n_items; it++) {
             int64_t local;
@@ -674,7 +656,7 @@ rg_status rg_cpu_attn_backward_flash(const rg_attn_args *a, const float *q, cons
                                      const float *v, const float *o, const float *lse,
                                      const float *dout, float *dq, float *dk, float *dv) {
     const rg_attn_desc *d = &a->desc;
-    const int D = d->head_dim, H = d->n_heads, HK = d->n_kv_heads, nt = thread_count();
+    const int D = d->head_dim, H = d->n_heads, HK = d->n_kv_heads, nt = rg_thread_count();
     const int64_t TQ = a->total_q;
     int32_t maxk = 0;
     for (int32_t b = 0; b < d->batch; b++)
@@ -701,7 +683,7 @@ rg_status rg_cpu_attn_backward_flash(const rg_attn_args *a, const float *q, cons
     const int64_t n1 = w1.start[w1.n], n2 = single ? 0 : w2.start[w2.n];
     #pragma omp parallel
     {
-        float *ws = scratch + (size_t)thread_id() * per;
+        float *ws = scratch + (size_t)rg_thread_id() * per;
         /* D_i = rowsum(dO_i * O_i), laid out (h, total_q) like lse */
         #pragma omp for schedule(static)
         for (int64_t t = 0; t < TQ; t++)

@@ -9,25 +9,7 @@
 #include "core/status.h"
 #include <math.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
-static int thread_id(void) {
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
-static int thread_count(void) {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
+#include "core/threads.h"
 
 /* Start of sequence b's mask block (elements). */
 static int64_t mask_offset(const rg_attn_desc *d, int32_t b) {
@@ -87,7 +69,7 @@ rg_status rg_cpu_attn_forward_ref(const rg_attn_args *a, const float *q, const f
     int32_t maxk = 1;
     for (int32_t b = 0; b < d->batch; b++)
         if (d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b] > maxk) maxk = d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b];
-    const int nt = thread_count();
+    const int nt = rg_thread_count();
     double *scratch;   /* per thread: scores (maxk) + output accumulator (D) */
     size_t per = (size_t)maxk + (size_t)D;
     RG_TRY(rg_alloc((void **)&scratch, (size_t)nt * per, sizeof(double), "reference attention scratch"));
@@ -95,7 +77,7 @@ rg_status rg_cpu_attn_forward_ref(const rg_attn_args *a, const float *q, const f
     #pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int32_t b = 0; b < d->batch; b++) {
         for (int32_t h = 0; h < H; h++) {
-            double *s = scratch + (size_t)thread_id() * per, *acc = s + maxk;
+            double *s = scratch + (size_t)rg_thread_id() * per, *acc = s + maxk;
             const int32_t q0 = d->cu_seqlens_q[b], lq = d->cu_seqlens_q[b + 1] - q0;
             const int32_t k0 = d->cu_seqlens_k[b], lk = d->cu_seqlens_k[b + 1] - k0;
             const int64_t moff = d->mask_kind ? mask_offset(d, b) : 0;
@@ -135,7 +117,7 @@ rg_status rg_cpu_attn_backward_ref(const rg_attn_args *a, const float *q, const 
     int32_t maxk = 1;
     for (int32_t b = 0; b < d->batch; b++)
         if (d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b] > maxk) maxk = d->cu_seqlens_k[b + 1] - d->cu_seqlens_k[b];
-    const int nt = thread_count();
+    const int nt = rg_thread_count();
     /* per thread: p (maxk), dp (maxk), dq row (D), dk and dv of the sequence (2 * maxk * D) */
     size_t per = 2 * (size_t)maxk + (size_t)D + 2 * (size_t)maxk * D;
     double *scratch;
@@ -144,7 +126,7 @@ rg_status rg_cpu_attn_backward_ref(const rg_attn_args *a, const float *q, const 
     #pragma omp parallel for schedule(dynamic, 1) collapse(2)
     for (int32_t b = 0; b < d->batch; b++) {
         for (int32_t hk = 0; hk < HK; hk++) {
-            double *p = scratch + (size_t)thread_id() * per, *dp = p + maxk, *dqi = dp + maxk;
+            double *p = scratch + (size_t)rg_thread_id() * per, *dp = p + maxk, *dqi = dp + maxk;
             double *dks = dqi + D, *dvs = dks + (size_t)maxk * D;
             const int32_t q0 = d->cu_seqlens_q[b], lq = d->cu_seqlens_q[b + 1] - q0;
             const int32_t k0 = d->cu_seqlens_k[b], lk = d->cu_seqlens_k[b + 1] - k0;

@@ -2,6 +2,7 @@
  * merges.txt loading, merges by rank over pre-tokens (pretok.c), a cache of
  * encoded pieces, decoding. */
 #include "core/alloc.h"
+#include "core/file.h"
 #include "core/status.h"
 #include "io/json.h"
 #include "io/tokenizer.h"
@@ -135,31 +136,12 @@ static rg_status lfail_line(const loader *L, size_t pos, int line, const char *w
 
 static rg_status lfail(const loader *L, size_t pos, const char *what) { return lfail_line(L, pos, 0, what); }
 
+/* The whole file (NUL-terminated) through the shared reader, as bytes. */
 static rg_status slurp(const char *path, uint8_t **out, size_t *len) {
-    *out = NULL;
-    *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rg_fail(RG_ERR_IO, FN ": cannot open '%s': %s", path, strerror(errno));
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
-    rg_status st = RG_OK;
-    for (;;) {
-        if ((st = grow((void **)&buf, &cap, n + 65536, 1, FN ": file buffer")) != RG_OK) break;
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) st = rg_fail(RG_ERR_IO, FN ": cannot read '%s': %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
-    if (st != RG_OK) {
-        rg_free(buf);
-        return st;
-    }
-    *out = buf;
-    *len = n;
-    return RG_OK;
+    char *raw;
+    rg_status st = rg_read_file(FN, path, &raw, len);
+    *out = (uint8_t *)raw;
+    return st;
 }
 
 /* Converts UTF-8 text s[0..n) of alphabet characters into the bytes they
