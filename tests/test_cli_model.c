@@ -12,6 +12,7 @@
 #include "../tools/args.c"
 #include "backend.h"
 #include "check.h"
+#include "cli_util.h"
 #include "io/json.h"
 #include "ragged.h"
 #include <dirent.h>
@@ -23,42 +24,13 @@
 
 static char tmpdir[] = "/tmp/rg_test_cli_model_XXXXXX";
 
-static const char *slurp(const char *path, char *buf, size_t size) {
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return buf;
-    size_t n = fread(buf, 1, size - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (f) { fputs(text, f); fclose(f); }
-}
-
-/* Runs `./ragged ARGS` in tmpdir's parent working directory; returns the
- * exit status, *out and *err its stdout and stderr. */
-static int run_cli(const char *args, const char **out, const char **err) {
-    static char ob[1 << 17], eb[1 << 15];
-    char cmd[2048], po[96], pe[96];
-    snprintf(po, sizeof po, "%s/out", tmpdir);
-    snprintf(pe, sizeof pe, "%s/err", tmpdir);
-    snprintf(cmd, sizeof cmd, "./ragged %s >%s 2>%s", args, po, pe);
-    int st = system(cmd);
-    *out = slurp(po, ob, sizeof ob);
-    *err = slurp(pe, eb, sizeof eb);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* Every flag on an option line with "(default: " on that line or, when the
  * flag's column overflows, on the next. */
 static void check_help(const char *cmd, const char *const *flags, size_t n) {
     const char *out = "", *err = "";
     char args[128];
     snprintf(args, sizeof args, "%s --help", cmd);
-    CHECK(run_cli(args, &out, &err) == 0 && !*err, "'ragged %s' exits 0, nothing on stderr", args);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0 && !*err, "'ragged %s' exits 0, nothing on stderr", args);
     for (size_t i = 0; i < n; i++) {
         bool found = false;
         for (const char *line = out; line && *line && !found; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
@@ -92,15 +64,15 @@ static void test_help(void) {
     check_help("train", model, 8);
     check_help("train", train, sizeof train / sizeof train[0]);
     const char *out = "", *err = "";
-    CHECK(run_cli("bench --help", &out, &err) == 0 && strstr(out, "subcommands:") && strstr(out, "attn") &&
+    CHECK(cli_run(tmpdir, "bench --help", &out, &err) == 0 && strstr(out, "subcommands:") && strstr(out, "attn") &&
           strstr(out, "NON-causal"), "bench --help names the subcommands and the eval's attention");
-    CHECK(run_cli("--help", &out, &err) == 0 && strstr(out, "  train ") && strstr(out, "  bench "), "ragged --help lists train");
+    CHECK(cli_run(tmpdir, "--help", &out, &err) == 0 && strstr(out, "  train ") && strstr(out, "  bench "), "ragged --help lists train");
 }
 
 static void test_bad_flags(void) {
     char lpath[128], args[512], ckpt[128];
     snprintf(lpath, sizeof lpath, "%s/long.txt", tmpdir);
-    write_file(lpath, "3 300\n");
+    cli_write_file(lpath, "3 300\n");
     snprintf(ckpt, sizeof ckpt, "%s/none.st", tmpdir);
     struct { const char *args, *msg; int code; } bad[] = {
         {"bench --strategies pad,packed", "ragged: bench: --strategies: expected a comma-separated list of pad-to-max, "
@@ -143,7 +115,7 @@ static void test_bad_flags(void) {
     const char *out = "", *err = "";
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (!bad[i].msg && rg_backend_available(RG_BACKEND_CUDA)) continue;
-        int code = run_cli(bad[i].args, &out, &err);
+        int code = cli_run(tmpdir, bad[i].args, &out, &err);
         CHECK(code == bad[i].code, "'ragged %s' exits %d (got %d)", bad[i].args, bad[i].code, code);
         if (bad[i].msg)
             CHECK(!strncmp(err, bad[i].msg, strlen(bad[i].msg)), "'ragged %s' says '%s' (got '%s')", bad[i].args,
@@ -152,13 +124,13 @@ static void test_bad_flags(void) {
         CHECK(!*out, "nothing on stdout for '%s' (got '%s')", bad[i].args, out);
     }
     snprintf(args, sizeof args, "bench --lengths %s", lpath);
-    CHECK(run_cli(args, &out, &err) == 2 && strstr(err, "ragged: bench: --lengths: the longest length 300 in ") == err &&
+    CHECK(cli_run(tmpdir, args, &out, &err) == 2 && strstr(err, "ragged: bench: --lengths: the longest length 300 in ") == err &&
           strstr(err, "exceeds the model's max_seq_len 256 (--preset seed or --max-seq-len)\n"), "too long lengths: '%s'", err);
     snprintf(args, sizeof args, "train --resume %s -p tiny", ckpt);
-    CHECK(run_cli(args, &out, &err) == 2 && !strcmp(err, "ragged: train: --resume: the model comes from the checkpoint: "
+    CHECK(cli_run(tmpdir, args, &out, &err) == 2 && !strcmp(err, "ragged: train: --resume: the model comes from the checkpoint: "
                                                          "drop --preset and the model flags\n"), "resume + preset: '%s'", err);
     snprintf(args, sizeof args, "train --resume %s --layers 3", ckpt);
-    CHECK(run_cli(args, &out, &err) == 2 && strstr(err, "drop --preset"), "resume + override: '%s'", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 2 && strstr(err, "drop --preset"), "resume + override: '%s'", err);
 }
 
 /* The tools' parameter count for every preset equals the model's. */
@@ -220,7 +192,7 @@ static void test_bench_run(void) {
     char args[512], svg[128], buf[1 << 16];
     snprintf(svg, sizeof svg, "%s/chart.svg", tmpdir);
     snprintf(args, sizeof args, "bench -p tiny -b 5 -n 2 -w 1 -q --peak-n 32 -t 1 -o json --plot %s", svg);
-    CHECK(run_cli(args, &out, &err) == 0 && !*err, "tiny bench -o json exits 0, quiet (stderr '%s')", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0 && !*err, "tiny bench -o json exits 0, quiet (stderr '%s')", err);
     rg_json_doc *doc = NULL;
     if (!CHECK(rg_json_parse(out, strlen(out), 0, "bench output", &doc) == RG_OK, "bench -o json parses: %s\n%s",
                rg_last_error(), out))
@@ -261,7 +233,7 @@ static void test_bench_run(void) {
     CHECK(noncausal, "the notes say eval is non-causal");
     rg_json_free(doc);
 
-    slurp(svg, buf, sizeof buf);
+    cli_slurp(svg, buf, sizeof buf);
     CHECK(!strncmp(buf, "<svg ", 5) && strstr(buf, "</svg>\n") && strstr(buf, ">pad-to-max<") && strstr(buf, ">bucketed<") &&
           strstr(buf, ">train (causal)<"), "the SVG chart has every strategy and both modes");
     DIR *d = opendir(tmpdir);
@@ -273,14 +245,14 @@ static void test_bench_run(void) {
     /* CSV, a lengths file, a subset of strategies, one mode; progress on stderr. */
     char lpath[128];
     snprintf(lpath, sizeof lpath, "%s/lengths.txt", tmpdir);
-    write_file(lpath, "# two batches\n3 1 40 7\n64 2 5 9\n");
+    cli_write_file(lpath, "# two batches\n3 1 40 7\n64 2 5 9\n");
     snprintf(args, sizeof args, "bench -p tiny -l %s -n 3 -w 0 --no-peak -m train --strategies packed,pad-to-max -o csv", lpath);
-    CHECK(run_cli(args, &out, &err) == 0, "tiny csv run exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "tiny csv run exits 0: %s", err);
     CHECK(!strncmp(out, "strategy,mode,steps,ms_median,", 30) && strstr(out, "\npad-to-max,train,3,") &&
           strstr(out, "\npacked,train,3,") && !strstr(out, "eval") && !strstr(out, "bucketed"), "csv rows:\n%s", out);
     CHECK(strstr(err, "bench [") && strstr(err, "train packed: step 3/3") && strstr(err, "done in"), "progress: '%s'", err);
     snprintf(args, sizeof args, "bench -p tiny -n 1 -w 0 -b 3 --no-peak -q --strategies bucketed -m eval");
-    CHECK(run_cli(args, &out, &err) == 0 && strstr(out, "| bucketed ") && strstr(out, "not measured (--no-peak)"),
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0 && strstr(out, "| bucketed ") && strstr(out, "not measured (--no-peak)"),
           "markdown, one strategy: %s%s", out, err);
 }
 
@@ -330,7 +302,7 @@ static void test_train_run(void) {
     /* Straight through: 2N steps. The loss falls (random init ~ ln 64 and above). */
     snprintf(args, sizeof args, "train -p tiny -t 1 -n %d --lr 3e-3 --warmup 5 --log-every 1 --eval-every %d -o %s", 2 * N,
              N, a);
-    CHECK(run_cli(args, &out, &err) == 0 && !*err, "tiny training exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0 && !*err, "tiny training exits 0: %s", err);
     snprintf(log_a, sizeof log_a, "%s", out);
     double la[200] = {0}, lc[200] = {0};
     int na = read_losses(log_a, la, 200);
@@ -381,9 +353,9 @@ static void test_train_run(void) {
      * same losses, the same final weights and optimizer state, bit for bit. */
     snprintf(args, sizeof args, "train -p tiny -t 1 -n %d --schedule-steps %d --lr 3e-3 --warmup 5 --log-every 1 "
              "--eval-every %d -o %s", N, 2 * N, N, b);
-    CHECK(run_cli(args, &out, &err) == 0, "first half exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "first half exits 0: %s", err);
     snprintf(args, sizeof args, "train -t 1 --resume %s -n %d --log-every 1 -o %s", b, 2 * N, c);
-    CHECK(run_cli(args, &out, &err) == 0, "resumed half exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "resumed half exits 0: %s", err);
     CHECK(strstr(out, "resumed from ") && strstr(out, "at step "), "the resume is announced");
     int nc = read_losses(out, lc, 200);
     CHECK(nc == 2 * N && lc[N - 1] == 0, "the resumed run logs steps %d..%d only", N + 1, 2 * N);
@@ -395,25 +367,25 @@ static void test_train_run(void) {
     int d = compare_checkpoints(a, c, &count);
     CHECK(d == 0 && count > 0, "final checkpoints identical bit for bit (%d of %zu tensors differ)", d, count);
     snprintf(args, sizeof args, "train --resume %s -n %d", c, 2 * N);
-    CHECK(run_cli(args, &out, &err) == 2 && strstr(err, "is not beyond the checkpoint's step"), "nothing to resume: '%s'", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 2 && strstr(err, "is not beyond the checkpoint's step"), "nothing to resume: '%s'", err);
 
     /* SGD with momentum, accumulation and padded batches: its one state (m) saved and resumed exactly. */
     snprintf(args, sizeof args, "train -p tiny -t 1 -n 8 --optim sgd --lr 0.05 --min-lr 0 --momentum 0.9 --warmup 2 "
              "--accum 2 -b 3 --strategy pad-to-longest --log-every 1 --eval-every 0 --eval-seqs 5 -o %s", a);
-    CHECK(run_cli(args, &out, &err) == 0, "sgd run exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "sgd run exits 0: %s", err);
     read_losses(out, la, 200);
     snprintf(args, sizeof args, "train -p tiny -t 1 -n 5 --schedule-steps 8 --optim sgd --lr 0.05 --min-lr 0 --momentum 0.9 "
              "--warmup 2 --accum 2 -b 3 --strategy pad-to-longest --log-every 1 --eval-every 0 --eval-seqs 5 -o %s", b);
-    CHECK(run_cli(args, &out, &err) == 0, "sgd first part exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "sgd first part exits 0: %s", err);
     snprintf(args, sizeof args, "train -t 1 -r %s -n 8 --log-every 1 -o %s", b, c);
-    CHECK(run_cli(args, &out, &err) == 0, "sgd resume exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "sgd resume exits 0: %s", err);
     read_losses(out, lc, 200);
     CHECK(la[5] == lc[5] && la[7] == lc[7] && la[7] > 0, "sgd resumed losses equal (%.4f %.4f)", la[7], lc[7]);
     d = compare_checkpoints(a, c, &count);
     /* tiny: 24 tensors (wte, wpe, 10 per block x 2, lm_head weight and bias), each with its momentum */
     CHECK(d == 0 && count == 2 * 24, "sgd checkpoints identical, weights and momentum (%d differ of %zu)", d, count);
     snprintf(args, sizeof args, "train -t 1 -r %s -n 9 --optim adamw", b);
-    CHECK(run_cli(args, &out, &err) == 1 && strstr(err, "no tensor 'optim.v."), "switching to AdamW on resume needs its state: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 1 && strstr(err, "no tensor 'optim.v."), "switching to AdamW on resume needs its state: %s", err);
 }
 
 int main(void) {

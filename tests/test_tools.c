@@ -8,6 +8,7 @@
 #include "../tools/report.c"
 #include "../tools/stats.c"
 #include "check.h"
+#include "cli_util.h"
 #include "ragged.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,18 +21,7 @@ static char tmpdir[] = "/tmp/rg_test_tools_XXXXXX";
 /* Reads a whole file into a static buffer ("" when missing). */
 static const char *slurp(const char *path) {
     static char buf[1 << 16];
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return buf;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
-
-static void write_file(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    if (f) { fputs(text, f); fclose(f); }
+    return cli_slurp(path, buf, sizeof buf);
 }
 
 /* Runs args_parse with stderr captured; returns its result, *err the message. */
@@ -196,20 +186,6 @@ static void test_report(void) {
           "number formatting by magnitude");
 }
 
-/* Runs `./ragged ARGS`, returns the exit status; its stdout and stderr land in files. */
-static int run_cli(const char *args, const char **out, const char **err) {
-    static char out_buf[1 << 16];
-    char cmd[1024], po[64], pe[64];
-    snprintf(po, sizeof po, "%s/out", tmpdir);
-    snprintf(pe, sizeof pe, "%s/err", tmpdir);
-    snprintf(cmd, sizeof cmd, "./ragged %s >%s 2>%s", args, po, pe);
-    int st = system(cmd);
-    snprintf(out_buf, sizeof out_buf, "%s", slurp(po));
-    *out = out_buf;
-    *err = slurp(pe);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* True when this build's CPU flash kernel runs (the tiny end-to-end run needs it). */
 static bool flash_available(void) {
     rg_backend *be = NULL;
@@ -230,7 +206,7 @@ static void test_cli(void) {
         return;
     }
     const char *out, *err;
-    CHECK(run_cli("bench attn --help", &out, &err) == 0 && strstr(out, "usage: ragged bench attn"), "--help exits 0");
+    CHECK(cli_run(tmpdir, "bench attn --help", &out, &err) == 0 && strstr(out, "usage: ragged bench attn"), "--help exits 0");
     const char *flags[] = {"--lengths", "--batches", "--batch-size", "--max-len", "--seed", "--heads", "--kv-heads",
                            "--head-dim", "--[no-]causal", "--mode", "--impl", "--ref-gflop", "--[no-]ref-full",
                            "--[no-]check", "--reps", "--warmup", "--threads", "--backend", "--[no-]peak",
@@ -250,7 +226,7 @@ static void test_cli(void) {
         }
         CHECK(found, "--help lists %s with its default", flags[i]);
     }
-    CHECK(run_cli("bench --help", &out, &err) == 0 && strstr(out, "attn") && strstr(out, "--heads"), "bench --help");
+    CHECK(cli_run(tmpdir, "bench --help", &out, &err) == 0 && strstr(out, "attn") && strstr(out, "--heads"), "bench --help");
 
     struct { const char *args, *msg; int code; } bad[] = {
         {"bench attn --heads x", "ragged: bench attn: --heads: expected a positive integer, got 'x'\n", 2},
@@ -269,7 +245,7 @@ static void test_cli(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (!bad[i].msg && rg_backend_available(RG_BACKEND_CUDA)) continue;   /* the cuda case needs no GPU */
-        int code = run_cli(bad[i].args, &out, &err);
+        int code = cli_run(tmpdir, bad[i].args, &out, &err);
         CHECK(code == bad[i].code, "'ragged %s' exits %d (got %d)", bad[i].args, bad[i].code, code);
         if (bad[i].msg)   /* the message first; a usage summary may follow */
             CHECK(!strncmp(err, bad[i].msg, strlen(bad[i].msg)), "'ragged %s' says '%s' (got '%s')", bad[i].args, bad[i].msg, err);
@@ -278,32 +254,32 @@ static void test_cli(void) {
     }
     char lpath[64], args[256];
     snprintf(lpath, sizeof lpath, "%s/big.txt", tmpdir);
-    write_file(lpath, "5 20\n3 x\n");
+    cli_write_file(lpath, "5 20\n3 x\n");
     snprintf(args, sizeof args, "bench attn --lengths %s", lpath);
-    CHECK(run_cli(args, &out, &err) == 1 && strstr(err, "ragged: bench attn: --lengths: ") == err && strstr(err, lpath) &&
+    CHECK(cli_run(tmpdir, args, &out, &err) == 1 && strstr(err, "ragged: bench attn: --lengths: ") == err && strstr(err, lpath) &&
           strstr(err, ":2:"), "a malformed lengths file is named with its line: '%s'", err);
-    write_file(lpath, "5 20\n");
+    cli_write_file(lpath, "5 20\n");
     snprintf(args, sizeof args, "bench attn --lengths %s --max-len 16", lpath);
-    CHECK(run_cli(args, &out, &err) == 2 && strstr(err, "--max-len: 16 is below the longest length 20"), "max-len check: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 2 && strstr(err, "--max-len: 16 is below the longest length 20"), "max-len check: %s", err);
 
     if (!flash_available()) {
         printf("the CPU flash kernel is not in this build yet: the end-to-end run of 'ragged bench attn' is not tested\n");
         return;
     }
     /* Tiny end-to-end runs: every implementation, both modes, the check passes, each format parses as expected. */
-    write_file(lpath, "# tiny\n3 1 7\n16 2 5\n");
+    cli_write_file(lpath, "# tiny\n3 1 7\n16 2 5\n");
     snprintf(args, sizeof args, "bench attn --lengths %s --max-len 16 --heads 4 --kv-heads 2 -d 16 -r 2 -w 1 -q --peak-n 8 -o json", lpath);
-    CHECK(run_cli(args, &out, &err) == 0, "tiny json run exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "tiny json run exits 0: %s", err);
     CHECK(strstr(out, "\"impl\": \"flash\", \"mode\": \"fwd\"") && strstr(out, "\"impl\": \"padded\", \"mode\": \"fwd+bwd\"") &&
           strstr(out, "\"impl\": \"reference\", \"mode\": \"fwd+bwd\"") && strstr(out, "check: flash vs reference") &&
           !strstr(out, "MISMATCH") && strstr(out, "\"n_batches\": \"2\""), "tiny json run's rows and check:\n%s", out);
     CHECK(!*err, "-q: nothing on stderr (got '%s')", err);
     snprintf(args, sizeof args, "bench attn --lengths %s --max-len 16 --heads 2 -d 8 -r 1 -w 0 --no-peak --mode fwd -o csv", lpath);
-    CHECK(run_cli(args, &out, &err) == 0, "tiny csv run exits 0: %s", err);
+    CHECK(cli_run(tmpdir, args, &out, &err) == 0, "tiny csv run exits 0: %s", err);
     CHECK(!strncmp(out, "impl,mode,batches,ms_median,", 28) && strstr(out, "\nflash,fwd,2,") && !strstr(out, "fwd+bwd"),
           "csv rows, fwd only:\n%s", out);
     CHECK(strstr(err, "bench attn [") && strstr(err, "done in"), "progress on stderr: '%s'", err);
-    CHECK(run_cli("bench attn -n 1 -b 4 --max-len 24 --heads 1 -d 8 -r 1 -w 0 --no-peak -q --no-causal", &out, &err) == 0 &&
+    CHECK(cli_run(tmpdir, "bench attn -n 1 -b 4 --max-len 24 --heads 1 -d 8 -r 1 -w 0 --no-peak -q --no-causal", &out, &err) == 0 &&
           strstr(out, "| impl") && strstr(out, "not causal"), "generated lengths, markdown: %s%s", out, err);
 }
 

@@ -7,15 +7,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static const struct { const char *name; int (*run)(int argc, char **argv); const char *help; } subcommands[] = {
+static const cli_command subcommands[] = {
     {"model", cmd_bench_model, "the default: the model under each batching strategy, eval and train"},
     {"attn", cmd_bench_attn, "varlen attention alone: flash vs reference vs pad-to-max, fwd and fwd+bwd"},
 };
+enum { N_SUB = sizeof subcommands / sizeof subcommands[0] };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: ragged bench [SUBCOMMAND] [options]\n\nsubcommands:\n");
-    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        fprintf(f, "  %-8s %s\n", subcommands[i].name, subcommands[i].help);
+    cli_list(f, subcommands, N_SUB, 8);
     fprintf(f, "\nWith no subcommand, 'ragged bench' runs 'ragged bench model' with the options given.\n"
                "'ragged bench SUBCOMMAND --help' lists a subcommand's options.\n");
 }
@@ -27,8 +27,8 @@ int cmd_bench(int argc, char **argv) {
         return cmd_bench_model(argc, argv);
     }
     if (argc < 2 || argv[1][0] == '-') return cmd_bench_model(argc, argv);
-    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        if (!strcmp(argv[1], subcommands[i].name)) return subcommands[i].run(argc - 1, argv + 1);
+    const cli_command *c = cli_find(subcommands, N_SUB, argv[1]);
+    if (c) return c->run(argc - 1, argv + 1);
     fprintf(stderr, "ragged: bench: unknown subcommand '%s'\n", argv[1]);
     usage(stderr);
     return 2;

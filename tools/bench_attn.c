@@ -9,13 +9,13 @@
 #include "cli.h"
 #include "report.h"
 #include "stats.h"
+#include "msg.h"
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const char *const impl_names[N_IMPL] = {"flash", "padded", "reference"};
 
@@ -300,6 +300,7 @@ static void add_notes(report *r, const attn_opts *o, const attn_run *run, const 
 }
 
 int cmd_bench_attn(int argc, char **argv) {
+    msg_command("bench attn");
     attn_opts o;
     opts_default(&o);
     int pr = parse_opts(&o, argc, argv);
@@ -311,26 +312,26 @@ int cmd_bench_attn(int argc, char **argv) {
     rg_lengths ls;
     if (o.lengths_path) {
         if (rg_lengths_read(o.lengths_path, &ls) != RG_OK) {
-            fprintf(stderr, "ragged: bench attn: --lengths: %s\n", rg_last_error());
+            msg_error("--lengths: %s", rg_last_error());
             return 1;
         }
         if (ls.longest > o.max_len) {
-            fprintf(stderr, "ragged: bench attn: --max-len: %d is below the longest length %d in %s\n",
-                    o.max_len, ls.longest, o.lengths_path);
+            msg_error("--max-len: %d is below the longest length %d in %s",
+                      o.max_len, ls.longest, o.lengths_path);
             rg_lengths_free(&ls);
             return 2;
         }
     } else if (rg_lengths_uniform((uint64_t)o.seed, o.batches, o.batch_size, 1, o.max_len - 1, &ls) != RG_OK) {
-        fprintf(stderr, "ragged: bench attn: generating lengths: %s\n", rg_last_error());
+        msg_error("generating lengths: %s", rg_last_error());
         return 1;
     }
 
     attn_run run;
     memset(&run, 0, sizeof run);
-    run.progress_tty = !o.quiet && isatty(STDERR_FILENO);
+    msg_progress_start(&run.progress, o.quiet);
     int rc = 1;
     if (build_cases(&o, &ls, &run, err, sizeof err)) {
-        fprintf(stderr, "ragged: bench attn: %s\n", err);
+        msg_error("%s", err);
         goto done;
     }
     rc = attn_run_all(&o, &run);
@@ -346,10 +347,10 @@ int cmd_bench_attn(int argc, char **argv) {
     add_params(&rep, &o, &run);
     add_notes(&rep, &o, &run, &ls);
     if (!report_print(&rep, stdout, o.format)) {
-        fprintf(stderr, "ragged: bench attn: cannot write the report (out of memory or stdout closed)\n");
+        msg_error("cannot write the report (out of memory or stdout closed)");
         rc = 1;
     } else if (run.check_failed) {
-        fprintf(stderr, "ragged: bench attn: flash disagrees with the reference (%s)\n", run.check_text);
+        msg_error("flash disagrees with the reference (%s)", run.check_text);
         rc = 1;
     }
     report_free(&rep);

@@ -3,6 +3,7 @@
 #ifndef RG_TOOLS_BENCH_ATTN_H
 #define RG_TOOLS_BENCH_ATTN_H
 #include "ragged.h"
+#include "msg.h"
 #include "report.h"
 #include <stdbool.h>
 #include <stddef.h>
@@ -70,8 +71,7 @@ typedef struct attn_run {
     size_t rows;
     void *q, *k, *v, *o, *dout, *dq, *dk, *dv;
     float *lse;
-    bool progress_tty;
-    int step, n_steps;
+    msg_progress progress;
 } attn_run;
 
 /* Fills c from n lengths; -1 (with a message in err naming `what`) when out of

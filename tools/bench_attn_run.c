@@ -3,10 +3,10 @@
  * reference's sample and the flash-vs-reference check. */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_attn.h"
+#include "msg.h"
 #include "rand.h"
 #include "stats.h"
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,48 +51,6 @@ static void case_free(attn_case *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* Set while a progress line without a newline is on the terminal. */
-static bool progress_line_open;
-
-/* Prints "ragged: bench attn: MESSAGE" on a line of its own; returns 1. */
-static int say_error(const char *fmt, ...) {
-    va_list ap;
-    if (progress_line_open) fputc('\n', stderr);
-    progress_line_open = false;
-    fprintf(stderr, "ragged: bench attn: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-/* The same for a failed library call: "...: WHAT: last error (status)". */
-static int fail(rg_status s, const char *fmt, ...) {
-    char what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return say_error("%s: %s (%s)", what, rg_last_error(), rg_status_str(s));
-}
-
-static void progress(const attn_opts *o, attn_run *run, const char *fmt, ...) {
-    if (o->quiet) return;
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    run->step++;
-    if (run->progress_tty) {
-        fprintf(stderr, "\r\033[Kbench attn [%d/%d] %s", run->step, run->n_steps, msg);
-        progress_line_open = true;
-    }
-    else fprintf(stderr, "bench attn [%d/%d] %s\n", run->step, run->n_steps, msg);
-    fflush(stderr);
-}
-
 /* Fills n elements of dst with uniform [-1, 1) values, through a bounded host staging buffer. */
 static rg_status fill_random(attn_run *run, void *dst, size_t n, uint64_t *st) {
     enum { CHUNK = 1 << 20 };
@@ -130,7 +88,7 @@ static int alloc_buffers(const attn_opts *o, attn_run *run) {
     size_t bq, bk, blse;
     if (!mul3(rows, (size_t)o->heads * o->head_dim, run->es, &bq) ||
         !mul3(rows, (size_t)o->kv_heads * o->head_dim, run->es, &bk) || !mul3(rows, (size_t)o->heads, 4, &blse)) {
-        return say_error("buffers of %zu rows overflow size_t", rows);
+        return msg_error("buffers of %zu rows overflow size_t", rows);
     }
     struct { void **p; size_t bytes; bool need; const char *name; } bufs[] = {
         {&run->q, bq, true, "q"}, {&run->k, bk, true, "k"}, {&run->v, bk, true, "v"},
@@ -143,7 +101,7 @@ static int alloc_buffers(const attn_opts *o, attn_run *run) {
         if (!bufs[i].need) continue;
         rg_status s = rg_buffer_alloc(run->be, bufs[i].bytes, bufs[i].p);
         if (s != RG_OK)
-            return fail(s, "allocating %s (%.1f MiB; %.1f MiB so far, for %zu rows)", bufs[i].name,
+            return msg_fail(s, "allocating %s (%.1f MiB; %.1f MiB so far, for %zu rows)", bufs[i].name,
                         bufs[i].bytes / 1048576.0, total / 1048576.0, rows);
         total += (double)bufs[i].bytes;
     }
@@ -153,7 +111,7 @@ static int alloc_buffers(const attn_opts *o, attn_run *run) {
     if (s == RG_OK) s = fill_random(run, run->k, ek, &st);
     if (s == RG_OK) s = fill_random(run, run->v, ek, &st);
     if (s == RG_OK && o->bwd) s = fill_random(run, run->dout, eq, &st);
-    if (s != RG_OK) return fail(s, "uploading random inputs");
+    if (s != RG_OK) return msg_fail(s, "uploading random inputs");
     return 0;
 }
 
@@ -175,14 +133,14 @@ static int run_case(const attn_opts *o, attn_run *run, int impl, const attn_case
     rg_status s = rg_attn_forward(run->be, &d, run->q, run->k, run->v, run->o, run->lse);
     if (s == RG_OK) s = rg_backend_sync(run->be);
     *t_fwd = bench_now() - t0;
-    if (s != RG_OK) return fail(s, "%s forward on %s", impl_label[impl], what);
+    if (s != RG_OK) return msg_fail(s, "%s forward on %s", impl_label[impl], what);
     *t_bwd = 0;
     if (!o->bwd) return 0;
     t0 = bench_now();
     s = rg_attn_backward(run->be, &d, run->q, run->k, run->v, run->o, run->lse, run->dout, run->dq, run->dk, run->dv);
     if (s == RG_OK) s = rg_backend_sync(run->be);
     *t_bwd = bench_now() - t0;
-    if (s != RG_OK) return fail(s, "%s backward on %s", impl_label[impl], what);
+    if (s != RG_OK) return msg_fail(s, "%s backward on %s", impl_label[impl], what);
     return 0;
 }
 
@@ -199,7 +157,7 @@ static int timed_passes(const attn_opts *o, attn_run *run, const bool timed[N_IM
     double tf, tb;
     for (int i = 0; i < N_IMPL; i++) {
         if (!timed[i]) continue;
-        if (alloc_result(&run->res[i], o->reps)) return say_error("out of memory");
+        if (alloc_result(&run->res[i], o->reps)) return msg_error("out of memory");
         run->res[i].n_batches = run->n_cases;
         for (int b = 0; b < run->n_cases; b++) {
             run->res[i].flops_fwd += run->cases[b].flops_fwd;
@@ -212,12 +170,12 @@ static int timed_passes(const attn_opts *o, attn_run *run, const bool timed[N_IM
             if (!timed[i]) continue;
             if (warm && i == IMPL_PADDED && timed[IMPL_FLASH]) continue;   /* same kernel as flash, already warm */
             if (warm) {
-                progress(o, run, "%s: warm-up %d/%d on batch 1", impl_label[i], p + 1, o->warmup);
+                msg_step(&run->progress, "%s: warm-up %d/%d on batch 1", impl_label[i], p + 1, o->warmup);
                 if (run_case(o, run, i, &run->cases[0], "batch 1", &tf, &tb)) return 1;
                 continue;
             }
             int rep = p - o->warmup;
-            progress(o, run, "%s: repetition %d/%d over %d batch%s", impl_label[i], rep + 1, o->reps, run->n_cases,
+            msg_step(&run->progress, "%s: repetition %d/%d over %d batch%s", impl_label[i], rep + 1, o->reps, run->n_cases,
                      run->n_cases == 1 ? "" : "es");
             for (int b = 0; b < run->n_cases; b++) {
                 snprintf(what, sizeof what, "batch %d", b + 1);
@@ -273,11 +231,11 @@ static double rel_l2(const float *got, const float *ref, size_t n) {
 static int reference_sample(const attn_opts *o, attn_run *run) {
     double tf, tb;
     const attn_case *c = &run->sample;
-    progress(o, run, "reference: one run on %d of %d sequences of batch 1", run->sample_seqs, run->sample_of);
+    msg_step(&run->progress, "reference: one run on %d of %d sequences of batch 1", run->sample_seqs, run->sample_of);
     if (run_case(o, run, IMPL_REF, c, "the sample", &tf, &tb)) return 1;
     if (!o->ref_full) {
         attn_result *r = &run->res[IMPL_REF];
-        if (alloc_result(r, 1)) return say_error("out of memory");
+        if (alloc_result(r, 1)) return msg_error("out of memory");
         r->fwd_s[0] = tf;
         r->bwd_s[0] = tb;
         r->n_reps = r->n_batches = 1;
@@ -288,11 +246,11 @@ static int reference_sample(const attn_opts *o, attn_run *run) {
     if (!o->check) return 0;
     outputs ref, got;
     rg_status s = download(o, run, c, &ref);
-    if (s != RG_OK) { outputs_free(&ref); return fail(s, "downloading the reference's outputs"); }
-    progress(o, run, "check: flash on the same sample");
+    if (s != RG_OK) { outputs_free(&ref); return msg_fail(s, "downloading the reference's outputs"); }
+    msg_step(&run->progress, "check: flash on the same sample");
     if (run_case(o, run, IMPL_FLASH, c, "the sample", &tf, &tb)) { outputs_free(&ref); return 1; }
     s = download(o, run, c, &got);
-    if (s != RG_OK) { outputs_free(&ref); outputs_free(&got); return fail(s, "downloading flash's outputs"); }
+    if (s != RG_OK) { outputs_free(&ref); outputs_free(&got); return msg_fail(s, "downloading flash's outputs"); }
     size_t nq = (size_t)c->tokens * o->heads * o->head_dim, nk = (size_t)c->tokens * o->kv_heads * o->head_dim;
     struct { const char *name; const float *g, *r; size_t n; } t[] = {
         {"o", got.o, ref.o, nq}, {"lse", got.lse, ref.lse, (size_t)c->tokens * o->heads},
@@ -317,7 +275,7 @@ static int reference_sample(const attn_opts *o, attn_run *run) {
  * the two medians is the ceiling quoted. A failure (no matmul op yet, out of
  * memory for a large --peak-n) leaves "% peak" empty and says why in a note. */
 static void measure_peak(const attn_opts *o, attn_run *run, int when) {
-    progress(o, run, "peak: %dx%d matmul%s", run->peak_n, run->peak_n, when ? " again" : "");
+    msg_step(&run->progress, "peak: %dx%d matmul%s", run->peak_n, run->peak_n, when ? " again" : "");
     double f = 0;
     rg_status s = rg_backend_measure_peak(run->be, run->peak_n, &f);
     if (s == RG_OK) {
@@ -325,7 +283,7 @@ static void measure_peak(const attn_opts *o, attn_run *run, int when) {
         if (f > run->peak_flops) run->peak_flops = f;
         return;
     }
-    if (when == 0) run->n_steps--;   /* no second measurement follows */
+    if (when == 0) run->progress.total--;   /* no second measurement follows */
     if (run->peak_flops > 0) return;  /* the first one stands */
     snprintf(run->peak_why, sizeof run->peak_why, "%s: %s", rg_status_str(s), rg_last_error());
 }
@@ -334,7 +292,7 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     bool cuda = !strcmp(o->backend, "cuda");
     rg_status s = rg_backend_init(cuda ? RG_BACKEND_CUDA : RG_BACKEND_CPU, o->threads, &run->be);
     if (s != RG_OK) {
-        return say_error("--backend %s: unavailable: %s", o->backend, rg_last_error());
+        return msg_error("--backend %s: unavailable: %s", o->backend, rg_last_error());
     }
     run->dt = rg_backend_act_dtype(run->be);
     run->es = rg_dtype_size(run->dt);
@@ -348,7 +306,7 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     int n_timed = timed[0] + timed[1] + timed[2];
     bool sample = use_ref && (!o->ref_full || o->check);
     int n_warm = n_timed - (timed[IMPL_FLASH] && timed[IMPL_PADDED]);
-    run->n_steps = 2 * o->peak + o->warmup * n_warm + o->reps * n_timed + (sample ? 1 + o->check : 0);
+    run->progress.total = 2 * o->peak + o->warmup * n_warm + o->reps * n_timed + (sample ? 1 + o->check : 0);
     double t_start = bench_now();
 
     if (o->peak) {
@@ -361,11 +319,7 @@ int attn_run_all(const attn_opts *o, attn_run *run) {
     if (timed_passes(o, run, timed)) return 1;
     if (sample && reference_sample(o, run)) return 1;
     if (run->peak_flops > 0) measure_peak(o, run, 1);
-    if (!o->quiet) {
-        if (run->progress_tty) fprintf(stderr, "\r\033[K");
-        progress_line_open = false;
-        fprintf(stderr, "bench attn: done in %.1f s\n", bench_now() - t_start);
-    }
+    msg_done(&run->progress, bench_now() - t_start);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #include "report.h"
 #include "stats.h"
 #include "svg.h"
+#include "msg.h"
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -129,12 +130,12 @@ static int setup_lengths(const mbench_opts *o, mbench_run *run) {
     rg_lengths src;
     if (o->lengths_path) {
         if (rg_lengths_read(o->lengths_path, &src) != RG_OK) {
-            fprintf(stderr, "ragged: " CMD ": --lengths: %s\n", rg_last_error());
+            msg_error("--lengths: %s", rg_last_error());
             return 1;
         }
         if (src.longest > o->cfg.max_seq_len) {
-            fprintf(stderr, "ragged: " CMD ": --lengths: the longest length %d in %s exceeds the model's max_seq_len "
-                    "%d (--preset seed or --max-seq-len)\n", src.longest, o->lengths_path, o->cfg.max_seq_len);
+            msg_error("--lengths: the longest length %d in %s exceeds the model's max_seq_len "
+                      "%d (--preset seed or --max-seq-len)", src.longest, o->lengths_path, o->cfg.max_seq_len);
             rg_lengths_free(&src);
             return 2;
         }
@@ -143,7 +144,7 @@ static int setup_lengths(const mbench_opts *o, mbench_run *run) {
                  o->steps > src.n_batches ? " (cycling)" : "");
     } else {
         if (rg_lengths_uniform((uint64_t)o->seed, o->steps, o->batch_size, o->min_len, o->max_len, &src) != RG_OK) {
-            fprintf(stderr, "ragged: " CMD ": generating lengths: %s\n", rg_last_error());
+            msg_error("generating lengths: %s", rg_last_error());
             return 1;
         }
         snprintf(run->lengths_desc, sizeof run->lengths_desc, "generated, uniform in [%d, %d], seed %d", o->min_len,
@@ -152,13 +153,13 @@ static int setup_lengths(const mbench_opts *o, mbench_run *run) {
     int B = src.batch_size;
     if ((int64_t)B * o->steps > INT32_MAX) {
         rg_lengths_free(&src);
-        fprintf(stderr, "ragged: " CMD ": --steps %d x %d sequences per batch overflow int32\n", o->steps, B);
+        msg_error("--steps %d x %d sequences per batch overflow int32", o->steps, B);
         return 2;
     }
     run->lengths.lens = malloc((size_t)o->steps * B * sizeof *run->lengths.lens);
     if (!run->lengths.lens) {
         rg_lengths_free(&src);
-        fprintf(stderr, "ragged: " CMD ": out of memory\n");
+        msg_error("out of memory");
         return 1;
     }
     run->lengths.n_batches = o->steps;
@@ -316,7 +317,7 @@ static int write_plot(const mbench_opts *o, const mbench_run *run) {
         if (!o->use[s]) continue;
         for (int k = 0; k < ns; k++) {
             stats st;
-            if (!step_stats(run, s, mode_ix[k], &st)) { fprintf(stderr, "ragged: " CMD ": out of memory\n"); return 1; }
+            if (!step_stats(run, s, mode_ix[k], &st)) { msg_error("out of memory"); return 1; }
             values[ng * ns + k] = st.median;
             spreads[ng * ns + k] = st.spread;
         }
@@ -329,13 +330,14 @@ static int write_plot(const mbench_opts *o, const mbench_run *run) {
              rg_backend_name(run->be), rg_backend_n_threads(run->be));
     if (svg_bar_chart(o->plot, "ragged bench: ms per step (lower is better)", sub, "ms per step (median)", groups, ng,
                       series, ns, values, spreads, err, sizeof err)) {
-        fprintf(stderr, "ragged: " CMD ": --plot: %s\n", err);
+        msg_error("--plot: %s", err);
         return 1;
     }
     return 0;
 }
 
 int cmd_bench_model(int argc, char **argv) {
+    msg_command(CMD);
     mbench_opts o;
     opts_default(&o);
     int pr = parse_opts(&o, argc, argv);
@@ -345,7 +347,7 @@ int cmd_bench_model(int argc, char **argv) {
 
     mbench_run run;
     memset(&run, 0, sizeof run);
-    run.progress_tty = !o.quiet && isatty(STDERR_FILENO);
+    msg_progress_start(&run.progress, o.quiet);
     int rc = setup_lengths(&o, &run);
     if (!rc) rc = mbench_run_all(&o, &run);
     if (!rc) {
@@ -356,7 +358,7 @@ int cmd_bench_model(int argc, char **argv) {
             for (int s = 0; s < N_STRAT; s++) add_row(&rep, &o, &run, s, m);
         add_params_and_notes(&rep, &o, &run);
         if (!report_print(&rep, stdout, o.format)) {
-            fprintf(stderr, "ragged: " CMD ": cannot write the report (out of memory or stdout closed)\n");
+            msg_error("cannot write the report (out of memory or stdout closed)");
             rc = 1;
         }
         report_free(&rep);

@@ -5,6 +5,7 @@
 #define RG_TOOLS_BENCH_MODEL_H
 #include "ragged.h"
 #include "model_cli.h"
+#include "msg.h"
 #include "report.h"
 #include <stdbool.h>
 
@@ -59,8 +60,7 @@ typedef struct mbench_run {
     int peak_n;
     char peak_why[384];
     double wall_s, load_before, load_after;  /* load: 1-minute load average (-1 unknown) */
-    int progress_step, progress_total;
-    bool progress_tty;
+    msg_progress progress;
     char lengths_desc[320];
 } mbench_run;
 

@@ -6,55 +6,15 @@
  * machine hits them alike. */
 #define _POSIX_C_SOURCE 200809L
 #include "bench_model.h"
+#include "msg.h"
 #include "rand.h"
 #include "stats.h"
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 const char *const strat_names[N_STRAT] = {"pad-to-max", "pad-to-longest", "packed", "bucketed"};
 const char *const mode_names[N_MODE] = {"eval", "train"};
-
-static bool line_open;   /* a progress line without its newline is on the terminal */
-
-static int say_error(const char *fmt, ...) {
-    if (line_open) { fputc('\n', stderr); line_open = false; }
-    va_list ap;
-    fprintf(stderr, "ragged: bench: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
-/* A failed library call: "ragged: bench: WHAT: last error (status)". */
-static int fail(rg_status s, const char *fmt, ...) {
-    char what[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    return say_error("%s: %s (%s)", what, rg_last_error(), rg_status_str(s));
-}
-
-static void progress(const mbench_opts *o, mbench_run *run, const char *fmt, ...) {
-    if (o->quiet) return;
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    run->progress_step++;
-    if (run->progress_tty) {
-        fprintf(stderr, "\r\033[Kbench [%d/%d] %s", run->progress_step, run->progress_total, msg);
-        line_open = true;
-    } else {
-        fprintf(stderr, "bench [%d/%d] %s\n", run->progress_step, run->progress_total, msg);
-    }
-    fflush(stderr);
-}
 
 /* The 1-minute load average, or -1 where /proc/loadavg cannot be read. */
 static double loadavg(void) {
@@ -75,7 +35,7 @@ static int make_sequences(const mbench_opts *o, mbench_run *run) {
     for (size_t i = 0; i < n; i++) total += run->lengths.lens[i];
     run->tokens = malloc((size_t)total * sizeof *run->tokens);
     run->seqs = malloc(n * sizeof *run->seqs);
-    if (!run->tokens || !run->seqs) return say_error("out of memory for %lld tokens", (long long)total);
+    if (!run->tokens || !run->seqs) return msg_error("out of memory for %lld tokens", (long long)total);
     uint64_t st = (uint64_t)o->seed ^ 0x70CE45EEDull;
     int32_t *p = run->tokens;
     for (size_t i = 0; i < n; i++) {
@@ -90,7 +50,7 @@ static int alloc_strat(mbench_strat *st, int n_steps) {
     st->n_steps = n_steps;
     st->batches = calloc((size_t)n_steps, sizeof *st->batches);
     for (int m = 0; m < N_MODE; m++) st->ms[m] = calloc((size_t)n_steps, sizeof *st->ms[m]);
-    return st->batches && st->ms[0] && st->ms[1] ? 0 : say_error("out of memory");
+    return st->batches && st->ms[0] && st->ms[1] ? 0 : msg_error("out of memory");
 }
 
 /* pad-to-max, pad-to-longest and packed: one step per timed batch. */
@@ -104,7 +64,7 @@ static int build_fixed(const mbench_opts *o, mbench_run *run, int s) {
     for (int b = 0; b < nb; b++) {
         rg_status rs = rg_batch_build(&bo, B, (const int32_t *const *)run->seqs + (size_t)b * B,
                                       run->lengths.lens + (size_t)b * B, &st->batches[b]);
-        if (rs != RG_OK) return fail(rs, "%s: building batch %d", strat_names[s], b + 1);
+        if (rs != RG_OK) return msg_fail(rs, "%s: building batch %d", strat_names[s], b + 1);
     }
     return 0;
 }
@@ -127,11 +87,11 @@ static int build_bucketed(const mbench_opts *o, mbench_run *run) {
                           .token_budget = budget, .n_buckets = o->buckets ? o->buckets : run->lengths.n_batches};
     rg_plan plan;
     rg_status rs = rg_plan_build(&so, n, run->lengths.lens, &plan);
-    if (rs != RG_OK) return fail(rs, "bucketed: planning batches (--token-budget %lld)", (long long)budget);
+    if (rs != RG_OK) return msg_fail(rs, "bucketed: planning batches (--token-budget %lld)", (long long)budget);
     int rc = alloc_strat(st, plan.n_batches);
     const int32_t **seqs = malloc((size_t)n * sizeof *seqs);
     int32_t *lens = malloc((size_t)n * sizeof *lens);
-    if (!rc && (!seqs || !lens)) rc = say_error("out of memory");
+    if (!rc && (!seqs || !lens)) rc = msg_error("out of memory");
     rg_batch_opts bo = {.layout = RG_LAYOUT_PAD_LONGEST, .max_len = o->cfg.max_seq_len,
                         .vocab_size = o->cfg.vocab_size, .pad_id = 0};
     for (int32_t b = 0; !rc && b < plan.n_batches; b++) {
@@ -141,7 +101,7 @@ static int build_bucketed(const mbench_opts *o, mbench_run *run) {
             lens[k] = run->lengths.lens[plan.order[j]];
         }
         rs = rg_batch_build(&bo, k, (const int32_t *const *)seqs, lens, &st->batches[b]);
-        if (rs != RG_OK) rc = fail(rs, "bucketed: building batch %d", b + 1);
+        if (rs != RG_OK) rc = msg_fail(rs, "bucketed: building batch %d", b + 1);
     }
     free(seqs);
     free(lens);
@@ -163,10 +123,10 @@ static int measure_memory(const mbench_opts *o, mbench_run *run, int s) {
     int64_t T = 0;
     int32_t B = 0;
     largest(st, &T, &B);
-    progress(o, run, "%s: memory for batches of up to %lld slots, %d sequences", strat_names[s], (long long)T, B);
+    msg_step(&run->progress, "%s: memory for batches of up to %lld slots, %d sequences", strat_names[s], (long long)T, B);
     rg_model *m;
     rg_status rs = rg_model_init(run->be, &o->cfg, (uint64_t)o->seed, &m);
-    if (rs != RG_OK) return fail(rs, "creating the model");
+    if (rs != RG_OK) return msg_fail(rs, "creating the model");
     for (int mode = 0; mode < N_MODE && rs == RG_OK; mode++) {
         if (!o->run_mode[mode]) continue;
         rg_model_memory mem;
@@ -176,21 +136,21 @@ static int measure_memory(const mbench_opts *o, mbench_run *run, int s) {
             st->mem[mode] = mem.params + mem.acts + (mode == MODE_TRAIN ? mem.grads + mem.optim : 0);
     }
     rg_model_free(m);
-    return rs == RG_OK ? 0 : fail(rs, "%s: reserving activations for %lld slots", strat_names[s], (long long)T);
+    return rs == RG_OK ? 0 : msg_fail(rs, "%s: reserving activations for %lld slots", strat_names[s], (long long)T);
 }
 
 /* One step of strategy s on batch i; its time in st->ms when timed. */
 static int one_step(const mbench_opts *o, mbench_run *run, rg_model *m, int s, int mode, int i, bool timed) {
     mbench_strat *st = &run->strat[s];
     const rg_batch *b = &st->batches[i];
-    if (timed) progress(o, run, "%s %s: step %d/%d", mode_names[mode], strat_names[s], i + 1, st->n_steps);
-    else progress(o, run, "%s %s: warm-up %d", mode_names[mode], strat_names[s], i + 1);
+    if (timed) msg_step(&run->progress, "%s %s: step %d/%d", mode_names[mode], strat_names[s], i + 1, st->n_steps);
+    else msg_step(&run->progress, "%s %s: warm-up %d", mode_names[mode], strat_names[s], i + 1);
     rg_step_result r;
     double t0 = bench_now();
     rg_status rs = mode == MODE_TRAIN ? rg_model_train_step(m, b, 1, &r) : rg_model_eval_step(m, b, &r);
     if (rs == RG_OK) rs = rg_backend_sync(run->be);
     double t = bench_now() - t0;
-    if (rs != RG_OK) return fail(rs, "%s %s, step %d (%d sequences, %d slots)", mode_names[mode], strat_names[s], i + 1,
+    if (rs != RG_OK) return msg_fail(rs, "%s %s, step %d (%d sequences, %d slots)", mode_names[mode], strat_names[s], i + 1,
                                  b->n_seqs, b->n_tokens);
     if (timed) {
         st->ms[mode][i] = 1e3 * t;
@@ -210,7 +170,7 @@ static int timed_steps(const mbench_opts *o, mbench_run *run, rg_model *m) {
             for (int i = 0; i < st->n_steps; i++) {
                 double u, e;
                 rg_status rs = rg_model_flops(m, &st->batches[i], mode == MODE_TRAIN, &u, &e);
-                if (rs != RG_OK) return fail(rs, "%s: counting FLOPs", strat_names[s]);
+                if (rs != RG_OK) return msg_fail(rs, "%s: counting FLOPs", strat_names[s]);
                 st->useful[mode] += u;
                 st->executed[mode] += e;
             }
@@ -230,7 +190,7 @@ static int timed_steps(const mbench_opts *o, mbench_run *run, rg_model *m) {
  * machine one measurement can fall in a busy spell, so the larger of the two
  * is the ceiling quoted (as `ragged bench attn` does). */
 static void measure_peak(const mbench_opts *o, mbench_run *run, int when) {
-    progress(o, run, "peak: %dx%d matmul%s", run->peak_n, run->peak_n, when ? " again" : "");
+    msg_step(&run->progress, "peak: %dx%d matmul%s", run->peak_n, run->peak_n, when ? " again" : "");
     double f = 0;
     rg_status rs = rg_backend_measure_peak(run->be, run->peak_n, &f);
     if (rs == RG_OK) {
@@ -238,7 +198,7 @@ static void measure_peak(const mbench_opts *o, mbench_run *run, int when) {
         if (f > run->peak_flops) run->peak_flops = f;
         return;
     }
-    if (when == 0) run->progress_total--;   /* no second measurement follows */
+    if (when == 0) run->progress.total--;   /* no second measurement follows */
     if (run->peak_flops == 0)
         snprintf(run->peak_why, sizeof run->peak_why, "%s: %s", rg_status_str(rs), rg_last_error());
 }
@@ -248,7 +208,7 @@ int mbench_run_all(const mbench_opts *o, mbench_run *run) {
     run->load_before = loadavg();
     bool cuda = !strcmp(o->backend, "cuda");
     rg_status rs = rg_backend_init(cuda ? RG_BACKEND_CUDA : RG_BACKEND_CPU, o->threads, &run->be);
-    if (rs != RG_OK) return say_error("--backend %s: unavailable: %s", o->backend, rg_last_error());
+    if (rs != RG_OK) return msg_error("--backend %s: unavailable: %s", o->backend, rg_last_error());
     if (make_sequences(o, run)) return 1;
     for (int s = 0; s < N_STRAT; s++) {
         if (!o->use[s]) continue;
@@ -267,7 +227,7 @@ int mbench_run_all(const mbench_opts *o, mbench_run *run) {
         int n = run->strat[s].n_steps;
         per_mode += n + (o->warmup < n ? o->warmup : n);
     }
-    run->progress_total = 2 * o->peak + n_strat + n_modes * per_mode;
+    run->progress.total = 2 * o->peak + n_strat + n_modes * per_mode;
 
     if (o->peak) {
         run->peak_n = o->peak_n ? o->peak_n : cuda ? 8192 : 1024;
@@ -286,19 +246,15 @@ int mbench_run_all(const mbench_opts *o, mbench_run *run) {
         if (o->use[s]) largest(&run->strat[s], &T, &B);
     rg_model *m;
     rs = rg_model_init(run->be, &o->cfg, (uint64_t)o->seed, &m);
-    if (rs != RG_OK) return fail(rs, "creating the model");
+    if (rs != RG_OK) return msg_fail(rs, "creating the model");
     if (rs == RG_OK) rs = rg_model_set_eval_causal(m, false);
     if (rs == RG_OK) rs = rg_model_reserve(m, T, B, o->run_mode[MODE_TRAIN]);
-    int rc = rs == RG_OK ? timed_steps(o, run, m) : fail(rs, "reserving activations for %lld slots", (long long)T);
+    int rc = rs == RG_OK ? timed_steps(o, run, m) : msg_fail(rs, "reserving activations for %lld slots", (long long)T);
     rg_model_free(m);
     if (!rc && run->peak_flops > 0) measure_peak(o, run, 1);
     run->load_after = loadavg();
     run->wall_s = bench_now() - t_start;
-    if (!rc && !o->quiet) {
-        if (run->progress_tty) fprintf(stderr, "\r\033[K");
-        line_open = false;
-        fprintf(stderr, "bench: done in %.1f s\n", run->wall_s);
-    }
+    if (!rc) msg_done(&run->progress, run->wall_s);
     return rc;
 }
 

@@ -11,6 +11,7 @@
 #include "cli.h"
 #include "stats.h"
 #include "train.h"
+#include "msg.h"
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -248,8 +249,8 @@ static int defaults_from_checkpoint(train_opts *o, const rg_safetensors *st, con
         char *end;
         long x = v ? strtol(v, &end, 10) : 0;
         if (!v || !*v || *end || x < 0 || x > INT_MAX) {
-            fprintf(stderr, "ragged: " CMD ": --resume: metadata '%s' is %s%s%s\n", ints[i].key, v ? "'" : "missing",
-                    v ? v : "", v ? "', expected a non-negative integer" : "");
+            msg_error("--resume: metadata '%s' is %s%s%s", ints[i].key, v ? "'" : "missing",
+                      v ? v : "", v ? "', expected a non-negative integer" : "");
             return -1;
         }
         *ints[i].dst = (int)x;
@@ -261,11 +262,11 @@ static int defaults_from_checkpoint(train_opts *o, const rg_safetensors *st, con
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         const char *v = rg_safetensors_metadata(st, strs[i].key);
         if (!v || (strs[i].layout && strcmp(v, "packed") && strcmp(v, "pad-to-longest") && strcmp(v, "pad-to-max"))) {
-            fprintf(stderr, "ragged: " CMD ": --resume: metadata '%s' is %s\n", strs[i].key, v ? "not a valid value" : "missing");
+            msg_error("--resume: metadata '%s' is %s", strs[i].key, v ? "not a valid value" : "missing");
             return -1;
         }
         keep[i] = strdup(v);
-        if (!keep[i]) { fprintf(stderr, "ragged: " CMD ": out of memory\n"); return -1; }
+        if (!keep[i]) { msg_error("out of memory"); return -1; }
         *strs[i].dst = keep[i];
     }
     return 0;
@@ -294,7 +295,7 @@ static int eval_set_build(eval_set *e, train_data *d, const train_opts *o) {
     int n = (o->eval_seqs + o->batch_size - 1) / o->batch_size;
     e->all = calloc((size_t)n, sizeof *e->all);
     e->answers = calloc((size_t)n, sizeof *e->answers);
-    if (!e->all || !e->answers) { fprintf(stderr, "ragged: " CMD ": out of memory\n"); return -1; }
+    if (!e->all || !e->answers) { msg_error("out of memory"); return -1; }
     e->n = n;
     for (int i = 0; i < n; i++) {
         int64_t first = (int64_t)i * o->batch_size;
@@ -302,7 +303,7 @@ static int eval_set_build(eval_set *e, train_data *d, const train_opts *o) {
         rg_status s = train_data_batch(d, RG_SYNTH_HELDOUT, first, k, false, &e->all[i]);
         if (s == RG_OK) s = train_data_batch(d, RG_SYNTH_HELDOUT, first, k, true, &e->answers[i]);
         if (s != RG_OK) {
-            fprintf(stderr, "ragged: " CMD ": building the held-out batches: %s\n", rg_last_error());
+            msg_error("building the held-out batches: %s", rg_last_error());
             return -1;
         }
         e->seqs += k;
@@ -317,7 +318,7 @@ static int run_eval(rg_model *m, const eval_set *e, double *all, double *answers
         for (int k = 0; k < 2; k++) {
             rg_step_result r;
             if (rg_model_eval_step(m, k ? &e->answers[i] : &e->all[i], &r) != RG_OK) {
-                fprintf(stderr, "ragged: " CMD ": eval: %s\n", rg_last_error());
+                msg_error("eval: %s", rg_last_error());
                 return -1;
             }
             s[k] += r.loss_sum;
@@ -335,7 +336,7 @@ static int save(const train_opts *o, rg_model *m, int64_t step, int width) {
     char err[1024];
     size_t bytes = 0;
     if (ckpt_save(o->save, m, so.kv, so.n, &bytes, err, sizeof err)) {
-        fprintf(stderr, "ragged: " CMD ": saving '%s': %s\n", o->save, err);
+        msg_error("saving '%s': %s", o->save, err);
         return -1;
     }
     printf("step %*" PRId64 " | saved %s (%.1f MiB)\n", width, step, o->save, bytes / 1048576.0);
@@ -348,7 +349,7 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
     int64_t start = rg_model_optim_step(m), total = o->steps;
     int width = snprintf(NULL, 0, "%" PRId64, total);
     rg_batch *micro = calloc((size_t)o->accum, sizeof *micro);
-    if (!micro) { fprintf(stderr, "ragged: " CMD ": out of memory\n"); return 1; }
+    if (!micro) { msg_error("out of memory"); return 1; }
     double t0 = bench_now(), t_log = t0, loss_sum = 0, norm = 0;
     int64_t targets = 0, tokens = 0, n_log = 0;
     float lr = 0;
@@ -357,13 +358,13 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
         for (int j = 0; j < o->accum; j++) {
             int64_t first = (step * o->accum + j) * (int64_t)o->batch_size;
             if (train_data_batch(d, RG_SYNTH_TRAIN, first, o->batch_size, false, &micro[j]) != RG_OK) {
-                fprintf(stderr, "ragged: " CMD ": step %" PRId64 ": building a batch: %s\n", step + 1, rg_last_error());
+                msg_error("step %" PRId64 ": building a batch: %s", step + 1, rg_last_error());
                 rc = 1;
             }
         }
         rg_step_result r;
         if (!rc && rg_model_train_step(m, micro, o->accum, &r) != RG_OK) {
-            fprintf(stderr, "ragged: " CMD ": step %" PRId64 ": %s\n", step + 1, rg_last_error());
+            msg_error("step %" PRId64 ": %s", step + 1, rg_last_error());
             rc = 1;
         }
         for (int j = 0; j < o->accum; j++) {
@@ -406,6 +407,7 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
 }
 
 int cmd_train(int argc, char **argv) {
+    msg_command(CMD);
     train_opts o;
     opts_default(&o);
     int pr = parse_opts(&o, argc, argv);
@@ -429,7 +431,7 @@ int cmd_train(int argc, char **argv) {
         char err[1024];
         rg_model_config cfg;
         if (ckpt_open(o.resume, &ckpt, &cfg, &saved_opt, &step0, err, sizeof err)) {
-            fprintf(stderr, "ragged: " CMD ": --resume: %s\n", err);
+            msg_error("--resume: %s", err);
             return 1;
         }
         /* Second pass: the checkpoint's options as defaults, the flags given on top. */
@@ -454,17 +456,17 @@ int cmd_train(int argc, char **argv) {
     rc = 1;
     bool cuda = !strcmp(o.backend, "cuda");
     if (rg_backend_init(cuda ? RG_BACKEND_CUDA : RG_BACKEND_CPU, o.threads, &be) != RG_OK) {
-        fprintf(stderr, "ragged: " CMD ": --backend %s: unavailable: %s\n", o.backend, rg_last_error());
+        msg_error("--backend %s: unavailable: %s", o.backend, rg_last_error());
         goto done;
     }
     if (rg_model_init(be, &o.cfg, (uint64_t)o.seed, &m) != RG_OK || rg_model_set_optim(m, &oc) != RG_OK) {
-        fprintf(stderr, "ragged: " CMD ": creating the model: %s\n", rg_last_error());
+        msg_error("creating the model: %s", rg_last_error());
         goto done;
     }
     if (ckpt) {
         char err[1024];
         if (ckpt_restore(ckpt, o.resume, m, step0, err, sizeof err)) {
-            fprintf(stderr, "ragged: " CMD ": --resume: %s\n", err);
+            msg_error("--resume: %s", err);
             goto done;
         }
         rg_safetensors_close(ckpt);
@@ -472,7 +474,7 @@ int cmd_train(int argc, char **argv) {
     }
     if (train_data_init(&data, &o) || eval_set_build(&ev, &data, &o)) goto done;
     if (rg_model_reserve(m, train_data_max_slots(&data), o.batch_size, true) != RG_OK) {
-        fprintf(stderr, "ragged: " CMD ": reserving activations: %s\n", rg_last_error());
+        msg_error("reserving activations: %s", rg_last_error());
         goto done;
     }
 

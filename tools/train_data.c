@@ -1,6 +1,7 @@
 /* train_data.c — the trainer's batches: sequences of the synthetic dataset
  * (ragged.h section 5) built into a batch layout (section 4). */
 #include "train.h"
+#include "msg.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +17,8 @@ int train_data_init(train_data *d, const train_opts *o) {
     d->seqs = malloc((size_t)o->batch_size * sizeof *d->seqs);
     d->lens = malloc((size_t)o->batch_size * sizeof *d->lens);
     if (!d->tokens || !d->seqs || !d->lens) {
-        fprintf(stderr, "ragged: train: out of memory for batches of %d sequences of up to %d tokens\n", o->batch_size,
-                o->synth.max_len);
+        msg_error("out of memory for batches of %d sequences of up to %d tokens", o->batch_size,
+                  o->synth.max_len);
         train_data_free(d);
         return -1;
     }
