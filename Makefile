@@ -27,14 +27,17 @@ test-sanitize: deps
 	@cd build-sanitize && RG_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS)
 
 # The main job: the model benchmark (see `build/ragged bench --help`): every
-# batching strategy, eval and train, on the "cpu" preset (about a minute on 2
-# cores). The article's setup: make bench BENCH_ARGS="--preset seed --lengths
-# ../shared/bench/lengths.txt" (slow on a CPU; --backend cuda on a GPU).
+# batching strategy, eval and train. On a CPU: the "cpu" preset (about a minute
+# on 2 cores). With an NVIDIA GPU and nvcc: the article's setup on the GPU
+# (preset seed, batch 32, the shared lengths when present, 30 timed steps).
+# BENCH_ARGS adds or overrides flags, e.g. BENCH_ARGS="--backend cpu --preset cpu".
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1 && echo 1)
+BENCH_LENGTHS ?= $(wildcard ../shared/bench/lengths.txt)
+BENCH_GPU_ARGS = --backend cuda --preset seed -n 30 -w 10 $(if $(BENCH_LENGTHS),--lengths $(BENCH_LENGTHS))
 bench: build
-	@./$(BUILD)/ragged bench $(BENCH_ARGS)
+	@./$(BUILD)/ragged bench $(if $(GPU),$(BENCH_GPU_ARGS)) $(BENCH_ARGS)
 
 # Attention alone, on the shared reference batches when they are there.
-BENCH_LENGTHS ?= $(wildcard ../shared/bench/lengths.txt)
 bench-attn: build
 	@./$(BUILD)/ragged bench attn $(if $(BENCH_LENGTHS),--lengths $(BENCH_LENGTHS)) $(BENCH_ARGS)
 
