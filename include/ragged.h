@@ -1,7 +1,9 @@
 /* ragged.h — the public C API of ragged: GPT-style transformers on packed
  * variable-length batches (no padding). One header, in sections:
  *   1. status and errors      2. backends and memory     3. attention (varlen)
- *   4. batches                5. samplers                6. model (later)
+ *   4. batches                5. samplers, lengths, synthetic data
+ *   6. model                  7. checkpoints (safetensors)
+ *   8. tokenizer and shards   9. KV cache and decode attention
  * Conventions: every function that can fail returns rg_status; on failure
  * rg_last_error() says what was wrong (argument, index, expected vs got) and no
  * output was written. Nothing here aborts or exits the process.
