@@ -573,6 +573,50 @@ typedef struct rg_model_memory {
 } rg_model_memory;
 rg_status rg_model_memory_get(const rg_model *m, rg_model_memory *out);
 
+/* ---- HuggingFace GPT-2 (GPT2LMHeadModel) checkpoints ----
+ * A directory as save_pretrained writes it: config.json + model.safetensors
+ * (or a sharded model.safetensors.index.json). HF names (optionally prefixed
+ * "transformer."): wte.weight, wpe.weight, h.N.{ln_1,ln_2}.{weight,bias},
+ * h.N.attn.{c_attn,c_proj}.{weight,bias}, h.N.mlp.{c_fc,c_proj}.{weight,bias},
+ * ln_f.{weight,bias}. HF's Conv1D weights are (in, out): the transpose of the
+ * parameter table's (out, in). */
+
+/* Reads config.json (the path of the file, or a directory holding it) into a
+ * GPT-2-shaped config: n_layer, n_embd, n_head, vocab_size, n_positions,
+ * layer_norm_epsilon, n_inner (null: 4 n_embd; else a multiple of n_embd),
+ * activation_function ("gelu_new" / "gelu_pytorch_tanh": tanh, "gelu": erf);
+ * absent fields take transformers' GPT2Config defaults (12, 768, 12, 50257,
+ * 1024, 1e-5, null, "gelu_new"). model_type, when present, must be "gpt2".
+ * Options that change the computation (scale_attn_weights false,
+ * scale_attn_by_inverse_layer_idx, add_cross_attention, tie_word_embeddings
+ * false, another activation) fail with RG_ERR_UNSUPPORTED naming the value;
+ * a malformed file or field with RG_ERR_FORMAT; a config that
+ * rg_model_config_validate refuses with RG_ERR_FORMAT quoting its message. */
+rg_status rg_hf_gpt2_config_read(const char *dir_or_config_json, rg_model_config *out);
+
+/* Loads the parameters of a GPT-2-shaped model (ln and linear biases, final
+ * LayerNorm, tied, no head bias, n_kv_heads == n_heads) from a checkpoint
+ * (a .safetensors file, a directory, or an index; see rg_checkpoint_open).
+ * Every expected tensor must be present with the model's shape (the error
+ * names the tensor, expected vs got) in F32, BF16 or F16. The attn.bias /
+ * attn.masked_bias buffers are skipped; lm_head.weight, when present, must
+ * equal wte.weight exactly (it is the same tensor in a tied model); any other
+ * tensor fails (RG_ERR_FORMAT naming it). Everything is read and checked
+ * before the model is touched: on failure the model is unchanged (except
+ * after a backend failure while copying the parameters in). Gradients and
+ * optimizer state are left as they were. */
+rg_status rg_hf_gpt2_load(rg_model *m, const char *path);
+
+/* Writes dir/model.safetensors (F32, "transformer."-prefixed HF names,
+ * Conv1D layout, no lm_head.weight since it is tied, metadata {"format":"pt"})
+ * and dir/config.json (model_type "gpt2", architectures ["GPT2LMHeadModel"],
+ * the hyperparameters above, n_ctx = n_positions), so that
+ * GPT2LMHeadModel.from_pretrained(dir) loads it. Creates dir (one level) if
+ * missing. Each file is replaced atomically (temporary file, fsync, rename);
+ * the weights are written first, then config.json. A model that is not
+ * GPT-2-shaped fails with RG_ERR_UNSUPPORTED naming the field. */
+rg_status rg_hf_gpt2_save(rg_model *m, const char *dir);
+
 /* ===== 7. checkpoints (safetensors) ==================================== */
 
 /* The safetensors format (HuggingFace): an 8-byte little-endian header length
