@@ -1,6 +1,7 @@
 """Parity of ragged's CPU GPT-2 with transformers' GPT2LMHeadModel (issue 5, section 2).
 
 usage: python3 scripts/hf_parity.py BUILD_DIR OUT_DIR [--configs a,b,...] [--keep WORK_DIR]
+       python3 scripts/hf_parity.py --fixture DIR
        (needs torch, transformers, numpy, safetensors; no downloads: models are random)
 
 For each configuration: builds a randomly initialised GPT2LMHeadModel (float32, eval,
@@ -19,6 +20,12 @@ Everything must agree within 1e-4 relative L2 error (roundtrip parameters exactl
 Prints a table, writes OUT_DIR/hf_parity_summary.json, exits 1 on any FAIL.
 Work files (checkpoints, gradients) go to a temporary directory, removed at the end
 unless --keep WORK_DIR names where to put them.
+
+--fixture DIR writes the fixture of tests/test_hf_parity.c (CPU parity in CI without
+PyTorch; commit it as tests/data/hf_gpt2_tiny): the 'tiny' configuration saved with
+save_pretrained (config.json, model.safetensors), its batch.txt, and expected.safetensors
+(float32): logits (n_real, V) from transformers on each sequence alone in packed order,
+loss (1) ragged's mean, grad.<parameter name> for every parameter in transformers' layout.
 """
 import argparse
 import json
@@ -53,6 +60,10 @@ CONFIGS = {
     'one_layer': dict(n_layer=1, n_embd=40, n_head=5, vocab_size=33, n_positions=16,
                       activation_function='gelu_pytorch_tanh', lens=[16, 16, 1, 5, 2, 1, 11], seed=4),
 }
+
+# the committed fixture (--fixture): small enough to keep in git (about 150 KB)
+FIXTURE = dict(n_layer=2, n_embd=24, n_head=3, vocab_size=61, n_positions=16,
+               activation_function='gelu_new', lens=[1, 16, 5, 9], seed=5)
 
 
 def rel_err(got, ref):
@@ -272,7 +283,43 @@ def run_config(name, c, exe, work, rows):
         note='from_pretrained(rg_hf_gpt2_save dir) vs original')
 
 
+def write_fixture(d):
+    """tests/test_hf_parity.c's fixture: model, batch and transformers' results."""
+    c = FIXTURE
+    os.makedirs(d, exist_ok=True)
+    torch.set_grad_enabled(True)
+    model = build_model(c)
+    how = save_model(model, d)
+    seqs = make_batch(c)
+    with open(os.path.join(d, 'batch.txt'), 'w') as f:
+        for s in seqs:
+            f.write(' '.join(str(t) for t in s) + '\n')
+    logits, loss, count, grads, missing = hf_reference(model, seqs)
+    if missing:
+        sys.exit('hf_parity.py: parameters without a gradient: ' + ', '.join(missing))
+    tensors = {'logits': torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32)),
+               'loss': torch.tensor([loss], dtype=torch.float32)}
+    for n, g in grads.items():
+        tensors['grad.' + n] = torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32))
+    meta = {'torch': str(torch.__version__), 'transformers': str(transformers.__version__),
+            'targets': str(count), 'lens': ' '.join(str(L) for L in c['lens'])}
+    save_file(tensors, os.path.join(d, 'expected.safetensors'), metadata=meta)
+    print(f'torch {torch.__version__}, transformers {transformers.__version__}; model saved with {how}')
+    print(f'logits {tuple(logits.shape)}, loss {loss:.7f} over {count} targets, {len(grads)} gradients')
+    total = 0
+    for name in sorted(os.listdir(d)):
+        size = os.path.getsize(os.path.join(d, name))
+        total += size
+        print(f'  {os.path.join(d, name)}  {size} bytes')
+    print(f'  total {total} bytes')
+
+
 def main():
+    if '--fixture' in sys.argv[1:]:
+        ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+        ap.add_argument('--fixture', required=True, metavar='DIR')
+        write_fixture(ap.parse_args().fixture)
+        return
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('build_dir')
     ap.add_argument('out_dir')

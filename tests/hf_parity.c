@@ -19,82 +19,11 @@
  * Errors: a message on stderr, exit status 1. */
 #define _POSIX_C_SOURCE 200809L
 #include "ragged.h"
-#include <errno.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#define MAX_SEQS 4096
-
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
+#include "hf_util.h"
 
 static int api_fail(const char *what, rg_status s) {
     fprintf(stderr, "hf_parity: %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
     return 1;
-}
-
-/* Reads batch.txt: one sequence per non-blank line. Returns 0 or prints and returns 1. */
-static int read_batch(const char *path, int32_t **seqs, int32_t *lens, int32_t *n_seqs) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        fprintf(stderr, "hf_parity: cannot open %s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    char *line = NULL;
-    size_t cap = 0;
-    int rc = 0;
-    *n_seqs = 0;
-    for (long lineno = 1; getline(&line, &cap, f) >= 0; lineno++) {
-        int32_t n = 0, alloc = 16;
-        int32_t *toks = malloc((size_t)alloc * sizeof *toks);
-        if (!toks) { fprintf(stderr, "hf_parity: out of memory\n"); rc = 1; break; }
-        char *p = line;
-        for (;;) {
-            while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-            if (!*p) break;
-            char *end;
-            errno = 0;
-            long v = strtol(p, &end, 10);
-            if (end == p || errno || v < 0 || v > INT32_MAX) {
-                fprintf(stderr, "hf_parity: %s line %ld: bad token id near \"%.20s\"\n", path, lineno, p);
-                rc = 1;
-                break;
-            }
-            if (n == alloc) {
-                alloc *= 2;
-                int32_t *t = realloc(toks, (size_t)alloc * sizeof *toks);
-                if (!t) { fprintf(stderr, "hf_parity: out of memory\n"); rc = 1; break; }
-                toks = t;
-            }
-            toks[n++] = (int32_t)v;
-            p = end;
-        }
-        if (rc || n == 0) {
-            free(toks);
-            if (rc) break;
-            continue;
-        }
-        if (*n_seqs == MAX_SEQS) {
-            fprintf(stderr, "hf_parity: %s: more than %d sequences\n", path, MAX_SEQS);
-            free(toks);
-            rc = 1;
-            break;
-        }
-        seqs[*n_seqs] = toks;
-        lens[(*n_seqs)++] = n;
-    }
-    free(line);
-    fclose(f);
-    if (!rc && *n_seqs == 0) {
-        fprintf(stderr, "hf_parity: %s holds no sequence\n", path);
-        rc = 1;
-    }
-    return rc;
 }
 
 static int write_f32(const char *path, const float *x, size_t n) {
@@ -127,10 +56,10 @@ int main(int argc, char **argv) {
     rg_model *m = NULL, *g = NULL;
     rg_batch packed = {0}, padded = {0};
     float *logits = NULL, *real = NULL, *buf = NULL;
-    int32_t *seqs[MAX_SEQS] = {0}, lens[MAX_SEQS], n_seqs = 0;
-    char *p_batch = join(dir, "batch.txt"), *p_lpk = join(dir, "ragged_logits_packed.f32"),
-         *p_lpd = join(dir, "ragged_logits_padded.f32"), *p_loss = join(dir, "ragged_loss.txt"),
-         *p_grads = join(dir, "grads");
+    int32_t *seqs[HF_MAX_SEQS] = {0}, lens[HF_MAX_SEQS], n_seqs = 0;
+    char *p_batch = hf_join(dir, "batch.txt"), *p_lpk = hf_join(dir, "ragged_logits_packed.f32"),
+         *p_lpd = hf_join(dir, "ragged_logits_padded.f32"), *p_loss = hf_join(dir, "ragged_loss.txt"),
+         *p_grads = hf_join(dir, "grads");
     if (!p_batch || !p_lpk || !p_lpd || !p_loss || !p_grads) { fprintf(stderr, "hf_parity: out of memory\n"); goto done; }
 
     rg_model_config cfg;
@@ -140,7 +69,7 @@ int main(int argc, char **argv) {
     if ((s = rg_hf_gpt2_load(m, dir))) { api_fail("rg_hf_gpt2_load", s); goto done; }
     if (roundtrip && (s = rg_hf_gpt2_save(m, roundtrip))) { api_fail("rg_hf_gpt2_save (round trip)", s); goto done; }
 
-    if (read_batch(p_batch, seqs, lens, &n_seqs)) goto done;
+    if (hf_read_batch(p_batch, seqs, lens, &n_seqs)) goto done;
     const int32_t V = cfg.vocab_size;
     rg_batch_opts o = {.layout = RG_LAYOUT_PACKED, .max_len = cfg.max_seq_len, .vocab_size = V, .pad_id = 0};
     if ((s = rg_batch_build(&o, n_seqs, (const int32_t *const *)seqs, lens, &packed))) { api_fail("packed batch", s); goto done; }
