@@ -3,14 +3,6 @@
  * accumulated (+=) by its op, so micro-batches add up for free. */
 #include "model/model.h"
 
-static const void *at(const rg_model *m, const void *base, int64_t elems) {
-    return (const char *)base + (size_t)elems * m->act_size;
-}
-
-static void *at_mut(const rg_model *m, void *base, int64_t elems) {
-    return (char *)base + (size_t)elems * m->act_size;
-}
-
 rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
     rg_backend *be = m->be;
     const rg_backend_ops *op = be->ops;
@@ -21,7 +13,7 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
     int gelu = (int)c->gelu;
     rg_attn_args aa;
     rg_model_attn_args(m, plan, &aa);
-    int64_t k_off = (int64_t)c->n_heads * m->hd, v_off = k_off + (int64_t)c->n_kv_heads * m->hd;
+    const int64_t k_off = rg_model_k_col(m), v_off = rg_model_v_col(m);
     const void *x_last = A->layer[c->n_layers - 1].x2;
 
     /* Head: dres = d(loss)/d(residual stream after the last block). */
@@ -52,8 +44,8 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
         /* x1 = x + proj(attn(qkv(ln1(x)))). */
         RG_TRY(op->matmul_backward(be, A->dtmp, rg_model_g(m, p->proj_w), rg_model_g(m, p->proj_b), A->dres,
                                    L->atty, rg_model_p(m, p->proj_w), T, C, C));
-        RG_TRY(op->attn_backward(be, &aa, L->qkv, at(m, L->qkv, k_off), at(m, L->qkv, v_off), L->atty, L->lse,
-                                 A->dtmp, A->dbig, at_mut(m, A->dbig, k_off), at_mut(m, A->dbig, v_off)));
+        RG_TRY(op->attn_backward(be, &aa, L->qkv, rg_model_at(m, L->qkv, k_off), rg_model_at(m, L->qkv, v_off), L->atty, L->lse,
+                                 A->dtmp, A->dbig, rg_model_at_mut(m, A->dbig, k_off), rg_model_at_mut(m, A->dbig, v_off)));
         RG_TRY(op->matmul_backward(be, A->dtmp, rg_model_g(m, p->qkv_w), rg_model_g(m, p->qkv_b), A->dbig,
                                    L->ln1, rg_model_p(m, p->qkv_w), T, C, Q));
         RG_TRY(op->layernorm_backward(be, A->dres, rg_model_g(m, p->ln1_w), rg_model_g(m, p->ln1_b), A->dtmp,

@@ -31,11 +31,6 @@ void rg_model_attn_args(const rg_model *m, const rg_step_plan *plan, rg_attn_arg
     a->total_k = plan->cu_k_host[plan->n_blocks];
 }
 
-/* Column offset (in elements) -> pointer inside an act-dtype buffer. */
-static const void *at(const rg_model *m, const void *base, int64_t elems) {
-    return (const char *)base + (size_t)elems * m->act_size;
-}
-
 /* The activation set block l uses: its own in training, a shared one in eval
  * when the arena holds only one. */
 static rg_layer_acts *layer_acts(rg_model *m, int32_t l) {
@@ -52,7 +47,7 @@ rg_status rg_model_forward(rg_model *m, const rg_step_plan *plan, float *losses,
     int gelu = (int)c->gelu;
     rg_attn_args aa;
     rg_model_attn_args(m, plan, &aa);
-    int64_t k_off = (int64_t)c->n_heads * m->hd, v_off = k_off + (int64_t)c->n_kv_heads * m->hd;
+    const int64_t k_off = rg_model_k_col(m), v_off = rg_model_v_col(m);
 
     RG_TRY(op->embedding_forward(be, A->x0, A->tokens, A->pos, rg_model_p(m, m->wte),
                                  rg_model_p(m, m->wpe), T, C));
@@ -64,7 +59,7 @@ rg_status rg_model_forward(rg_model *m, const rg_step_plan *plan, float *losses,
                                      rg_model_p(m, p->ln1_b), c->ln_eps, T, C));
         RG_TRY(op->matmul_forward(be, L->qkv, NULL, L->ln1, rg_model_p(m, p->qkv_w),
                                   rg_model_p(m, p->qkv_b), T, C, Q, RG_GELU_NONE));
-        RG_TRY(op->attn_forward(be, &aa, L->qkv, at(m, L->qkv, k_off), at(m, L->qkv, v_off), L->atty,
+        RG_TRY(op->attn_forward(be, &aa, L->qkv, rg_model_at(m, L->qkv, k_off), rg_model_at(m, L->qkv, v_off), L->atty,
                                 plan->train ? L->lse : NULL));
         RG_TRY(op->matmul_forward(be, L->x1, NULL, L->atty, rg_model_p(m, p->proj_w),
                                   rg_model_p(m, p->proj_b), T, C, C, RG_GELU_NONE));

@@ -122,6 +122,19 @@ rg_status rg_model_ensure_losses(rg_model *m, int64_t n);
  * in place of the logits. */
 rg_status rg_model_forward(rg_model *m, const rg_step_plan *plan, float *losses, float dloss);
 void rg_model_attn_args(const rg_model *m, const rg_step_plan *plan, rg_attn_args *a);
+
+/* Element offset -> pointer inside an act-dtype buffer (views into fused tensors). */
+static inline const void *rg_model_at(const rg_model *m, const void *base, int64_t elems) {
+    return (const char *)base + (size_t)elems * m->act_size;
+}
+static inline void *rg_model_at_mut(const rg_model *m, void *base, int64_t elems) {
+    return (char *)base + (size_t)elems * m->act_size;
+}
+/* Column offsets of k and v inside a fused qkv row (q sits at column 0). */
+static inline int64_t rg_model_k_col(const rg_model *m) { return (int64_t)m->cfg.n_heads * m->hd; }
+static inline int64_t rg_model_v_col(const rg_model *m) {
+    return rg_model_k_col(m) + (int64_t)m->cfg.n_kv_heads * m->hd;
+}
 /* backward.c: accumulates every parameter gradient (+=) from the dlogits left by the forward. */
 rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan);
 
