@@ -14,10 +14,11 @@
 #define TRY_OK(expr) do { rg_status s_ = (expr); if (s_ != RG_OK) { \
     CHECK(false, "%s failed: %s (%s)", #expr, rg_status_str(s_), rg_last_error()); exit(rg_test_finish()); } } while (0)
 
-/* The seed's architecture at test size (h heads of 8, h_kv kv heads). */
-static inline rg_model_config tm_seed_like(int layers, int h, int h_kv, int vocab, int max_len) {
+/* A preset's architecture at test size: h heads of 8, h_kv kv heads. */
+static inline rg_model_config tm_preset_like(const char *preset, int layers, int h, int h_kv, int vocab,
+                                             int max_len) {
     rg_model_config c;
-    rg_model_config_preset("tiny", &c);
+    rg_model_config_preset(preset, &c);
     c.n_layers = layers;
     c.n_heads = h;
     c.n_kv_heads = h_kv;
@@ -27,17 +28,12 @@ static inline rg_model_config tm_seed_like(int layers, int h, int h_kv, int voca
     return c;
 }
 
-/* GPT-2's architecture at test size. */
+/* The seed's architecture ("tiny" is the seed's shape) and GPT-2's, at test size. */
+static inline rg_model_config tm_seed_like(int layers, int h, int h_kv, int vocab, int max_len) {
+    return tm_preset_like("tiny", layers, h, h_kv, vocab, max_len);
+}
 static inline rg_model_config tm_gpt2_like(int layers, int h, int h_kv, int vocab, int max_len) {
-    rg_model_config c;
-    rg_model_config_preset("gpt2", &c);
-    c.n_layers = layers;
-    c.n_heads = h;
-    c.n_kv_heads = h_kv;
-    c.d_model = 8 * h;
-    c.vocab_size = vocab;
-    c.max_seq_len = max_len;
-    return c;
+    return tm_preset_like("gpt2", layers, h, h_kv, vocab, max_len);
 }
 
 /* n random sequences with the given lengths, tokens in [0, vocab). Free with tm_free_seqs. */
