@@ -192,6 +192,17 @@ def load_pretrained(d):
     return m
 
 
+def save_model_and_batch(c, d):
+    """A random model of config c saved in d, with the batch it is checked on (batch.txt)."""
+    model = build_model(c)
+    how = save_model(model, d)
+    seqs = make_batch(c)
+    with open(os.path.join(d, 'batch.txt'), 'w') as f:
+        for s in seqs:
+            f.write(' '.join(str(t) for t in s) + '\n')
+    return model, how, seqs
+
+
 def run_config(name, c, exe, work, rows):
     def row(quantity, err, ok=None, note=''):
         ok = (err <= TOL) if ok is None else ok
@@ -202,12 +213,7 @@ def run_config(name, c, exe, work, rows):
     shutil.rmtree(d, ignore_errors=True)
     shutil.rmtree(rt, ignore_errors=True)
     os.makedirs(d)
-    model = build_model(c)
-    how = save_model(model, d)
-    seqs = make_batch(c)
-    with open(os.path.join(d, 'batch.txt'), 'w') as f:
-        for s in seqs:
-            f.write(' '.join(str(t) for t in s) + '\n')
+    model, how, seqs = save_model_and_batch(c, d)
     print(f'[{name}] saved with {how}; lengths {c["lens"]}; running hf_parity', flush=True)
     t0 = time.time()
     p = subprocess.run([exe, d, '--save-roundtrip', rt], capture_output=True, text=True, timeout=1800)
@@ -288,12 +294,7 @@ def write_fixture(d):
     c = FIXTURE
     os.makedirs(d, exist_ok=True)
     torch.set_grad_enabled(True)
-    model = build_model(c)
-    how = save_model(model, d)
-    seqs = make_batch(c)
-    with open(os.path.join(d, 'batch.txt'), 'w') as f:
-        for s in seqs:
-            f.write(' '.join(str(t) for t in s) + '\n')
+    model, how, seqs = save_model_and_batch(c, d)
     logits, loss, count, grads, missing = hf_reference(model, seqs)
     if missing:
         sys.exit('hf_parity.py: parameters without a gradient: ' + ', '.join(missing))
