@@ -98,6 +98,28 @@ int rg_backend_n_threads(const rg_backend *be);
  * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
 rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
 
+/* Per-op device profile (CUDA; opt-in: RG_PROFILE=1 in the environment when
+ * the backend is created, read once). While on, every op call is timed on
+ * the device by an event pair, read back when the backend next synchronises
+ * (no extra synchronisation inside a step unless the event pool fills), and
+ * summed per (op, shape). The shape leaves out the token count, which varies
+ * from batch to batch. Off, nothing is recorded and the ops run unchanged. */
+typedef struct rg_profile_entry {
+    char op[40];              /* "matmul_forward gemm", "layernorm_backward", ... */
+    char shape[88];           /* "C=1024 OC=3072 bias", ... */
+    int64_t calls;
+    double ms;                /* device time, summed over the calls */
+    double host_ms;           /* host time inside the calls (launches, cuBLASLt planning) */
+    double flops, bytes;      /* useful FLOPs, fewest bytes moved, summed (0: not counted) */
+} rg_profile_entry;
+/* True when be profiles its ops (false for NULL). */
+bool rg_backend_profiling(const rg_backend *be);
+/* Clears the totals. RG_ERR_UNSUPPORTED when be is not profiling. */
+rg_status rg_backend_profile_reset(rg_backend *be);
+/* Waits for queued work, then copies up to cap entries, longest total
+ * first, into out and their number (all of them, even past cap) into *n. */
+rg_status rg_backend_profile_read(rg_backend *be, rg_profile_entry *out, int cap, int *n);
+
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
 /* FlashAttention's varlen contract. Sequence b owns query rows

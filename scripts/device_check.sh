@@ -12,6 +12,11 @@
 # Environment: RG_ARCH (CUDA architectures, default 90a), RG_BENCH_DIR (the
 # shared bench folder with lengths.txt and the PyTorch scripts, default .bench),
 # RG_SKIP_SANITIZE=1, RG_LAB=0 (skip the lab), RG_OPS_BENCH=0, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
+# RG_TARGETS: build only these targets (space-separated; default all), RG_TESTS: ctest -R regex.
+# RG_MODEL_BENCH=1: `ragged bench --preset seed --backend cuda` (packed, eval and train, 30 steps
+# after 10) and the same with RG_PROFILE=1 (the per-op table); RG_TORCH_SEED=1 also runs
+# PyTorch's compiled varlen rows (torch_seed_bench.py) between two ragged runs, so that the
+# ratio comes from one call.
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -47,7 +52,9 @@ if ! cmake "${cfg[@]}" >"$OUT/build.log" 2>&1; then
     cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$inc" -DOPENBLAS_LIBRARY="$lib" >>"$OUT/build.log" 2>&1
   fi
 fi
-if ! cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
+targets=()
+for t in ${RG_TARGETS:-}; do targets+=(--target "$t"); done
+if ! cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >>"$OUT/build.log" 2>&1; then
   note "BUILD FAILED ($(since))"
   grep -E "error|Error" "$OUT/build.log" | head -30
   exit 1
@@ -55,7 +62,7 @@ fi
 note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
 
 # ---- tests ----
-(cd "$BUILD" && ctest -V --timeout 400) >"$OUT/ctest.log" 2>&1
+(cd "$BUILD" && ctest -V --timeout 400 ${RG_TESTS:+-R "$RG_TESTS"}) >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
 grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
@@ -95,6 +102,27 @@ fi
 if [ -x "$BUILD/cuda_ops_bench" ] && [ "${RG_OPS_BENCH:-1}" = 1 ]; then
   timeout 240 "$BUILD/cuda_ops_bench" >"$OUT/ops_bench.log" 2>&1
   note "cuda_ops_bench rc=$? ($(since))"
+fi
+
+# ---- the model benchmark (ragged bench) with its per-op profile; PyTorch's seed rows between ----
+if [ "${RG_MODEL_BENCH:-0}" = 1 ]; then
+  MB=(bench --preset seed --backend cuda -n 30 -w 10 --strategies "${RG_MODEL_STRATEGIES:-packed}" --no-peak)
+  [ -f "$BENCH/lengths.txt" ] && MB+=(--lengths "$BENCH/lengths.txt")
+  : >"$OUT/model_bench.log"
+  mb() { # $1: label
+    "$BUILD/ragged" "${MB[@]}" -q >>"$OUT/model_bench.log" 2>&1
+    note "ragged bench ($1) rc=$? ($(since)): $(grep -E '^\| (packed|pad)' "$OUT/model_bench.log" | tail -2 | cut -d'|' -f2-5 | tr '\n' ' ')"
+  }
+  mb "before"
+  if [ "${RG_TORCH_SEED:-0}" = 1 ] && [ -f "$BENCH/torch_seed_bench.py" ]; then
+    PYTHONUNBUFFERED=1 timeout 400 python3 "$BENCH/torch_seed_bench.py" --lengths "$BENCH/lengths.txt" \
+      --only varlen/eval/compiled,varlen/train/compiled >"$OUT/torch_seed.log" 2>&1
+    note "torch_seed_bench rc=$? ($(since))"
+    grep -E '^\{' "$OUT/torch_seed.log" | tee -a "$SUM"
+    mb "after torch"
+  fi
+  RG_PROFILE=1 "$BUILD/ragged" "${MB[@]}" -q >"$OUT/model_profile.log" 2>&1
+  note "ragged bench RG_PROFILE=1 rc=$? ($(since))"
 fi
 
 # ---- Nsight Compute on the automatic kernels (one batch, one run of each) ----
@@ -149,4 +177,6 @@ echo "==================== summary ===================="
 cat "$SUM"
 grep RESULT "$OUT/lab.log" 2>/dev/null
 [ -f "$OUT/torch.log" ] && grep -E '"varlen"|error|gpu' "$OUT/torch.log"
+[ -f "$OUT/model_bench.log" ] && grep -E '^\| (strategy|packed|pad|---)' "$OUT/model_bench.log"
+[ -f "$OUT/model_profile.log" ] && sed -n '/^### Per-op/,$p' "$OUT/model_profile.log" | head -80
 echo "total $(since)"

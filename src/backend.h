@@ -139,6 +139,23 @@ typedef struct rg_backend_ops {
      * stride_k, stride_v elements apart; slots int32 (T) in backend memory. */
     rg_status (*kv_write)(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
+
+    /* ---- fused model ops (issue 4; appended) ---- */
+    /* out (T,OC) = inp (T,C) @ weight^T + bias + residual (T,OC): a projection
+     * that ends in a residual add, in one pass (CUDA: the GEMM with beta = 1).
+     * bias may be NULL; out may alias residual. */
+    rg_status (*matmul_forward_residual)(rg_backend *be, void *out, const void *inp, const void *weight,
+                                         const void *bias, const void *residual, int64_t T, int C, int OC);
+    /* gelu_backward over (T,OC) (dinp may alias dout) and, when dbias is not
+     * NULL, dbias (OC) += sum_t dinp[t] (fp32, summed before dinp is rounded
+     * to the act dtype): the bias gradient of the linear layer that produced
+     * inp, in the same pass. */
+    rg_status (*gelu_backward_dbias)(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
+                                     int64_t T, int OC, int gelu);
+
+    /* ---- per-op profile (ragged.h section 2); NULL when the backend is not profiling ---- */
+    rg_status (*profile_reset)(rg_backend *be);
+    rg_status (*profile_read)(rg_backend *be, rg_profile_entry *out, int cap, int *n);
 } rg_backend_ops;
 
 /* GELU variants (the `gelu` argument of the ops above). */

@@ -669,6 +669,64 @@ static void mk_add(opcase *c, int64_t n, bool in_place) {
     for (int64_t i = 0; i < n; i++) c->t[0].want[i] = (double)c->t[1].init[i] + c->t[2].init[i];
 }
 
+/* ---- fused ops: projection + residual, gelu backward + dbias ---------------- */
+
+static rg_status call_mm_res(rg_backend *be, opcase *c, void **d) {
+    NEED(be, matmul_forward_residual);
+    return be->ops->matmul_forward_residual(be, d[0], d[2], d[3], d[4], d[1], c->T, c->C, c->OC);
+}
+
+/* tensors: 0 out (optionally in the residual's buffer), 1 residual (T,OC), 2 inp (T,C),
+ * 3 weight (OC,C), 4 bias (optional). The residual is larger than the product's
+ * terms, as the residual stream is, so a lost product or bias still shows. */
+static void mk_mm_res(opcase *c, int64_t T, int C, int OC, bool bias, bool in_place) {
+    snprintf(c->name, sizeof c->name, "matmul_forward_residual T=%lld C=%d OC=%d bias=%d out=%s", (long long)T, C,
+             OC, bias, in_place ? "residual" : "new");
+    c->T = T, c->C = C, c->OC = OC, c->call = call_mm_res, c->blas = true;
+    c->tol = 1e-5, c->tol_act = 1e-2, c->tol_f32 = 1e-4;
+    add_t(c, "out", K_ACT, R_OUT, T * OC);
+    add_t(c, "residual", K_ACT, R_IN, T * OC);
+    add_t(c, "inp", K_ACT, R_IN, T * C);
+    add_t(c, "weight", K_ACT, R_IN, (size_t)OC * C);
+    add_t(c, "bias", K_ACT, R_IN, bias ? OC : 0);
+    if (in_place) c->t[0].alias = 1;
+    float a = 1.0f / sqrtf((float)C);
+    fill(c, 1, -2, 2);
+    fill(c, 2, -1, 1);
+    fill(c, 3, -a, a);
+    if (bias) fill(c, 4, -0.5f, 0.5f);
+    ref_matmul_forward(c->t[0].want, NULL, dcopy(c, 2), dcopy(c, 3), dcopy(c, 4), T, C, OC, 0);
+    for (size_t i = 0; i < c->t[0].n; i++) c->t[0].want[i] += c->t[1].init[i];
+}
+
+static rg_status call_gelu_db(rg_backend *be, opcase *c, void **d) {
+    NEED(be, gelu_backward_dbias);
+    return be->ops->gelu_backward_dbias(be, d[0], d[1], d[2], d[3], c->T, c->OC, c->gelu);
+}
+
+/* tensors: 0 dinp (T,OC) (optionally in dout's buffer), 1 dbias (OC, +=, optional), 2 inp, 3 dout */
+static void mk_gelu_db(opcase *c, int64_t T, int OC, int gelu, bool dbias, bool in_place) {
+    snprintf(c->name, sizeof c->name, "gelu_backward_dbias T=%lld OC=%d gelu=%s dbias=%d out=%s", (long long)T, OC,
+             gelu_name(gelu), dbias, in_place ? "dout" : "new");
+    c->T = T, c->OC = OC, c->gelu = gelu, c->call = call_gelu_db, c->tol = 1e-5, c->tol_act = 5e-3;
+    c->tol_f32 = 1e-4;   /* both sum dinp before rounding: fp32 summation order alone differs */
+    c->floor = 0.02;
+    int64_t n = T * OC;
+    add_t(c, "dinp", K_ACT, R_OUT, n);
+    add_t(c, "dbias", K_F32, R_ACC, dbias ? OC : 0);
+    add_t(c, "inp", K_ACT, R_IN, n);
+    add_t(c, "dout", K_ACT, R_IN, n);
+    if (in_place) c->t[0].alias = 3;
+    fill(c, 2, -6, 6);
+    /* a bias in dout, so that the column sums are not ~0 by cancellation */
+    fill(c, 3, -0.5f, 1);
+    for (int64_t i = 0; i < n; i++)
+        c->t[0].want[i] = c->t[3].init[i] * ref_gelu_grad(c->t[2].init[i], gelu == RG_GELU_TANH);
+    if (dbias)
+        for (int64_t t = 0; t < T; t++)
+            for (int o = 0; o < OC; o++) c->t[1].want[o] += c->t[0].want[t * OC + o];
+}
+
 /* ---- cross-entropy -------------------------------------------------------- */
 
 static rg_status call_xent(rg_backend *be, opcase *c, void **d) {
@@ -821,7 +879,7 @@ static void mk_adamw(opcase *c, int64_t n, int64_t step, float wd, float gscale,
 
 /* ---- the table ---------------------------------------------------------------------- */
 
-#define MAXCASES 96
+#define MAXCASES 128
 
 /* Every case, sizes chosen to be awkward: 1, odd, off every tile, repeated
  * tokens, V = 1 and a large V; smaller big cases under RG_TEST_QUICK. */
@@ -869,6 +927,18 @@ static int build_cases(opcase *cs) {
         mk_gelu_bwd(&cs[n++], 1001, g);
         mk_gelu_bwd(&cs[n++], 100003, g);
     }
+    mk_mm_res(&cs[n++], 1, 1, 1, false, false);
+    mk_mm_res(&cs[n++], 5, 3, 7, true, true);
+    mk_mm_res(&cs[n++], 33, 67, 130, true, false);
+    mk_mm_res(&cs[n++], 17, 40, 16, false, true);
+    mk_mm_res(&cs[n++], bigT, quick ? 96 : 320, quick ? 200 : 1000, true, true);
+    for (int g = RG_GELU_ERF; g <= RG_GELU_TANH; g++) {
+        mk_gelu_db(&cs[n++], 1, 1, g, true, false);
+        mk_gelu_db(&cs[n++], 7, 13, g, true, true);
+        mk_gelu_db(&cs[n++], 37, 1001, g, false, false);
+        mk_gelu_db(&cs[n++], bigT, quick ? 200 : 1024, g, true, false);
+    }
+    mk_gelu_db(&cs[n++], bigT + 3, 4104, RG_GELU_ERF, true, true);
     mk_add(&cs[n++], 1, false);
     mk_add(&cs[n++], 1001, true);
     mk_add(&cs[n++], 100003, false);

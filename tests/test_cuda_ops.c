@@ -10,6 +10,7 @@
  * rounds once gets 1u; GEMM outputs, which may be rounded twice (the bias or
  * GELU applied after a rounded product), get 2u. fp32 results get 1e-5 or
  * tighter. Exits 77 when the build or machine has no CUDA device. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "backend.h"
 #include "check.h"
 #include "core/dtype.h"
@@ -220,6 +221,128 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
     free(dinp_ref); free(dw_ref); free(db_ref); free(g);
     dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_pre);
     dfree(&d_dout); dfree(&d_dinp); dfree(&d_dw); dfree(&d_db);
+}
+
+/* ---- fused ops: projection + residual (out may be the residual), gelu backward + dbias ---- */
+
+static void test_fused(int64_t T, int C, int OC, bool has_bias, bool in_place, size_t off) {
+    char tag[160], what[224];
+    snprintf(tag, sizeof tag, "T=%lld C=%d OC=%d bias=%d in_place=%d off=%zu", (long long)T, C, OC, has_bias,
+             in_place, off);
+    size_t nout = (size_t)T * OC;
+    float *inp = bf16_randn((size_t)T * C, 1.0f), *w = bf16_randn((size_t)OC * C, 1.0f / sqrtf((float)C));
+    float *b = has_bias ? bf16_randn(OC, 0.5f) : NULL, *res = bf16_randn(nout, 2.0f);
+    float *ref = xmalloc(nout * 4), *got = xmalloc(nout * 4);
+    for (int64_t t = 0; t < T; t++)
+        for (int o = 0; o < OC; o++) {
+            double acc = (double)res[t * OC + o] + (b ? b[o] : 0.0);
+            for (int c = 0; c < C; c++) acc += (double)inp[t * C + c] * w[(size_t)o * C + c];
+            ref[t * OC + o] = (float)acc;
+        }
+    dbuf d_inp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off), d_w = dalloc(RG_DTYPE_BF16, (size_t)OC * C, off);
+    dbuf d_b = dalloc(RG_DTYPE_BF16, OC, off), d_res = dalloc(RG_DTYPE_BF16, nout, off);
+    dbuf d_out = dalloc(RG_DTYPE_BF16, nout, off);
+    dput(&d_inp, inp);
+    dput(&d_w, w);
+    if (b) dput(&d_b, b);
+    dput(&d_res, res);
+    dbuf *o = in_place ? &d_res : &d_out;
+    rg_status s = be->ops->matmul_forward_residual(be, o->p, d_inp.p, d_w.p, b ? d_b.p : NULL, d_res.p, T, C, OC);
+    CHECK(s == RG_OK, "matmul_forward_residual %s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
+    dget(o, got);
+    snprintf(what, sizeof what, "matmul_forward_residual %s: out", tag);
+    CHECK_CLOSE(what, got, ref, nout, 2 * U_BF16);
+    dguard_ok(o, what);
+    if (!in_place) {
+        dget(&d_res, got);
+        CHECK(bits_equal(got, res, nout), "matmul_forward_residual %s: the residual is unchanged", tag);
+    }
+
+    /* gelu backward + dbias over (T, OC): x of both signs and past the table's range, dout with a mean */
+    for (int gelu = RG_GELU_ERF; gelu <= RG_GELU_TANH; gelu++) {
+        float *x = bf16_randn(nout, 3.0f), *dout = bf16_randn(nout, 1.0f), *db0 = randn(OC, 1.0f);
+        float *db_ref = xmalloc(OC * 4), *db_got = xmalloc(OC * 4);
+        for (size_t i = 0; i < nout; i++) dout[i] = rg_bf16_to_f32(rg_f32_to_bf16(dout[i] + 0.25f));
+        x[nout / 2] = 100.0f;
+        x[nout - 1] = -70.0f;
+        double *acc = xmalloc(OC * sizeof *acc);
+        for (int c = 0; c < OC; c++) acc[c] = db0[c];
+        for (size_t i = 0; i < nout; i++) {
+            double g = dout[i] * gelu_grad_ref(x[i], gelu);
+            ref[i] = (float)g;
+            acc[i % OC] += g;
+        }
+        for (int c = 0; c < OC; c++) db_ref[c] = (float)acc[c];
+        dbuf d_x = dalloc(RG_DTYPE_BF16, nout, off), d_d = dalloc(RG_DTYPE_BF16, nout, off);
+        dbuf d_db = dalloc(RG_DTYPE_F32, OC, off);
+        dput(&d_x, x);
+        dput(&d_d, dout);
+        dput(&d_db, db0);
+        dbuf *g = in_place ? &d_d : &d_out;
+        s = be->ops->gelu_backward_dbias(be, g->p, (float *)d_db.p, d_x.p, d_d.p, T, OC, gelu);
+        CHECK(s == RG_OK, "gelu_backward_dbias %s gelu=%d: status %s (%s)", tag, gelu, rg_status_str(s),
+              rg_last_error());
+        dget(g, got);
+        snprintf(what, sizeof what, "gelu_backward_dbias %s gelu=%d: dinp", tag, gelu);
+        CHECK_CLOSE(what, got, ref, nout, 1 * U_BF16);
+        dguard_ok(g, what);
+        dget(&d_db, db_got);
+        snprintf(what, sizeof what, "gelu_backward_dbias %s gelu=%d: dbias (+=)", tag, gelu);
+        CHECK_CLOSE(what, db_got, db_ref, OC, 1e-5);
+        dguard_ok(&d_db, what);
+        /* deterministic: the same call on the same inputs gives the same bits */
+        dput(&d_d, dout);
+        dput(&d_db, db0);
+        s = be->ops->gelu_backward_dbias(be, g->p, (float *)d_db.p, d_x.p, d_d.p, T, OC, gelu);
+        dget(&d_db, db_ref);
+        CHECK(s == RG_OK && bits_equal(db_ref, db_got, OC), "gelu_backward_dbias %s gelu=%d: run to run", tag, gelu);
+        free(x); free(dout); free(db0); free(db_ref); free(db_got); free(acc);
+        dfree(&d_x); dfree(&d_d); dfree(&d_db);
+    }
+    free(inp); free(w); free(b); free(res); free(ref); free(got);
+    dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_res); dfree(&d_out);
+}
+
+/* ---- the opt-in profile (RG_PROFILE=1 at creation) ---- */
+
+static void test_profile(void) {
+    rg_profile_entry e[64];
+    int n = -1;
+    CHECK(!rg_backend_profiling(be) && rg_backend_profile_read(be, e, 64, &n) == RG_ERR_UNSUPPORTED,
+          "a backend made without RG_PROFILE does not profile");
+    setenv("RG_PROFILE", "1", 1);
+    rg_backend *pb = NULL;
+    rg_status s = rg_backend_init(RG_BACKEND_CUDA, 0, &pb);
+    unsetenv("RG_PROFILE");
+    if (!CHECK(s == RG_OK && rg_backend_profiling(pb), "RG_PROFILE=1: a profiling backend (%s)", rg_last_error()))
+        return;
+    enum { T = 96, C = 64, OC = 128, REPS = 5000 }; /* more calls than the event pool holds */
+    void *x, *w, *y;
+    must(rg_buffer_alloc(pb, T * C * 2, &x), "alloc");
+    must(rg_buffer_alloc(pb, OC * C * 2, &w), "alloc");
+    must(rg_buffer_alloc(pb, T * OC * 2, &y), "alloc");
+    must(pb->ops->zero(pb, x, T * C * 2), "zero");
+    must(pb->ops->zero(pb, w, OC * C * 2), "zero");
+    must(rg_backend_profile_reset(pb), "profile reset");
+    for (int i = 0; i < REPS; i++) must(pb->ops->matmul_forward(pb, y, NULL, x, w, NULL, T, C, OC, 0), "matmul");
+    for (int i = 0; i < 3; i++) must(pb->ops->gelu_forward(pb, y, y, T * OC, RG_GELU_ERF), "gelu");
+    s = rg_backend_profile_read(pb, e, 64, &n);
+    CHECK(s == RG_OK && n == 2, "profile: two (op, shape) entries after reset (got %d, %s)", n, rg_last_error());
+    if (s == RG_OK && n == 2) {
+        CHECK(!strcmp(e[0].op, "matmul_forward gemm") && !strcmp(e[0].shape, "C=64 OC=128") && e[0].calls == REPS &&
+                  e[0].ms > 0 && e[0].flops == 2.0 * T * C * OC * REPS,
+              "profile: the matmul entry first (%s [%s], %lld calls, %g ms, %g FLOP)", e[0].op, e[0].shape,
+              (long long)e[0].calls, e[0].ms, e[0].flops);
+        CHECK(!strcmp(e[1].op, "gelu_forward") && e[1].calls == 3 && e[1].ms > 0 && e[1].bytes == 3 * 4.0 * T * OC,
+              "profile: the gelu entry (%s, %lld calls, %g ms, %g bytes)", e[1].op, (long long)e[1].calls, e[1].ms,
+              e[1].bytes);
+    }
+    must(rg_backend_profile_reset(pb), "profile reset");
+    CHECK(rg_backend_profile_read(pb, e, 64, &n) == RG_OK && n == 0, "profile: empty after reset (%d)", n);
+    rg_buffer_free(pb, x);
+    rg_buffer_free(pb, w);
+    rg_buffer_free(pb, y);
+    rg_backend_free(pb);
 }
 
 /* ---- layernorm ---- */
@@ -620,6 +743,20 @@ int main(void) {
             for (int bias = 0; bias <= 1; bias++) test_matmul(mm[i][0], mm[i][1], mm[i][2], gelu, bias, 0);
     test_matmul(33, 64, 96, RG_GELU_ERF, true, 1);  /* 2-byte aligned operands */
     test_matmul(33, 64, 96, RG_GELU_TANH, true, 4); /* 8-byte aligned: cuBLASLt plans per alignment */
+    /* token counts sharing a plan bucket (300 and 290 -> 320; 1000 -> 1024): one
+     * plan, its layouts resized per call, larger and smaller than the last */
+    test_matmul(300, 64, 96, RG_GELU_ERF, true, 0);
+    test_matmul(290, 64, 96, RG_GELU_ERF, true, 0);
+    test_matmul(319, 64, 96, RG_GELU_NONE, true, 0);
+    test_matmul(1000, 64, 96, RG_GELU_TANH, true, 0);
+
+    test_fused(1, 8, 8, true, false, 0);
+    test_fused(5, 3, 7, false, true, 0);
+    test_fused(37, 72, 200, true, true, 0);
+    test_fused(33, 64, 96, true, false, 1); /* 2-byte aligned: the scalar paths */
+    test_fused(quick ? 65 : 257, 1024, quick ? 1024 : 4096, true, false, 0);
+    test_fused(130, 1024, 1024, true, true, 0);
+    test_profile();
 
     const int ln[][2] = {{1, 8}, {33, 1024}, {17, 100}, {9, 4104}, {64, 768}, {300, 1024}, {5, 4096}};
     for (int i = 0; i < 7; i++)

@@ -92,6 +92,8 @@ static int parse_opts(mbench_opts *o, int argc, char **argv) {
         "% of the measured matmul peak, padding, memory and the speed-up over\n"
         "pad-to-max. '--preset seed' is the article's configuration (24 x 1024, batch\n"
         "32, lengths in [1, 1023]; slow on a CPU). 'ragged bench attn' times attention alone.\n"
+        "With RG_PROFILE=1 in the environment (CUDA), each op is timed on the device and\n"
+        "a per-op table (ms/step, % of step, TFLOP/s or GB/s) follows the report.\n"
         "Exit status: 0 ok, 1 runtime failure, 2 bad usage.";
     return args_parse(CMD, "ragged bench [options]", about, specs, n, argc, argv);
 }
@@ -362,6 +364,8 @@ int cmd_bench_model(int argc, char **argv) {
             rc = 1;
         }
         report_free(&rep);
+        /* the profile tables follow a markdown report; other formats keep stdout machine-readable */
+        if (!rc) mbench_print_profile(&o, &run, o.format == REPORT_MD ? stdout : stderr);
         if (!rc && o.plot) rc = write_plot(&o, &run);
     }
     mbench_run_free(&run);

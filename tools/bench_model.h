@@ -8,6 +8,7 @@
 #include "msg.h"
 #include "report.h"
 #include <stdbool.h>
+#include <stdio.h>
 
 enum { STRAT_PAD_MAX = 0, STRAT_PAD_LONGEST, STRAT_PACKED, STRAT_BUCKETED, N_STRAT };
 enum { MODE_EVAL = 0, MODE_TRAIN, N_MODE };
@@ -62,11 +63,18 @@ typedef struct mbench_run {
     double wall_s, load_before, load_after;  /* load: 1-minute load average (-1 unknown) */
     msg_progress progress;
     char lengths_desc[320];
+    /* RG_PROFILE=1 (a profiling backend): per-op totals over each mode's timed steps */
+    rg_profile_entry *prof[N_MODE];
+    int n_prof[N_MODE];
+    int prof_steps[N_MODE];      /* timed steps of the mode (every strategy) */
+    double prof_ms[N_MODE];      /* their summed wall ms */
 } mbench_run;
 
 /* Lengths, batches, peak, memory per strategy, warm-up and interleaved timed
  * steps. Returns 0, or 1 after printing "ragged: bench: ..." to stderr. */
 int mbench_run_all(const mbench_opts *o, mbench_run *run);
+/* The per-op profile tables (bench_model_prof.c), when the backend profiled. */
+void mbench_print_profile(const mbench_opts *o, const mbench_run *run, FILE *f);
 void mbench_run_free(mbench_run *run);
 
 int cmd_bench_model(int argc, char **argv);

@@ -160,6 +160,22 @@ static int one_step(const mbench_opts *o, mbench_run *run, rg_model *m, int s, i
     return 0;
 }
 
+/* The profile of mode's timed steps (all strategies), kept for the report. */
+static int read_profile(const mbench_opts *o, mbench_run *run, int mode) {
+    int n = 0;
+    if (rg_backend_profile_read(run->be, NULL, 0, &n) != RG_OK) return msg_error("profile: %s", rg_last_error());
+    run->prof[mode] = calloc((size_t)(n ? n : 1), sizeof *run->prof[mode]);
+    if (!run->prof[mode]) return msg_error("out of memory");
+    if (rg_backend_profile_read(run->be, run->prof[mode], n, &run->n_prof[mode]) != RG_OK)
+        return msg_error("profile: %s", rg_last_error());
+    for (int s = 0; s < N_STRAT; s++) {
+        if (!o->use[s]) continue;
+        for (int i = 0; i < run->strat[s].n_steps; i++) run->prof_ms[mode] += run->strat[s].ms[mode][i];
+        run->prof_steps[mode] += run->strat[s].n_steps;
+    }
+    return 0;
+}
+
 static int timed_steps(const mbench_opts *o, mbench_run *run, rg_model *m) {
     for (int mode = 0; mode < N_MODE; mode++) {
         if (!o->run_mode[mode]) continue;
@@ -178,9 +194,12 @@ static int timed_steps(const mbench_opts *o, mbench_run *run, rg_model *m) {
                 if (one_step(o, run, m, s, mode, w, false)) return 1;
             if (st->n_steps > most) most = st->n_steps;
         }
+        bool prof = rg_backend_profiling(run->be);
+        if (prof && rg_backend_profile_reset(run->be) != RG_OK) return msg_error("profile: %s", rg_last_error());
         for (int i = 0; i < most; i++)
             for (int s = 0; s < N_STRAT; s++)
                 if (o->use[s] && i < run->strat[s].n_steps && one_step(o, run, m, s, mode, i, true)) return 1;
+        if (prof && read_profile(o, run, mode)) return 1;
         for (int s = 0; s < N_STRAT; s++) run->strat[s].done[mode] = o->use[s];
     }
     return 0;
@@ -265,6 +284,7 @@ void mbench_run_free(mbench_run *run) {
         free(st->batches);
         for (int m = 0; m < N_MODE; m++) free(st->ms[m]);
     }
+    for (int m = 0; m < N_MODE; m++) free(run->prof[m]);
     free(run->tokens);
     free(run->seqs);
     free(run->lengths.lens);

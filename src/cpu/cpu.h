@@ -56,6 +56,13 @@ rg_status rg_cpu_adamw_update(rg_backend *be, float *param, void *compute, float
                               const float *grad, int64_t n, float lr, float beta1, float beta2,
                               float eps, float weight_decay, float grad_scale, int64_t t);
 
+rg_status rg_cpu_matmul_forward_residual(rg_backend *be, void *out, const void *inp, const void *weight,
+                                         const void *bias, const void *residual, int64_t T, int C, int OC);
+rg_status rg_cpu_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
+                                     int64_t T, int OC, int gelu);
+/* dbias (OC) += sum_t dout (T,OC), in double, tokens in order (matmul.c). */
+void rg_cpu_bias_grad(float *dbias, const float *dout, int64_t T, int OC);
+
 /* Scalar GELU (gelu = RG_GELU_ERF or RG_GELU_TANH), shared
  * by gelu.c and matmul.c's epilogue. */
 float rg_cpu_gelu(float x, int gelu);

@@ -1,5 +1,6 @@
 /* gelu.c — GELU, exact (erf) and GPT-2's tanh approximation, forward and backward (CPU, fp32). */
 #include "cpu/cpu.h"
+#include "core/status.h"
 #include <math.h>
 
 #define RG_INV_SQRT2 0.70710678118654752440f       /* 1/sqrt(2) */
@@ -48,5 +49,13 @@ rg_status rg_cpu_gelu_backward(rg_backend *be, void *dinp_, const void *inp_, co
     const float *inp = inp_, *dout = dout_;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) dinp[i] = dout[i] * gelu_grad(inp[i], gelu);
+    return RG_OK;
+}
+
+/* gelu_backward over (T,OC), then dbias += its column sums (dinp may alias dout). */
+rg_status rg_cpu_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
+                                     int64_t T, int OC, int gelu) {
+    RG_TRY(rg_cpu_gelu_backward(be, dinp, inp, dout, T * OC, gelu));
+    if (dbias) rg_cpu_bias_grad(dbias, dinp, T, OC);
     return RG_OK;
 }

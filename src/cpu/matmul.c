@@ -58,8 +58,34 @@ rg_status rg_cpu_matmul_backward(rg_backend *be, void *dinp_, float *dweight, fl
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, C, (int)rows, 1.0f, dout + t0 * OC, OC,
                         inp + t0 * C, C, 1.0f, dweight, C);
     }
-    if (!dbias) return RG_OK;
-    /* Column sums of dout: channel tiles accumulated in double over tokens in order. */
+    if (dbias) rg_cpu_bias_grad(dbias, dout, T, OC);
+    return RG_OK;
+}
+
+/* out (T,OC) = inp @ weight^T + bias + residual; out may alias residual, so
+ * the residual is copied to out first and the product accumulated onto it. */
+rg_status rg_cpu_matmul_forward_residual(rg_backend *be, void *out_, const void *inp_, const void *weight_,
+                                         const void *bias_, const void *residual_, int64_t T, int C, int OC) {
+    (void)be;
+    float *out = out_;
+    const float *inp = inp_, *w = weight_, *bias = bias_, *res = residual_;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; t++) {
+        float *o = out + t * OC;
+        const float *r = res + t * OC;
+#pragma omp simd
+        for (int j = 0; j < OC; j++) o[j] = r[j] + (bias ? bias[j] : 0.0f);
+    }
+    for (int64_t t0 = 0; t0 < T; t0 += RG_BLAS_MAX_ROWS) {
+        int64_t rows = T - t0 < RG_BLAS_MAX_ROWS ? T - t0 : RG_BLAS_MAX_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, OC, C, 1.0f, inp + t0 * C, C,
+                    w, C, 1.0f, out + t0 * OC, OC);
+    }
+    return RG_OK;
+}
+
+/* dbias (OC) += sum_t dout (T,OC): channel tiles accumulated in double over tokens in order. */
+void rg_cpu_bias_grad(float *dbias, const float *dout, int64_t T, int OC) {
     int ntiles = (OC + RG_CPU_CTILE - 1) / RG_CPU_CTILE;
 #pragma omp parallel for schedule(static)
     for (int tile = 0; tile < ntiles; tile++) {
@@ -72,5 +98,4 @@ rg_status rg_cpu_matmul_backward(rg_backend *be, void *dinp_, float *dweight, fl
         }
         for (int j = 0; j < nc; j++) dbias[c0 + j] += (float)acc[j];
     }
-    return RG_OK;
 }

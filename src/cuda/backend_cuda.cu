@@ -4,6 +4,7 @@
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 #include <stdlib.h>
+#include <string.h>
 
 /* Fixed buffers of the model ops, sized once so that no op allocates:
  * cuBLASLt's workspace (32 MiB, NVIDIA's advice for Hopper) and a scratch
@@ -15,6 +16,7 @@
 /* Releases what rg_backend_cuda_create made; safe on a partly built state. */
 static void cuda_state_free(rg_cuda_state *st) {
     if (!st) return;
+    rg_cuda_prof_destroy(st);
     rg_cuda_matmul_destroy(st);
     rg_cuda_attn_ws_free(st->attn);
     if (st->lt) cublasLtDestroy(st->lt);
@@ -99,9 +101,18 @@ static rg_backend_ops make_ops(void) {
     o.sum_squares = rg_cuda_sum_squares;
     o.sgd_update = rg_cuda_sgd_update;
     o.adamw_update = rg_cuda_adamw_update;
+    o.matmul_forward_residual = rg_cuda_matmul_forward_residual;
+    o.gelu_backward_dbias = rg_cuda_gelu_backward_dbias;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();
+/* RG_PROFILE=1: the same ops, each timed (profile.cu). */
+static const rg_backend_ops cuda_ops_profiled = rg_cuda_profile_ops(&cuda_ops);
+
+static bool profile_requested(void) {
+    const char *e = getenv("RG_PROFILE");
+    return e && *e && strcmp(e, "0") != 0;
+}
 
 extern "C" bool rg_backend_cuda_device_present(void) {
     int n = 0;
@@ -151,6 +162,10 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
     }
     rg_status s = rg_cuda_matmul_init(st);
     if (s == RG_OK) s = rg_cuda_gelu_init(st);
+    if (s == RG_OK && profile_requested()) {
+        s = rg_cuda_prof_create(st);
+        be->ops = &cuda_ops_profiled;
+    }
     if (s != RG_OK) {
         cuda_state_free(st);
         free(be);

@@ -12,6 +12,7 @@ extern "C" {
 
 struct rg_cuda_mm_cache; /* cuBLASLt plans by shape (matmul.cu) */
 struct rg_cuda_attn_ws;  /* attention workspace (attention_common.cuh) */
+typedef struct rg_cuda_prof rg_cuda_prof; /* per-op profile (profile.cu) */
 
 typedef struct rg_cuda_state {
     int device;
@@ -28,6 +29,7 @@ typedef struct rg_cuda_state {
     void *gelu_lut;               /* exact GELU of bf16 inputs (gelu.cu) */
     struct rg_cuda_mm_cache *mm;
     struct rg_cuda_attn_ws *attn;   /* attention workspace, grown on demand (attention_common.cuh) */
+    rg_cuda_prof *prof;           /* NULL unless RG_PROFILE=1 at creation (profile.cu) */
 } rg_cuda_state;
 
 static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)be->impl; }

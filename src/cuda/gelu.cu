@@ -1,6 +1,7 @@
-/* gelu.cu — GELU forward/backward on bf16 (n elements) and the bias + GELU
- * pass that completes a matmul when cuBLASLt's epilogue cannot (cuBLASLt has
- * no exact erf GELU).
+/* gelu.cu — GELU forward/backward on bf16 (n elements), the backward fused
+ * with the bias gradient of the layer before it (column sums while dinp is
+ * written), and the bias + GELU pass that completes a matmul when cuBLASLt's
+ * epilogue cannot (cuBLASLt has no exact erf GELU).
  * Exact (erf) GELU by table: its input is always a bf16 value, so for the
  * 5632 bf16 values with 2^-16 <= |x| < 64 the backend keeps gelu(x) correctly
  * rounded to bf16 and gelu'(x) in fp32, both computed once in double
@@ -166,6 +167,68 @@ __global__ void __launch_bounds__(THREADS) gelu_backward_kernel(bf16 *dinp, cons
     }
 }
 
+/* gelu backward over (rows, cols) with the column sums of dinp (fp32, before
+ * it is rounded to bf16): a block is DB_LANES row lanes x DB_COLS column threads of VEC columns;
+ * lane ty of block x takes rows x * DB_LANES + ty + k * gridDim.x * DB_LANES,
+ * two rows' loads in flight, and the lanes' sums are added in shared memory in
+ * lane order into parts[x][col] (deterministic for a given grid). dinp may
+ * alias dout: each thread reads its elements before it writes them. */
+#define DB_LANES 4
+#define DB_COLS (THREADS / DB_LANES)
+
+template <int KIND, int VEC>
+__device__ __forceinline__ void grad_row(float (&acc)[VEC], bf16 *dinp, const bf16 *inp, const bf16 *dout,
+                                         const float *tab) {
+    uint16_t x[VEC];
+    float d[VEC];
+    load_bits<VEC>(x, inp);
+    rg_load_bf16<VEC>(d, dout);
+    gelu_grad_vec<KIND, VEC>(d, x, tab);
+#pragma unroll
+    for (int j = 0; j < VEC; j++) acc[j] += d[j];
+    rg_store_bf16<VEC>(dinp, d);
+}
+
+template <int KIND, int VEC>
+__global__ void __launch_bounds__(THREADS) gelu_backward_dbias_kernel(bf16 *dinp, float *parts, const bf16 *inp,
+                                                                      const bf16 *dout, int64_t rows, int cols,
+                                                                      const float *lut) {
+    __shared__ __align__(16) float tab[KIND == RG_GELU_ERF ? LUT_N : 4];
+    __shared__ float red[DB_LANES][VEC * DB_COLS]; /* [lane][j * DB_COLS + tx]: no bank conflicts */
+    if (KIND == RG_GELU_ERF) stage(tab, lut);
+    int tx = threadIdx.x % DB_COLS, ty = threadIdx.x / DB_COLS;
+    int c = (blockIdx.y * DB_COLS + tx) * VEC;
+    float acc[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; j++) acc[j] = 0.0f;
+    if (c < cols) {
+        int64_t step = (int64_t)gridDim.x * DB_LANES, r = (int64_t)blockIdx.x * DB_LANES + ty;
+        for (; r + step < rows; r += 2 * step) {
+            float a2[VEC];
+#pragma unroll
+            for (int j = 0; j < VEC; j++) a2[j] = 0.0f;
+            grad_row<KIND, VEC>(acc, dinp + r * cols + c, inp + r * cols + c, dout + r * cols + c, tab);
+            int64_t r2 = r + step;
+            grad_row<KIND, VEC>(a2, dinp + r2 * cols + c, inp + r2 * cols + c, dout + r2 * cols + c, tab);
+#pragma unroll
+            for (int j = 0; j < VEC; j++) acc[j] += a2[j];
+        }
+        if (r < rows) grad_row<KIND, VEC>(acc, dinp + r * cols + c, inp + r * cols + c, dout + r * cols + c, tab);
+    }
+#pragma unroll
+    for (int j = 0; j < VEC; j++) red[ty][j * DB_COLS + tx] = acc[j];
+    __syncthreads();
+    if (ty == 0 && c < cols) {
+#pragma unroll
+        for (int j = 0; j < VEC; j++) {
+            float sum = red[0][j * DB_COLS + tx];
+#pragma unroll
+            for (int l = 1; l < DB_LANES; l++) sum += red[l][j * DB_COLS + tx];
+            parts[(int64_t)blockIdx.x * cols + c + j] = sum;
+        }
+    }
+}
+
 /* pre, out (rows, cols); VEC divides cols, so a vector never crosses a row.
  * With a bias, x = bf16(pre + bias) is stored back to pre (the backward's
  * input) and GELU is applied to that rounded value. */
@@ -271,6 +334,40 @@ rg_status rg_cuda_gelu_backward(rg_backend *be, void *dinp, const void *inp, con
     else DISPATCH_KIND(gelu, 1, launch_backward, st, g, x, d, n);
     RG_CUDA_CHECK_LAUNCH("gelu_backward_kernel");
     return RG_OK;
+}
+
+template <int KIND, int VEC>
+static void launch_backward_dbias(rg_cuda_state *st, dim3 grid, bf16 *dinp, float *parts, const bf16 *inp,
+                                  const bf16 *dout, int64_t rows, int cols) {
+    gelu_backward_dbias_kernel<KIND, VEC><<<grid, THREADS, 0, st->stream>>>(dinp, parts, inp, dout, rows, cols,
+                                                                             lut_d(st));
+}
+
+rg_status rg_cuda_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
+                                      int64_t T, int OC, int gelu) {
+    rg_cuda_state *st = rg_cuda(be);
+    if (!dbias) return rg_cuda_gelu_backward(be, dinp, inp, dout, T * OC, gelu);
+    if (T <= 0 || OC <= 0) return RG_OK;
+    int vec = OC % 8 == 0 && rg_aligned16(dinp) && rg_aligned16(inp) && rg_aligned16(dout) ? 8 : 1;
+    int64_t col_blocks = (OC + (int64_t)DB_COLS * vec - 1) / ((int64_t)DB_COLS * vec);
+    if (col_blocks > 65535)
+        return rg_fail(RG_ERR_UNSUPPORTED, "cuda gelu_backward_dbias: OC=%d is too wide for the column grid", OC);
+    /* about four blocks per multiprocessor in all, at least one row per lane */
+    int64_t parts = (4 * (int64_t)st->prop.multiProcessorCount + col_blocks - 1) / col_blocks;
+    int64_t max_rows = (T + DB_LANES - 1) / DB_LANES, max_parts = (int64_t)(st->scratch_bytes / sizeof(float)) / OC;
+    if (parts > max_rows) parts = max_rows;
+    if (parts > max_parts) parts = max_parts;
+    if (parts < 1)
+        return rg_fail(RG_ERR_UNSUPPORTED, "cuda gelu_backward_dbias: OC=%d needs more than %zu bytes of scratch", OC,
+                       st->scratch_bytes);
+    dim3 grid((unsigned)parts, (unsigned)col_blocks);
+    float *scratch = (float *)st->scratch;
+    bf16 *g = (bf16 *)dinp;
+    const bf16 *x = (const bf16 *)inp, *d = (const bf16 *)dout;
+    if (vec == 8) DISPATCH_KIND(gelu, 8, launch_backward_dbias, st, grid, g, scratch, x, d, T, OC);
+    else DISPATCH_KIND(gelu, 1, launch_backward_dbias, st, grid, g, scratch, x, d, T, OC);
+    RG_CUDA_CHECK_LAUNCH("gelu_backward_dbias_kernel");
+    return rg_cuda_add_partials(st, dbias, scratch, (int)parts, OC);
 }
 
 rg_status rg_cuda_bias_gelu(rg_cuda_state *st, bf16 *out, bf16 *pre, const bf16 *bias, int64_t rows, int cols,

@@ -44,6 +44,22 @@ rg_status rg_cuda_adamw_update(rg_backend *be, float *param, void *compute, floa
                                const float *grad, int64_t n, float lr, float beta1, float beta2,
                                float eps, float weight_decay, float grad_scale, int64_t t);
 
+rg_status rg_cuda_matmul_forward_residual(rg_backend *be, void *out, const void *inp, const void *weight,
+                                          const void *bias, const void *residual, int64_t T, int C, int OC);
+rg_status rg_cuda_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
+                                      int64_t T, int OC, int gelu);
+
+/* Per-op profile (profile.cu). prof_begin records a start event and returns
+ * its slot, or -1 when not profiling; prof_end
+ * records the stop event and books the pair under (op, shape from fmt) with
+ * the call's useful FLOPs and fewest bytes; a slot of -1 does nothing. */
+int rg_cuda_prof_begin(rg_cuda_state *st);
+void rg_cuda_prof_end(rg_cuda_state *st, int slot, const char *op, double flops, double bytes, const char *fmt, ...);
+rg_status rg_cuda_prof_create(rg_cuda_state *st);
+void rg_cuda_prof_destroy(rg_cuda_state *st);
+/* The profiling table: base with every op wrapped (matmuls time their own parts). */
+rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base);
+
 /* cuBLASLt plan cache (matmul.cu), created/destroyed with the backend. */
 rg_status rg_cuda_matmul_init(rg_cuda_state *st);
 void rg_cuda_matmul_destroy(rg_cuda_state *st);

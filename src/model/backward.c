@@ -35,9 +35,10 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
         /* x2 = x1 + fc2(gelu(fc(ln2(x1)))): dres flows straight to x1 and through the MLP. */
         RG_TRY(op->matmul_backward(be, A->dbig, rg_model_g(m, p->fc2_w), rg_model_g(m, p->fc2_b), A->dres,
                                    L->fch_gelu, rg_model_p(m, p->fc2_w), T, H, C));
-        /* fch_gelu is dead now: it receives d(pre-GELU). */
-        RG_TRY(op->gelu_backward(be, L->fch_gelu, L->fch, A->dbig, T * H, gelu));
-        RG_TRY(op->matmul_backward(be, A->dtmp, rg_model_g(m, p->fc_w), rg_model_g(m, p->fc_b), L->fch_gelu,
+        /* fch_gelu is dead now: it receives d(pre-GELU), and fc's bias gradient
+         * (its column sums) comes out of the same pass. */
+        RG_TRY(op->gelu_backward_dbias(be, L->fch_gelu, rg_model_g(m, p->fc_b), L->fch, A->dbig, T, H, gelu));
+        RG_TRY(op->matmul_backward(be, A->dtmp, rg_model_g(m, p->fc_w), NULL, L->fch_gelu,
                                    L->ln2, rg_model_p(m, p->fc_w), T, C, H));
         RG_TRY(op->layernorm_backward(be, A->dres, rg_model_g(m, p->ln2_w), rg_model_g(m, p->ln2_b), A->dtmp,
                                       L->x1, rg_model_p(m, p->ln2_w), L->mean2, L->rstd2, T, C));

@@ -61,16 +61,15 @@ rg_status rg_model_forward(rg_model *m, const rg_step_plan *plan, float *losses,
                                   rg_model_p(m, p->qkv_b), T, C, Q, RG_GELU_NONE));
         RG_TRY(op->attn_forward(be, &aa, L->qkv, rg_model_at(m, L->qkv, k_off), rg_model_at(m, L->qkv, v_off), L->atty,
                                 plan->train ? L->lse : NULL));
-        RG_TRY(op->matmul_forward(be, L->x1, NULL, L->atty, rg_model_p(m, p->proj_w),
-                                  rg_model_p(m, p->proj_b), T, C, C, RG_GELU_NONE));
-        RG_TRY(op->add(be, L->x1, L->x1, x, T * C));
+        /* x1 = x + proj(atty): the residual add is the projection's epilogue */
+        RG_TRY(op->matmul_forward_residual(be, L->x1, L->atty, rg_model_p(m, p->proj_w),
+                                           rg_model_p(m, p->proj_b), x, T, C, C));
         RG_TRY(op->layernorm_forward(be, L->ln2, L->mean2, L->rstd2, L->x1, rg_model_p(m, p->ln2_w),
                                      rg_model_p(m, p->ln2_b), c->ln_eps, T, C));
         RG_TRY(op->matmul_forward(be, L->fch_gelu, L->fch, L->ln2, rg_model_p(m, p->fc_w),
                                   rg_model_p(m, p->fc_b), T, C, H, gelu));
-        RG_TRY(op->matmul_forward(be, L->x2, NULL, L->fch_gelu, rg_model_p(m, p->fc2_w),
-                                  rg_model_p(m, p->fc2_b), T, H, C, RG_GELU_NONE));
-        RG_TRY(op->add(be, L->x2, L->x2, L->x1, T * C));
+        RG_TRY(op->matmul_forward_residual(be, L->x2, L->fch_gelu, rg_model_p(m, p->fc2_w),
+                                           rg_model_p(m, p->fc2_b), L->x1, T, H, C));
         x = L->x2;
     }
     if (c->final_ln) {
