@@ -153,6 +153,15 @@ typedef struct rg_backend_ops {
     rg_status (*gelu_backward_dbias)(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
                                      int64_t T, int OC, int gelu);
 
+    /* layernorm_backward and, when dinp_sum is not NULL, dinp_sum (C) += sum_t
+     * dinp[t] of dinp as the op leaves it (after the +=, as stored in the act
+     * dtype): the residual stream's gradient summed over tokens, which is the
+     * bias gradient of the projection that wrote that stream (attn proj, fc2),
+     * exactly what matmul_backward's dbias would sum from it. */
+    rg_status (*layernorm_backward_sum)(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
+                                        const void *dout, const void *inp, const void *weight, const float *mean,
+                                        const float *rstd, int64_t T, int C);
+
     /* ---- per-op profile (ragged.h section 2); NULL when the backend is not profiling ---- */
     rg_status (*profile_reset)(rg_backend *be);
     rg_status (*profile_read)(rg_backend *be, rg_profile_entry *out, int cap, int *n);

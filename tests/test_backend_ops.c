@@ -50,6 +50,7 @@ typedef struct tens {
     float *init;     /* values before the op: inputs, and the pre-fill of outputs */
     int32_t *iv;     /* values of K_I32 tensors */
     double *want;    /* outputs: expected values after the op */
+    double tol_b;    /* > 0: this output's bf16-backend-vs-CPU threshold instead of the case's */
 } tens;
 
 typedef struct opcase opcase;
@@ -295,6 +296,7 @@ static double compare_outputs(opcase *c, float **got, double **want, rg_backend 
         if (!t->n || t->role == R_IN) continue;
         const double *w = want ? want[i] : t->want;
         double tol = mode == TOL_REF ? c->tol : mode == TOL_EXACT ? 0 : t->kind == K_ACT ? c->tol_act : c->tol_f32;
+        if (mode == TOL_BACKEND && t->tol_b > 0) tol = t->tol_b;
         size_t wi;
         bool acc = t->role == R_ACC;
         double e = rel_err(got[i], w, acc ? t->init : NULL, t->n, kind_dtype(be, t->kind), acc, c->floor, &wi);
@@ -528,6 +530,27 @@ static void mk_ln_bwd(opcase *c, int64_t T, int C, bool bias, float offset) {
     ref_layernorm_backward(c->t[0].want, c->t[1].want, bias ? c->t[2].want : NULL, dcopy(c, 3), inp, w, c->eps,
                            T, C);
     if (T * C < 20000) c->fd = fd_ln;
+}
+
+static rg_status call_ln_bwd_sum(rg_backend *be, opcase *c, void **d) {
+    NEED(be, layernorm_backward_sum);
+    return be->ops->layernorm_backward_sum(be, d[0], d[1], d[2], d[8], d[3], d[4], d[5], d[6], d[7], c->T, c->C);
+}
+
+/* layernorm_backward's tensors, then 8 dinp_sum (C, +=, optional): the column sums of the dinp left */
+static void mk_ln_bwd_sum(opcase *c, int64_t T, int C, bool bias, bool sum) {
+    mk_ln_bwd(c, T, C, bias, 0);
+    c->fd = NULL;
+    snprintf(c->name, sizeof c->name, "layernorm_backward_sum T=%lld C=%d bias=%d sum=%d", (long long)T, C, bias,
+             sum);
+    c->call = call_ln_bwd_sum;
+    int i = add_t(c, "dinp_sum", K_F32, R_ACC, sum ? C : 0);
+    /* a bf16 backend sums dinp as stored (rounded), the CPU its fp32 values:
+     * each of the T terms differs by up to half a bf16 ulp */
+    c->t[i].tol_b = 5e-3;
+    if (sum)
+        for (int64_t t = 0; t < T; t++)
+            for (int k = 0; k < C; k++) c->t[i].want[k] += c->t[0].want[t * C + k];
 }
 
 /* ---- matmul ------------------------------------------------------------- */
@@ -908,6 +931,11 @@ static int build_cases(opcase *cs) {
     mk_ln_bwd(&cs[n++], 9, 100, false, 30);
     mk_ln_bwd(&cs[n++], 64, 100, true, 0);
     mk_ln_bwd(&cs[n++], bigT, bigC, true, 0);
+    mk_ln_bwd_sum(&cs[n++], 1, 1, true, true);
+    mk_ln_bwd_sum(&cs[n++], 3, 17, false, true);
+    mk_ln_bwd_sum(&cs[n++], 64, 100, true, false);
+    mk_ln_bwd_sum(&cs[n++], bigT, bigC, true, true);
+    mk_ln_bwd_sum(&cs[n++], 9, 1024, false, true);
     mk_mm_fwd(&cs[n++], 1, 1, 1, false, RG_GELU_NONE);
     mk_mm_fwd(&cs[n++], 5, 3, 7, true, RG_GELU_NONE);
     mk_mm_fwd(&cs[n++], 33, 67, 130, true, RG_GELU_ERF);

@@ -417,17 +417,27 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
     dput(&d_rstd, rstd);
     dput(&d_dout, dout);
     float dw_first[8192], db_first[8192];
+    /* the second run goes through layernorm_backward_sum: the same dinp, dweight
+     * and dbias bits, and dinp_sum += the column sums of the dinp it stored */
+    dbuf d_ds = dalloc(RG_DTYPE_F32, C, off);
+    float *ds0 = randn(C, 1.0f), *g_first = xmalloc(n * 4);
+    dput(&d_ds, ds0);
     for (int rep = 0; rep < 2; rep++) {
         dput(&d_g, g0);
         dput(&d_dw, dw0);
         dput(&d_db, db0);
-        s = be->ops->layernorm_backward(be, d_g.p, (float *)d_dw.p, b ? (float *)d_db.p : NULL, d_dout.p, d_x.p,
-                                        d_w.p, (const float *)d_mean.p, (const float *)d_rstd.p, T, C);
+        if (rep == 0)
+            s = be->ops->layernorm_backward(be, d_g.p, (float *)d_dw.p, b ? (float *)d_db.p : NULL, d_dout.p, d_x.p,
+                                            d_w.p, (const float *)d_mean.p, (const float *)d_rstd.p, T, C);
+        else
+            s = be->ops->layernorm_backward_sum(be, d_g.p, (float *)d_dw.p, b ? (float *)d_db.p : NULL,
+                                                (float *)d_ds.p, d_dout.p, d_x.p, d_w.p, (const float *)d_mean.p,
+                                                (const float *)d_rstd.p, T, C);
         CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
         if (rep == 0) {
-            dget(&d_g, got);
+            dget(&d_g, g_first);
             snprintf(what, sizeof what, "%s: dinp (+=)", tag);
-            CHECK_CLOSE(what, got, g_ref, n, 1 * U_BF16);
+            CHECK_CLOSE(what, g_first, g_ref, n, 1 * U_BF16);
             dguard_ok(&d_g, what);
             dget(&d_dw, dw_first);
             snprintf(what, sizeof what, "%s: dweight (+=)", tag);
@@ -442,13 +452,27 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
         } else {
             float again[8192];
             dget(&d_dw, again);
-            CHECK(bits_equal(again, dw_first, C), "%s: dweight bit-identical on a second run", tag);
+            CHECK(bits_equal(again, dw_first, C), "%s: dweight bit-identical on a second run (_sum)", tag);
             if (b) {
                 dget(&d_db, again);
-                CHECK(bits_equal(again, db_first, C), "%s: dbias bit-identical on a second run", tag);
+                CHECK(bits_equal(again, db_first, C), "%s: dbias bit-identical on a second run (_sum)", tag);
             }
+            dget(&d_g, got);
+            CHECK(bits_equal(got, g_first, n), "%s: layernorm_backward_sum leaves the same dinp", tag);
+            double *acc = xmalloc(C * sizeof *acc);
+            for (int c = 0; c < C; c++) acc[c] = ds0[c];
+            for (size_t i = 0; i < n; i++) acc[i % C] += got[i];
+            for (int c = 0; c < C; c++) again[c] = (float)acc[c];
+            free(acc);
+            float ds[8192];
+            dget(&d_ds, ds);
+            snprintf(what, sizeof what, "%s: dinp_sum (+=) of the stored dinp", tag);
+            CHECK_CLOSE(what, ds, again, C, 1e-5);
+            dguard_ok(&d_ds, what);
         }
     }
+    free(ds0); free(g_first);
+    dfree(&d_ds);
     free(x); free(w); free(b); free(out); free(mean); free(rstd); free(got); free(dout); free(g0); free(dw0);
     free(db0); free(g_ref); free(dw_ref); free(db_ref); free(aw); free(ab);
     dfree(&d_x); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_mean); dfree(&d_rstd);

@@ -60,6 +60,9 @@ rg_status rg_cpu_matmul_forward_residual(rg_backend *be, void *out, const void *
                                          const void *bias, const void *residual, int64_t T, int C, int OC);
 rg_status rg_cpu_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
                                      int64_t T, int OC, int gelu);
+rg_status rg_cpu_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
+                                        const void *dout, const void *inp, const void *weight, const float *mean,
+                                        const float *rstd, int64_t T, int C);
 /* dbias (OC) += sum_t dout (T,OC), in double, tokens in order (matmul.c). */
 void rg_cpu_bias_grad(float *dbias, const float *dout, int64_t T, int OC);
 

@@ -1,5 +1,6 @@
 /* layernorm.c — LayerNorm over the last dimension, forward and backward (CPU, fp32). */
 #include "cpu/cpu.h"
+#include "core/status.h"
 #include <math.h>
 
 /* out (T,C) = (inp - mean) * rstd * weight + bias; mean, rstd (T) saved.
@@ -86,5 +87,14 @@ rg_status rg_cpu_layernorm_backward(rg_backend *be, void *dinp_, float *dweight,
             }
         }
     }
+    return RG_OK;
+}
+
+/* layernorm_backward, then dinp_sum += the column sums of the dinp it left. */
+rg_status rg_cpu_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
+                                        const void *dout, const void *inp, const void *weight, const float *mean,
+                                        const float *rstd, int64_t T, int C) {
+    RG_TRY(rg_cpu_layernorm_backward(be, dinp, dweight, dbias, dout, inp, weight, mean, rstd, T, C));
+    if (dinp_sum) rg_cpu_bias_grad(dinp_sum, dinp, T, C);
     return RG_OK;
 }

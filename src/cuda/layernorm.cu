@@ -122,13 +122,15 @@ rg_status rg_cuda_layernorm_forward(rg_backend *be, void *out, float *mean, floa
 /* ---- backward, fast path ----
  * dxhat = dout * w;  dinp += rstd * (dxhat - mean_c(dxhat) - xhat * mean_c(dxhat * xhat)).
  * Block: ceil(C/8) threads rounded up to a warp; thread k owns columns 8k..8k+7. */
-__global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_parts, const bf16 *dout,
-                                       const bf16 *inp, const bf16 *weight, const float *mean,
+template <bool SUM>
+__global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_parts, float *ds_parts,
+                                       const bf16 *dout, const bf16 *inp, const bf16 *weight, const float *mean,
                                        const float *rstd, int64_t T, int C) {
     __shared__ float red[32][2 * LN_R]; /* per warp: the LN_R pairs of row sums */
     int c = threadIdx.x * 8, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
     bool active = c < C;
     float w[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc_w[8] = {0, 0, 0, 0, 0, 0, 0, 0}, acc_b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float acc_s[SUM ? 8 : 1] = {0}; /* SUM: column sums of the dinp stored */
     if (active) rg_load_bf16<8>(w, weight + c);
     int64_t n_tiles = (T + LN_R - 1) / LN_R;
     for (int64_t tile = blockIdx.x; tile < n_tiles; tile += gridDim.x) {
@@ -187,6 +189,10 @@ __global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_pa
                 g[j] += rs[r] * (dx - part[2 * r] - x * part[2 * r + 1]);
                 acc_w[j] += d[j] * x;
                 acc_b[j] += d[j];
+                if constexpr (SUM) { /* the value as stored: rounding it again below is exact */
+                    g[j] = __bfloat162float(__float2bfloat16_rn(g[j]));
+                    acc_s[j] += g[j];
+                }
             }
             rg_store_bf16<8>(dinp + (r0 + r) * C + c, g);
         }
@@ -199,6 +205,11 @@ __global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_pa
             float *pb = db_parts + (int64_t)blockIdx.x * C + c;
 #pragma unroll
             for (int j = 0; j < 8; j++) pb[j] = acc_b[j];
+        }
+        if constexpr (SUM) {
+            float *ps = ds_parts + (int64_t)blockIdx.x * C + c;
+#pragma unroll
+            for (int j = 0; j < 8; j++) ps[j] = acc_s[j];
         }
     }
 }
@@ -243,28 +254,45 @@ __global__ void ln_backward_params_kernel(float *dw_parts, float *db_parts, cons
     if (db_parts) db_parts[(int64_t)blockIdx.x * C + c] = ab;
 }
 
-rg_status rg_cuda_layernorm_backward(rg_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
-                                     const void *inp, const void *weight, const float *mean, const float *rstd,
-                                     int64_t T, int C) {
+/* layernorm_backward, plus dinp_sum (+=, may be NULL): the column sums of
+ * the dinp it stores (the fast kernel sums them as it writes them; the other
+ * path sums the stored rows after). */
+rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
+                                         const void *dout, const void *inp, const void *weight, const float *mean,
+                                         const float *rstd, int64_t T, int C) {
     rg_cuda_state *st = rg_cuda(be);
     if (T <= 0 || C <= 0) return RG_OK;
     bf16 *g = (bf16 *)dinp;
     const bf16 *d = (const bf16 *)dout, *x = (const bf16 *)inp, *w = (const bf16 *)weight;
-    /* partials: parts blocks x C floats for dweight, as many again for dbias */
-    int64_t per_part = (int64_t)C * (dbias ? 2 : 1);
+    bool vec = ln_vec_ok(C, dinp, dout, inp, weight);
+    /* partials: parts blocks x C floats for dweight, as many again for dbias and dinp_sum */
+    int64_t per_part = (int64_t)C * (1 + (dbias ? 1 : 0) + (dinp_sum && vec ? 1 : 0));
     int64_t max_parts = (int64_t)(st->scratch_bytes / sizeof(float)) / per_part;
     if (max_parts < 1)
         return rg_fail(RG_ERR_UNSUPPORTED, "cuda layernorm_backward: C=%d needs more than %zu bytes of scratch", C,
                        st->scratch_bytes);
     float *dw_parts = (float *)st->scratch, *db_parts = dbias ? dw_parts + (int64_t)C * max_parts : NULL;
+    float *ds_parts = dw_parts + (int64_t)C * max_parts * (dbias ? 2 : 1);
     int parts;
-    if (ln_vec_ok(C, dinp, dout, inp, weight)) {
+    if (vec) {
         int threads = ((C / 8 + 31) / 32) * 32;
         int64_t n_tiles = (T + LN_R - 1) / LN_R;
-        int per_sm = 2048 / threads > 4 ? 4 : 2048 / threads;
+        /* one wave: as many blocks as fit at once (registers bound it: the
+         * summing variant fits 3 of 128 threads per multiprocessor, not 4) */
+        int per_sm = 2048 / threads > 4 ? 4 : 2048 / threads, fit = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, dinp_sum ? ln_backward_vec_kernel<true>
+                                                                         : ln_backward_vec_kernel<false>,
+                                                          threads, 0) == cudaSuccess && fit > 0 && fit < per_sm)
+            per_sm = fit;
+        cudaGetLastError();
         int64_t p = rg_cuda_blocks(st, n_tiles, 1, per_sm);
         parts = (int)(p < max_parts ? p : max_parts);
-        ln_backward_vec_kernel<<<parts, threads, 0, st->stream>>>(g, dw_parts, db_parts, d, x, w, mean, rstd, T, C);
+        if (dinp_sum)
+            ln_backward_vec_kernel<true><<<parts, threads, 0, st->stream>>>(g, dw_parts, db_parts, ds_parts, d, x, w,
+                                                                            mean, rstd, T, C);
+        else
+            ln_backward_vec_kernel<false><<<parts, threads, 0, st->stream>>>(g, dw_parts, db_parts, NULL, d, x, w,
+                                                                             mean, rstd, T, C);
         RG_CUDA_CHECK_LAUNCH("ln_backward_vec_kernel");
     } else {
         ln_backward_dinp_kernel<<<(unsigned)((T + LN_FWD_WARPS - 1) / LN_FWD_WARPS), 32 * LN_FWD_WARPS, 0,
@@ -280,5 +308,14 @@ rg_status rg_cuda_layernorm_backward(rg_backend *be, void *dinp, float *dweight,
     }
     RG_TRY(rg_cuda_add_partials(st, dweight, dw_parts, parts, C));
     if (dbias) RG_TRY(rg_cuda_add_partials(st, dbias, db_parts, parts, C));
+    if (dinp_sum && vec) RG_TRY(rg_cuda_add_partials(st, dinp_sum, ds_parts, parts, C));
+    /* the other path: sum the stored rows (the scratch is free again: same stream) */
+    if (dinp_sum && !vec) RG_TRY(rg_cuda_bias_grad(st, dinp_sum, g, T, C));
     return RG_OK;
+}
+
+rg_status rg_cuda_layernorm_backward(rg_backend *be, void *dinp, float *dweight, float *dbias, const void *dout,
+                                     const void *inp, const void *weight, const float *mean, const float *rstd,
+                                     int64_t T, int C) {
+    return rg_cuda_layernorm_backward_sum(be, dinp, dweight, dbias, NULL, dout, inp, weight, mean, rstd, T, C);
 }

@@ -49,6 +49,13 @@ rg_status rg_cuda_matmul_forward_residual(rg_backend *be, void *out, const void 
 rg_status rg_cuda_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,
                                       int64_t T, int OC, int gelu);
 
+rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
+                                         const void *dout, const void *inp, const void *weight, const float *mean,
+                                         const float *rstd, int64_t T, int C);
+/* (matmul.cu) dbias (OC) += sum_t dout (T,OC) over bf16 rows, deterministic;
+ * uses the scratch area. */
+rg_status rg_cuda_bias_grad(rg_cuda_state *st, float *dbias, const bf16 *dout, int64_t T, int OC);
+
 /* Per-op profile (profile.cu). prof_begin records a start event and returns
  * its slot, or -1 when not profiling; prof_end
  * records the stop event and books the pair under (op, shape from fmt) with

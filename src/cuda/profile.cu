@@ -219,6 +219,16 @@ static rg_status p_ln_bwd(rg_backend *be, void *dinp, float *dw, float *db, cons
     return r;
 }
 
+static rg_status p_ln_bwd_sum(rg_backend *be, void *dinp, float *dw, float *db, float *ds, const void *dout,
+                              const void *inp, const void *w, const float *mean, const float *rstd, int64_t T, int C) {
+    rg_cuda_state *st = rg_cuda(be);
+    int s = rg_cuda_prof_begin(st);
+    rg_status r = base_ops->layernorm_backward_sum(be, dinp, dw, db, ds, dout, inp, w, mean, rstd, T, C);
+    rg_cuda_prof_end(st, s, "layernorm_backward_sum", 0, (double)T * (4 * C * B2 + 2 * F4), "C=%d%s", C,
+                     ds ? " +dinp sum" : "");
+    return r;
+}
+
 static rg_status p_gelu_fwd(rg_backend *be, void *out, const void *inp, int64_t n, int gelu) {
     rg_cuda_state *st = rg_cuda(be);
     int s = rg_cuda_prof_begin(st);
@@ -339,6 +349,7 @@ rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     o.embedding_backward = p_emb_bwd;
     o.layernorm_forward = p_ln_fwd;
     o.layernorm_backward = p_ln_bwd;
+    if (base->layernorm_backward_sum) o.layernorm_backward_sum = p_ln_bwd_sum;
     /* matmul_forward, matmul_backward, matmul_forward_residual time their own parts (matmul.cu) */
     o.gelu_forward = p_gelu_fwd;
     o.gelu_backward = p_gelu_bwd;
