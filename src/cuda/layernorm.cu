@@ -256,7 +256,8 @@ __global__ void ln_backward_params_kernel(float *dw_parts, float *db_parts, cons
 
 /* layernorm_backward, plus dinp_sum (+=, may be NULL): the column sums of
  * the dinp it stores (the fast kernel sums them as it writes them; the other
- * path sums the stored rows after). */
+ * paths, and C so wide that the summing kernel's block does not fit, sum the
+ * stored rows after). */
 rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
                                          const void *dout, const void *inp, const void *weight, const float *mean,
                                          const float *rstd, int64_t T, int C) {
@@ -265,8 +266,17 @@ rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dwei
     bf16 *g = (bf16 *)dinp;
     const bf16 *d = (const bf16 *)dout, *x = (const bf16 *)inp, *w = (const bf16 *)weight;
     bool vec = ln_vec_ok(C, dinp, dout, inp, weight);
+    int threads = ((C / 8 + 31) / 32) * 32, fit = 0;
+    /* the summing kernel's blocks must fit a multiprocessor (160 registers a
+     * thread: not at C = 4096, 512 threads); else the stored rows are summed after */
+    bool fused_sum = false;
+    if (dinp_sum && vec) {
+        fused_sum = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, ln_backward_vec_kernel<true>, threads, 0) ==
+                        cudaSuccess && fit > 0;
+        cudaGetLastError();
+    }
     /* partials: parts blocks x C floats for dweight, as many again for dbias and dinp_sum */
-    int64_t per_part = (int64_t)C * (1 + (dbias ? 1 : 0) + (dinp_sum && vec ? 1 : 0));
+    int64_t per_part = (int64_t)C * (1 + (dbias ? 1 : 0) + (fused_sum ? 1 : 0));
     int64_t max_parts = (int64_t)(st->scratch_bytes / sizeof(float)) / per_part;
     if (max_parts < 1)
         return rg_fail(RG_ERR_UNSUPPORTED, "cuda layernorm_backward: C=%d needs more than %zu bytes of scratch", C,
@@ -275,19 +285,18 @@ rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dwei
     float *ds_parts = dw_parts + (int64_t)C * max_parts * (dbias ? 2 : 1);
     int parts;
     if (vec) {
-        int threads = ((C / 8 + 31) / 32) * 32;
         int64_t n_tiles = (T + LN_R - 1) / LN_R;
         /* one wave: as many blocks as fit at once (registers bound it: the
          * summing variant fits 3 of 128 threads per multiprocessor, not 4) */
-        int per_sm = 2048 / threads > 4 ? 4 : 2048 / threads, fit = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, dinp_sum ? ln_backward_vec_kernel<true>
-                                                                         : ln_backward_vec_kernel<false>,
-                                                          threads, 0) == cudaSuccess && fit > 0 && fit < per_sm)
-            per_sm = fit;
+        int per_sm = 2048 / threads > 4 ? 4 : 2048 / threads;
+        if (!fused_sum &&
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, ln_backward_vec_kernel<false>, threads, 0) != cudaSuccess)
+            fit = 0;
         cudaGetLastError();
+        if (fit > 0 && fit < per_sm) per_sm = fit;
         int64_t p = rg_cuda_blocks(st, n_tiles, 1, per_sm);
         parts = (int)(p < max_parts ? p : max_parts);
-        if (dinp_sum)
+        if (fused_sum)
             ln_backward_vec_kernel<true><<<parts, threads, 0, st->stream>>>(g, dw_parts, db_parts, ds_parts, d, x, w,
                                                                             mean, rstd, T, C);
         else
@@ -308,9 +317,9 @@ rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dwei
     }
     RG_TRY(rg_cuda_add_partials(st, dweight, dw_parts, parts, C));
     if (dbias) RG_TRY(rg_cuda_add_partials(st, dbias, db_parts, parts, C));
-    if (dinp_sum && vec) RG_TRY(rg_cuda_add_partials(st, dinp_sum, ds_parts, parts, C));
-    /* the other path: sum the stored rows (the scratch is free again: same stream) */
-    if (dinp_sum && !vec) RG_TRY(rg_cuda_bias_grad(st, dinp_sum, g, T, C));
+    if (fused_sum) RG_TRY(rg_cuda_add_partials(st, dinp_sum, ds_parts, parts, C));
+    /* otherwise sum the stored rows (the scratch is free again: same stream) */
+    if (dinp_sum && !fused_sum) RG_TRY(rg_cuda_bias_grad(st, dinp_sum, g, T, C));
     return RG_OK;
 }
 

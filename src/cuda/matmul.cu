@@ -42,20 +42,9 @@ typedef struct mm_plan {
 
 struct rg_cuda_mm_cache {
     int n;
-    bool tune;            /* RG_CUDA_GEMM_TUNE=1: time cuBLASLt's candidates once per plan */
     mm_plan plans[MM_CACHE_SIZE];
 };
 
-/* One call's operands and exact dims: what a plan being built is tuned on. */
-typedef struct mm_call {
-    const void *A, *B, *Cm; /* Cm NULL: C is D */
-    void *D;
-    float beta;
-    int64_t m, n, k;
-} mm_call;
-
-#define MM_TUNE_MAX 8   /* candidates timed */
-#define MM_TUNE_REPS 3
 
 static int align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -75,8 +64,6 @@ static void plan_free(mm_plan *p) {
 rg_status rg_cuda_matmul_init(rg_cuda_state *st) {
     st->mm = (struct rg_cuda_mm_cache *)calloc(1, sizeof *st->mm);
     if (!st->mm) return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the matmul plan cache");
-    const char *e = getenv("RG_CUDA_GEMM_TUNE");
-    st->mm->tune = e && *e && strcmp(e, "0") != 0;
     return RG_OK;
 }
 
@@ -127,60 +114,10 @@ static rg_status plan_resize(mm_plan *p, int64_t m, int64_t n, int64_t k) {
     return RG_OK;
 }
 
-/* Opt-in (RG_CUDA_GEMM_TUNE=1): times each of cuBLASLt's n candidates on the
- * call's own operands at its exact dims (one warm-up, then MM_TUNE_REPS runs
- * between events) and keeps the fastest in p->algo. An accumulating product
- * (C is D, beta != 0) writes its trial results to the scratch area instead,
- * and is not tuned when they do not fit. Synchronises: once per plan. The
- * choice depends on timings, so two processes may pick different algorithms
- * and differ in the last bits. */
-static void plan_tune(rg_cuda_state *st, mm_plan *p, const cublasLtMatmulHeuristicResult_t *res, int n,
-                      const mm_call *call) {
-    void *D = call->D;
-    const void *Cm = call->Cm ? call->Cm : call->D;
-    if (call->beta != 0.0f && !call->Cm) {
-        size_t bytes = (size_t)call->m * (size_t)call->n * (p->key.kind == MM_DW ? 4 : 2);
-        if (bytes > st->scratch_bytes) return;
-        D = st->scratch;
-    }
-    if (plan_resize(p, call->m, call->n, call->k) != RG_OK) return;
-    cudaEvent_t e0 = NULL, e1 = NULL;
-    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess) {
-        cudaGetLastError();
-        if (e0) cudaEventDestroy(e0);
-        return;
-    }
-    const float alpha = 1.0f;
-    float best = 0.0f;
-    int pick = -1;
-    for (int i = 0; i < n; i++) {
-        bool ok = true;
-        for (int r = 0; r <= MM_TUNE_REPS && ok; r++) {
-            if (r == 1) cudaEventRecord(e0, st->stream);
-            ok = cublasLtMatmul(st->lt, p->desc, &alpha, call->A, p->la, call->B, p->lb, &call->beta, Cm, p->ld, D,
-                                p->ld, &res[i].algo, st->lt_workspace, st->lt_workspace_bytes,
-                                st->stream) == CUBLAS_STATUS_SUCCESS;
-        }
-        cudaEventRecord(e1, st->stream);
-        float ms = 0.0f;
-        if (cudaEventSynchronize(e1) != cudaSuccess || cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess) ok = false;
-        if (ok && (pick < 0 || ms < best)) best = ms, pick = i;
-    }
-    cudaGetLastError();
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    if (pick >= 0) p->algo = res[pick].algo;
-    if (getenv("RG_CUDA_VERBOSE"))
-        fprintf(stderr, "ragged cuda: matmul tune kind=%d m=%lld n=%lld k=%lld: candidate %d of %d, %.1f us\n",
-                p->key.kind, (long long)call->m, (long long)call->n, (long long)call->k, pick, n,
-                1e3 * best / MM_TUNE_REPS);
-}
-
-/* Builds the plan for key into p (tuned on call when tuning is on).
- * *found = false (and RG_OK) when cuBLASLt has no algorithm for it, so the
- * caller can fall back to a plainer epilogue. */
+/* Builds the plan for key into p. *found = false (and RG_OK) when cuBLASLt
+ * has no algorithm for it, so the caller can fall back to a plainer epilogue. */
 static rg_status plan_build(rg_cuda_state *st, const mm_key *key, mm_plan *p, bool *found, const void *bias,
-                            const void *aux, const mm_call *call) {
+                            const void *aux) {
     memset(p, 0, sizeof *p);
     p->key = *key;
     *found = false;
@@ -229,14 +166,13 @@ static rg_status plan_build(rg_cuda_state *st, const mm_key *key, mm_plan *p, bo
         }
     }
     {
-        cublasLtMatmulHeuristicResult_t res[MM_TUNE_MAX];
-        int n_res = 0, want = st->mm->tune && call ? MM_TUNE_MAX : 1;
-        cublasStatus_t b = cublasLtMatmulAlgoGetHeuristic(st->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, want,
-                                                          res, &n_res);
+        cublasLtMatmulHeuristicResult_t res;
+        int n_res = 0;
+        cublasStatus_t b = cublasLtMatmulAlgoGetHeuristic(st->lt, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1,
+                                                          &res, &n_res);
         if (b == CUBLAS_STATUS_SUCCESS && n_res > 0) {
-            p->algo = res[0].algo;
+            p->algo = res.algo;
             *found = true;
-            if (n_res > 1) plan_tune(st, p, res, n_res, call);
         } else if (b != CUBLAS_STATUS_SUCCESS && b != CUBLAS_STATUS_NOT_SUPPORTED) {
             s = rg_fail(RG_ERR_BACKEND, "cuda matmul: cublasLtMatmulAlgoGetHeuristic: %s", cublasLtGetStatusString(b));
         }
@@ -255,7 +191,7 @@ done:
 /* The cached plan for key (built and cached when missing; a local one in
  * *local when the cache is full). *p = NULL when cuBLASLt has no algorithm. */
 static rg_status plan_get(rg_cuda_state *st, const mm_key *key, mm_plan *local, mm_plan **out, const void *bias,
-                          const void *aux, const mm_call *call) {
+                          const void *aux) {
     struct rg_cuda_mm_cache *c = st->mm;
     for (int i = 0; i < c->n; i++)
         if (memcmp(&c->plans[i].key, key, sizeof *key) == 0) {
@@ -269,7 +205,7 @@ static rg_status plan_get(rg_cuda_state *st, const mm_key *key, mm_plan *local, 
     mm_plan *p = c->n < MM_CACHE_SIZE ? &c->plans[c->n] : local;
     bool found;
     *out = NULL;
-    RG_TRY(plan_build(st, key, p, &found, bias, aux, call));
+    RG_TRY(plan_build(st, key, p, &found, bias, aux));
     if (!found) return RG_OK;
     if (p != local) c->n++;
     *out = p;
@@ -285,10 +221,9 @@ static rg_status mm_run(rg_cuda_state *st, const mm_key *key, const void *A, con
     memset(&local, 0, sizeof local);
     const float alpha = 1.0f;
     mm_key bk = bucket_key(key);
-    mm_call call = {A, B, Cm, D, beta, key->m, key->n, key->k};
     cublasStatus_t b = CUBLAS_STATUS_NOT_SUPPORTED;
     for (int pass = 0; pass < 2; pass++) {
-        RG_TRY(plan_get(st, &bk, &local, &p, bias, aux, &call));
+        RG_TRY(plan_get(st, &bk, &local, &p, bias, aux));
         *found = p != NULL;
         if (!p) return RG_OK;
         rg_status s = plan_resize(p, key->m, key->n, key->k);
