@@ -7,6 +7,7 @@
 
 static const cli_command commands[] = {
     {"bench", cmd_bench, "benchmark the model under each batching strategy, or attention alone"},
+    {"generate", cmd_generate, "generate text from a HuggingFace GPT-2 directory (KV cache, continuous batching)"},
     {"train", cmd_train, "train a model on packed batches of a synthetic dataset; checkpoints, resume"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
