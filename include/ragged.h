@@ -98,6 +98,14 @@ int rg_backend_n_threads(const rg_backend *be);
  * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
 rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
 
+/* Measures the backend's memory bandwidth, the ceiling of memory-bound work
+ * (generation's decode floor): out = a + b over three buffers of `bytes`
+ * each in the act dtype through the backend's add op (STREAM's "add"), one
+ * warm-up, then the median of at least 3 timed runs (more while under about
+ * 0.25 s in all, at most 25). *bytes_per_s = 3 * bytes / median seconds.
+ * bytes in [1 MiB, 16 GiB]. RG_ERR_UNSUPPORTED when the backend has no add op. */
+rg_status rg_backend_measure_bandwidth(rg_backend *be, size_t bytes, double *bytes_per_s);
+
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
 /* FlashAttention's varlen contract. Sequence b owns query rows

@@ -7,7 +7,7 @@
  * batching (small max batch, small pool, requests queued) gives the tokens of
  * static batching with the same seeds while sampling; the streamed tokens are
  * the polled ones; documented errors (empty prompt, too long, pool too small,
- * a backend lacking gather_rows). */
+ * a backend lacking gather_rows); the bandwidth helper. */
 #include "check.h"
 #include "test_model_util.h"
 #include "backend.h"
@@ -300,6 +300,15 @@ static void test_errors(rg_rng *rng) {
     rg_model_free(m);
 }
 
+/* The bandwidth helper the decode floor divides by. */
+static void test_bandwidth(void) {
+    double bw = 0;
+    TRY_OK(rg_backend_measure_bandwidth(be, (size_t)4 << 20, &bw));
+    CHECK(isfinite(bw) && bw > 1e6, "measured bandwidth %.3g B/s is positive and finite", bw);
+    fails_with(rg_backend_measure_bandwidth(be, 1000, &bw), RG_ERR_INVALID_ARG, "1 MiB", "bandwidth of 1000 bytes");
+    fails_with(rg_backend_measure_bandwidth(be, (size_t)4 << 20, NULL), RG_ERR_INVALID_ARG, "NULL", "NULL output");
+}
+
 int main(void) {
     rg_rng rng;
     rg_test_init("test_generate", &rng);
@@ -310,6 +319,7 @@ int main(void) {
     test_batch_equals_single(&rng);
     test_continuous_equals_static(&rng);
     test_errors(&rng);
+    test_bandwidth();
     rg_backend_free(be);
     return rg_test_finish();
 }
