@@ -7,7 +7,8 @@
  * batching (small max batch, small pool, requests queued) gives the tokens of
  * static batching with the same seeds while sampling; the streamed tokens are
  * the polled ones; documented errors (empty prompt, too long, pool too small,
- * a backend lacking gather_rows); the bandwidth helper. */
+ * a backend lacking gather_rows); the gather_rows op itself and the bandwidth
+ * helper. */
 #include "check.h"
 #include "test_model_util.h"
 #include "backend.h"
@@ -300,6 +301,25 @@ static void test_errors(rg_rng *rng) {
     rg_model_free(m);
 }
 
+/* The gather_rows op against a plain copy: repeated and out-of-order rows,
+ * sentinels around the output. */
+static void test_gather(rg_rng *rng) {
+    const int C = 37, R = 50, n = 23;
+    float *inp = malloc(sizeof(float) * R * C), *out = rg_guarded_alloc((size_t)n * C), *ref = malloc(sizeof(float) * n * C);
+    int32_t rows[23];
+    for (int i = 0; i < R * C; i++) inp[i] = (float)rg_rng_normal(rng);
+    for (int i = 0; i < n; i++) {
+        rows[i] = i < 3 ? R - 1 - i : (int32_t)rg_rng_below(rng, R);
+        memcpy(ref + (size_t)i * C, inp + (size_t)rows[i] * C, sizeof(float) * C);
+    }
+    TRY_OK(be->ops->gather_rows(be, out, inp, rows, n, C));
+    CHECK(!memcmp(out, ref, sizeof(float) * n * C) && rg_guarded_ok(out, (size_t)n * C, "gather out"),
+          "gather_rows copies the asked rows exactly, nothing outside");
+    rg_guarded_free(out);
+    free(inp);
+    free(ref);
+}
+
 /* The bandwidth helper the decode floor divides by. */
 static void test_bandwidth(void) {
     double bw = 0;
@@ -319,6 +339,7 @@ int main(void) {
     test_batch_equals_single(&rng);
     test_continuous_equals_static(&rng);
     test_errors(&rng);
+    test_gather(&rng);
     test_bandwidth();
     rg_backend_free(be);
     return rg_test_finish();
