@@ -164,6 +164,13 @@ static void test_outputs(void) {
         free(exp[i]);
     }
     CHECK(strstr(err, "4 prompts"), "stderr counts the prompts: %s", err);
+    /* Prompts found among other flags, booleans and values alike (a value that looks like --prompt is a value). */
+    snprintf(args, sizeof args, "generate -q -m %s --greedy -P oh --no-stop-at-eot -n 3 -T 0.5 --prompts %s "
+             "--quiet -s 7 --prompt=the", mdir, fpath);
+    code = cli_run(tmpdir, args, &out, &err);
+    CHECK(code == 0 && strstr(out, "### prompt 1\noh") && strstr(out, "### prompt 2\nthe") &&
+          strstr(out, "### prompt 3\noh") && strstr(out, "### prompt 4\na b c") && !strstr(out, "### prompt 5"),
+          "--prompt flags in order, then the file (exit %d): %s", code, out);
 
     /* --max-new-tokens beyond n_positions (48) is lowered, with a note ("hello" is 4 tokens: he l l o). */
     snprintf(args, sizeof args, "generate -m %s -P hello --greedy -n 1000 --no-stop-at-eot", mdir);

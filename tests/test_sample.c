@@ -58,6 +58,19 @@ static void test_argmax(rg_rng *rng) {
     s.greedy = false;
     s.top_k = 1;
     CHECK(rg_sample_pick(&ws, &s, &r, x) == 300, "top-k 1 tie goes to the lower id");
+    /* Four tied leaders, top-k 2: only the two lowest ids may come out, both do. */
+    for (int i = 0; i < V; i++) x[i] = 0;
+    x[940] = x[7] = x[523] = x[12] = 2;
+    s.top_k = 2;
+    int hits[2] = {0, 0}, other = 0;
+    for (int i = 0; i < 400; i++) {
+        int32_t t = rg_sample_pick(&ws, &s, &r, x);
+        if (t == 7) hits[0]++;
+        else if (t == 12) hits[1]++;
+        else other++;
+    }
+    CHECK(other == 0 && hits[0] > 0 && hits[1] > 0, "top-k 2 over four tied leaders keeps ids 7 and 12 (%d, %d, other %d)",
+          hits[0], hits[1], other);
     free(x);
     rg_sample_ws_free(&ws);
 }
@@ -120,15 +133,21 @@ static void reference_probs(const float *x, int V, const rg_sampling *s, double 
 static void test_distributions(rg_rng *rng) {
     const int V = 12;
     const int N = rg_test_quick() ? 40000 : 200000;
-    struct { float t; int k; float p; const char *what; } cases[] = {
-        {1.0f, 0, 1.0f, "temperature 1"}, {0.6f, 0, 1.0f, "temperature 0.6"}, {1.7f, 4, 1.0f, "top-k 4, T 1.7"},
-        {1.0f, 0, 0.8f, "top-p 0.8"}, {0.9f, 7, 0.6f, "top-k 7 + top-p 0.6, T 0.9"},
+    /* ties: logits rounded to integers, so that equal values straddle the top-k / top-p cut
+     * (the kept ones must be the lower ids). */
+    struct { float t; int k; float p; bool ties; const char *what; } cases[] = {
+        {1.0f, 0, 1.0f, false, "temperature 1"}, {0.6f, 0, 1.0f, false, "temperature 0.6"},
+        {1.7f, 4, 1.0f, false, "top-k 4, T 1.7"}, {1.0f, 0, 0.8f, false, "top-p 0.8"},
+        {0.9f, 7, 0.6f, false, "top-k 7 + top-p 0.6, T 0.9"}, {1.0f, 5, 1.0f, true, "top-k 5 over tied logits"},
+        {1.2f, 0, 0.7f, true, "top-p 0.7 over tied logits"}, {1.0f, 9, 0.9f, true, "top-k 9 + top-p 0.9, tied"},
     };
     rg_sample_ws ws;
     TRY_OK(rg_sample_ws_init(V, &ws));
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         float x[12];
         random_logits(rng, x, V, 1.5);
+        if (cases[c].ties)
+            for (int v = 0; v < V; v++) x[v] = roundf(x[v]);
         rg_sampling s;
         rg_sampling_default(&s);
         s.temperature = cases[c].t;

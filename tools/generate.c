@@ -92,15 +92,28 @@ static int add_prompt(gen_ctx *c, const char *text, size_t len) {
     return 0;
 }
 
-/* Every --prompt in order (the parser keeps only the last), then the file's lines. */
+/* Flags without a value (args.h's booleans), so that the scan below knows
+ * which arguments are values of other flags. */
+static bool takes_no_value(const char *a) {
+    static const char *const names[] = {"greedy", "stop-at-eot", "quiet"};
+    if (!strcmp(a, "-q") || !strcmp(a, "-h") || !strcmp(a, "--help") || strchr(a, '=')) return true;
+    if (a[0] == '-' && a[1] != '-' && a[1] && a[2]) return true;   /* -xVALUE */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!strncmp(a, "--", 2) && !strcmp(a + 2, names[i])) return true;
+        if (!strncmp(a, "--no-", 5) && !strcmp(a + 5, names[i])) return true;
+    }
+    return false;
+}
+
+/* Every --prompt in order (the parser, which already accepted argv, keeps
+ * only the last), then the file's lines. */
 static int collect_prompts(gen_ctx *c, const gen_opts *o, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         if ((!strcmp(a, "--prompt") || !strcmp(a, "-P")) && i + 1 < argc) v = argv[++i];
         else if (!strncmp(a, "--prompt=", 9)) v = a + 9;
         else if (!strncmp(a, "-P", 2) && a[2]) v = a + 2;
-        else if (a[0] == '-' && a[1] != '-' && a[1] && !a[2] && i + 1 < argc) i++;   /* a short flag's value */
-        else if (a[0] == '-' && a[1] == '-' && !strchr(a, '=') && i + 1 < argc && argv[i + 1][0] != '-') i++;
+        else if (!takes_no_value(a)) i++;   /* skip this flag's value */
         if (v && add_prompt(c, v, strlen(v))) return 1;
     }
     if (o->prompts_path) {

@@ -76,17 +76,49 @@ static int cmp_cand(const void *pa, const void *pb) {
     return (a->id > b->id) - (a->id < b->id);
 }
 
+/* True when a ranks after b in cmp_cand's order. */
+static bool after(rg_sample_cand a, rg_sample_cand b) { return cmp_cand(&a, &b) > 0; }
+
+static void sift_down(rg_sample_cand *h, int32_t n, int32_t i) {
+    for (;;) {
+        int32_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && after(h[l], h[w])) w = l;
+        if (r < n && after(h[r], h[w])) w = r;
+        if (w == i) return;
+        rg_sample_cand t = h[i]; h[i] = h[w]; h[w] = t;
+        i = w;
+    }
+}
+
+/* The k first candidates of cmp_cand's order into c[0..k), sorted: a heap
+ * whose root is the worst kept one, O(V log k) instead of a full sort. */
+static void top_k(rg_sample_cand *c, const float *logits, int32_t V, int32_t k) {
+    for (int32_t i = 0; i < k; i++) c[i] = (rg_sample_cand){logits[i], i};
+    for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);
+    for (int32_t i = k; i < V; i++) {
+        rg_sample_cand x = {logits[i], i};
+        if (after(x, c[0])) continue;
+        c[0] = x;
+        sift_down(c, k, 0);
+    }
+    qsort(c, (size_t)k, sizeof *c, cmp_cand);
+}
+
 int32_t rg_sample_pick(rg_sample_ws *ws, const rg_sampling *s, rg_rng *rng, const float *logits) {
     const int32_t V = ws->V;
     if (s->greedy || s->temperature <= 0.0f || s->top_k == 1) return argmax(logits, V);
     rg_sample_cand *c = ws->cand;
     double *p = ws->p;
-    for (int32_t i = 0; i < V; i++) c[i] = (rg_sample_cand){logits[i], i};
     int32_t n = V;
-    /* Only top-k / top-p need the order (a sort of V candidates per token). */
-    bool sorted = (s->top_k > 0 && s->top_k < V) || s->top_p < 1.0f;
-    if (sorted) qsort(c, (size_t)V, sizeof *c, cmp_cand);
-    if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+    /* Only top-k / top-p need the order: a heap selection for top-k, a full
+     * sort of the V candidates for top-p alone. */
+    if (s->top_k > 0 && s->top_k < V) {
+        n = s->top_k;
+        top_k(c, logits, V, n);
+    } else {
+        for (int32_t i = 0; i < V; i++) c[i] = (rg_sample_cand){logits[i], i};
+        if (s->top_p < 1.0f) qsort(c, (size_t)V, sizeof *c, cmp_cand);
+    }
     double mx = -INFINITY, inv_t = 1.0 / (double)s->temperature, sum = 0;
     for (int32_t i = 0; i < n; i++) mx = fmax(mx, (double)c[i].v);
     for (int32_t i = 0; i < n; i++) { p[i] = exp(((double)c[i].v - mx) * inv_t); sum += p[i]; }
