@@ -3,7 +3,7 @@
  *   1. status and errors      2. backends and memory     3. attention (varlen)
  *   4. batches                5. samplers, lengths, synthetic data
  *   6. model                  7. checkpoints (safetensors)
- *   8. tokenizer and shards   9. KV cache and decode attention
+ *   8. tokenizer and shards   9. KV cache, decode attention, generation
  * Conventions: every function that can fail returns rg_status; on failure
  * rg_last_error() says what was wrong (argument, index, expected vs got) and no
  * output was written. Nothing here aborts or exits the process.
@@ -815,7 +815,7 @@ rg_status rg_shard_read(const char *path, int32_t eot_id, rg_shard *out);
 /* Frees a shard's arrays and zeroes it; NULL or zeroed is a no-op. */
 void rg_shard_free(rg_shard *s);
 
-/* ===== 9. KV cache and decode attention ================================ */
+/* ===== 9. KV cache, decode attention, generation ====================== */
 
 /* A paged KV cache (PagedAttention) for generation. For every layer, K and V
  * live in pools of n_blocks fixed-size blocks in the backend's memory, each
