@@ -748,6 +748,21 @@ void rg_byte_buf_free(rg_byte_buf *b);
  * known tokens whose concatenation is also a token. */
 rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_tokenizer **out);
 void rg_tokenizer_free(rg_tokenizer *t);
+/* Loads HuggingFace tokenizers' tokenizer.json for GPT-2-style byte-level BPE:
+ * model.vocab (token -> id, byte alphabet) and model.merges (by rank, each
+ * "a b" or ["a", "b"]), added_tokens holding at most "<|endoftext|>" (added to
+ * the vocabulary with its id when model.vocab lacks it). Everything else must
+ * keep GPT-2's behaviour: model.type "BPE" (or absent) with no dropout,
+ * unk_token, subword prefix/suffix, fuse_unk, byte_fallback or ignore_merges;
+ * normalizer, truncation and padding null; pre_tokenizer ByteLevel with
+ * add_prefix_space false and use_regex true; post_processor and decoder null
+ * or ByteLevel. Anything else fails with RG_ERR_UNSUPPORTED naming the field
+ * ("normalizer", "model.type", "pre_tokenizer.type", "added_tokens[1]", ...);
+ * malformed contents with RG_ERR_FORMAT naming the file, line and field. */
+rg_status rg_tokenizer_load_json(const char *tokenizer_json, rg_tokenizer **out);
+/* dir/tokenizer.json when it exists, else dir/vocab.json + dir/merges.txt
+ * (RG_ERR_IO naming dir when neither is there). */
+rg_status rg_tokenizer_load_dir(const char *dir, rg_tokenizer **out);
 /* 1 + the largest id of the vocabulary. */
 int32_t rg_tokenizer_vocab_size(const rg_tokenizer *t);
 /* The id of "<|endoftext|>", or -1 if the vocabulary has none. */
