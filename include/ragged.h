@@ -300,6 +300,36 @@ void rg_plan_free(rg_plan *p);
 /* "fixed", "token-budget", "buckets", "best-fit" ("unknown" otherwise). */
 const char *rg_sampler_name(rg_sampler_kind k);
 
+/* Documents for training on real text: n_docs documents of a token stream,
+ * document d = tokens doc_offsets[d]..doc_offsets[d+1] (each >= 1 token).
+ * Each document is cut into pieces of at most row_len tokens (a longer one
+ * into consecutive pieces; the next-token target across a cut is lost, one per
+ * cut), then the pieces are packed by best-fit-decreasing into rows of row_len
+ * tokens, rows_per_batch rows per batch (rg_plan_build's BEST_FIT over the
+ * piece lengths; shuffle with seed reorders the rows). A batch's pieces, built
+ * with RG_LAYOUT_PACKED, are attention blocks of their own with positions
+ * restarting, at most rows_per_batch * row_len tokens and no padding at all.
+ * Every token of every document lies in exactly one piece. */
+typedef struct rg_doc_pack {
+    int32_t row_len;
+    int64_t n_docs;
+    int32_t n_pieces;
+    int64_t n_split;         /* documents longer than row_len (cut into several pieces) */
+    int64_t *piece_start;    /* (n_pieces) offset of the piece's first token in the stream */
+    int32_t *piece_len;      /* (n_pieces) in [1, row_len] */
+    rg_plan plan;            /* over pieces: batch i holds pieces plan.order[plan.batch_offsets[i]..] */
+    int64_t n_real;          /* tokens of all pieces = of all documents */
+    int64_t pad_max_slots;   /* n_pieces * row_len: the same pieces padded to row_len each */
+} rg_doc_pack;
+
+/* Fails with RG_ERR_INVALID_ARG on NULL arguments, n_docs < 1, row_len or
+ * rows_per_batch < 1, or a document of fewer than 1 token (naming it), and with
+ * RG_ERR_OVERFLOW past INT32_MAX pieces. On failure *out is zeroed. */
+rg_status rg_doc_pack_build(int64_t n_docs, const int64_t *doc_offsets, int32_t row_len, int32_t rows_per_batch,
+                            uint64_t seed, bool shuffle, rg_doc_pack *out);
+/* Frees and zeroes; NULL or zeroed is a no-op. */
+void rg_doc_pack_free(rg_doc_pack *p);
+
 /* Sequence lengths for benchmarks: n_batches batches of batch_size lengths. */
 typedef struct rg_lengths {
     int32_t n_batches;
@@ -756,6 +786,21 @@ void rg_byte_buf_free(rg_byte_buf *b);
  * known tokens whose concatenation is also a token. */
 rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_tokenizer **out);
 void rg_tokenizer_free(rg_tokenizer *t);
+/* Loads HuggingFace tokenizers' tokenizer.json for GPT-2-style byte-level BPE:
+ * model.vocab (token -> id, byte alphabet) and model.merges (by rank, each
+ * "a b" or ["a", "b"]), added_tokens holding at most "<|endoftext|>" (added to
+ * the vocabulary with its id when model.vocab lacks it). Everything else must
+ * keep GPT-2's behaviour: model.type "BPE" (or absent) with no dropout,
+ * unk_token, subword prefix/suffix, fuse_unk, byte_fallback or ignore_merges;
+ * normalizer, truncation and padding null; pre_tokenizer ByteLevel with
+ * add_prefix_space false and use_regex true; post_processor and decoder null
+ * or ByteLevel. Anything else fails with RG_ERR_UNSUPPORTED naming the field
+ * ("normalizer", "model.type", "pre_tokenizer.type", "added_tokens[1]", ...);
+ * malformed contents with RG_ERR_FORMAT naming the file, line and field. */
+rg_status rg_tokenizer_load_json(const char *tokenizer_json, rg_tokenizer **out);
+/* dir/tokenizer.json when it exists, else dir/vocab.json + dir/merges.txt
+ * (RG_ERR_IO naming dir when neither is there). */
+rg_status rg_tokenizer_load_dir(const char *dir, rg_tokenizer **out);
 /* 1 + the largest id of the vocabulary. */
 int32_t rg_tokenizer_vocab_size(const rg_tokenizer *t);
 /* The id of "<|endoftext|>", or -1 if the vocabulary has none. */
