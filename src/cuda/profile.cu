@@ -337,6 +337,14 @@ static rg_status p_kv_write(rg_backend *be, void *kc, void *vc, const void *k, i
     return r;
 }
 
+static rg_status p_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C) {
+    rg_cuda_state *st = rg_cuda(be);
+    int s = rg_cuda_prof_begin(st);
+    rg_status r = base_ops->gather_rows(be, out, inp, rows, n, C);
+    rg_cuda_prof_end(st, s, "gather_rows", 0, (double)n * (2 * C * B2 + 4), "C=%d", C);
+    return r;
+}
+
 rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     base_ops = base;
     rg_backend_ops o = *base;
@@ -363,6 +371,7 @@ rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     o.adamw_update = p_adamw;
     if (base->attn_decode) o.attn_decode = p_attn_decode;
     if (base->kv_write) o.kv_write = p_kv_write;
+    if (base->gather_rows) o.gather_rows = p_gather_rows;
     o.profile_reset = p_reset;
     o.profile_read = p_read;
     return o;
