@@ -782,8 +782,11 @@ int main(void) {
     test_fused(130, 1024, 1024, true, true, 0);
     test_profile();
 
-    const int ln[][2] = {{1, 8}, {33, 1024}, {17, 100}, {9, 4104}, {64, 768}, {300, 1024}, {5, 4096}};
-    for (int i = 0; i < 7; i++)
+    /* C = 8 .. 1024: the warp-per-row backward (1, 2 or 4 vectors a lane; 264 and 768 leave lanes idle);
+     * 4096: the tile kernel; 100, 4104 and the misaligned case: the generic kernels */
+    const int ln[][2] = {{1, 8}, {33, 1024}, {17, 100}, {9, 4104}, {64, 768}, {300, 1024}, {5, 4096}, {40, 512},
+                         {33, 264}};
+    for (int i = 0; i < 9; i++)
         for (int bias = 0; bias <= 1; bias++) test_layernorm(ln[i][0], ln[i][1], bias, 0);
     test_layernorm(20, 256, true, 3);
 

@@ -2,13 +2,14 @@
  * statistics and fp32 parameter gradients.
  * Forward: one warp per row; when C % 8 == 0 and C <= 4096 the row stays in
  * registers (16-byte loads), so it is read once; otherwise three passes.
- * Backward (fast path, C % 8 == 0, C <= 4096): a block owns a column slice per
- * thread (8 columns, 16-byte loads) and walks tiles of LN_R rows; the two row
- * sums come from a block reduction, dinp is updated in place (+=), and
- * dweight/dbias accumulate in registers, leave one partial per block in
- * scratch and are summed in a fixed order by rg_cuda_add_partials
- * (deterministic, no atomics). Other shapes: a warp-per-row dinp kernel plus a
- * column-reduction kernel. */
+ * Backward, C % 8 == 0 and C <= 1024: a warp per row, column sums in the
+ * warp's slice of shared memory (see ln_backward_warp_kernel). C % 8 == 0 and
+ * C <= 4096: a block owns a column slice per thread (8 columns, 16-byte
+ * loads) and walks tiles of LN_R rows; the two row sums come from a block
+ * reduction, dinp is updated in place (+=), and dweight/dbias accumulate in
+ * registers. Both leave one partial per block in scratch, summed in a fixed
+ * order by rg_cuda_add_partials (deterministic, no atomics). Other shapes: a
+ * warp-per-row dinp kernel plus a column-reduction kernel. */
 #include "cuda/ops.cuh"
 
 #define LN_FWD_WARPS 8 /* rows per forward block */
@@ -214,6 +215,136 @@ __global__ void ln_backward_vec_kernel(bf16 *dinp, float *dw_parts, float *db_pa
     }
 }
 
+/* ---- backward, warp per row (C % 8 == 0, C <= LNW_MAX_C) ----
+ * Each warp walks its rows alone (no block barrier in the loop): every load
+ * of a row first (dout, inp and the dinp being added to: ITEMS 16-byte
+ * vectors each per lane), the two row sums by shuffles, then dinp written.
+ * The column sums (dweight, dbias, and with SUM the stored dinp) go to the
+ * warp's own slice of shared memory, columns owned by the lane that loads
+ * them, so no two threads touch one address until the block adds its warps'
+ * slices in warp order into one partial (deterministic). The tile kernel
+ * above reached 64-69% of the bandwidth (two barriers per 4-row tile). */
+#define LNW_WARPS 4
+#define LNW_MAX_C 1024
+
+template <int ITEMS, bool SUM>
+__global__ void __launch_bounds__(LNW_WARPS * 32) ln_backward_warp_kernel(
+    bf16 *dinp, float *dw_parts, float *db_parts, float *ds_parts, const bf16 *dout, const bf16 *inp,
+    const bf16 *weight, const float *mean, const float *rstd, int64_t T, int C) {
+    extern __shared__ float4 lnw_sh4[]; /* [warp][acc: w, b, (s)][C] */
+    float *sh = reinterpret_cast<float *>(lnw_sh4);
+    constexpr int N_ACC = SUM ? 3 : 2;
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *acc = sh + (size_t)warp * N_ACC * C;
+    uint4 wr[ITEMS]; /* the weights, kept as raw bf16 (16 registers at C = 1024, not 32) */
+#pragma unroll
+    for (int it = 0; it < ITEMS; it++) {
+        int c = (it * 32 + lane) * 8;
+        wr[it] = make_uint4(0, 0, 0, 0);
+        if (c < C) {
+            wr[it] = *reinterpret_cast<const uint4 *>(weight + c);
+#pragma unroll
+            for (int a = 0; a < N_ACC; a++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[a * C + c + j] = 0.0f;
+        }
+    }
+    for (int64_t row = (int64_t)blockIdx.x * LNW_WARPS + warp; row < T; row += (int64_t)gridDim.x * LNW_WARPS) {
+        uint4 rd[ITEMS], rx[ITEMS], rg[ITEMS];
+#pragma unroll
+        for (int it = 0; it < ITEMS; it++) {
+            int c = (it * 32 + lane) * 8;
+            rd[it] = rx[it] = rg[it] = make_uint4(0, 0, 0, 0);
+            if (c < C) {
+                rd[it] = *reinterpret_cast<const uint4 *>(dout + row * C + c);
+                rx[it] = *reinterpret_cast<const uint4 *>(inp + row * C + c);
+                rg[it] = *reinterpret_cast<const uint4 *>(dinp + row * C + c);
+            }
+        }
+        float mu = mean[row], rs = rstd[row], s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+        for (int it = 0; it < ITEMS; it++) {
+            float d[8], x[8], w[8];
+            rg_load_bf16<8>(d, reinterpret_cast<const bf16 *>(&rd[it]));
+            rg_load_bf16<8>(x, reinterpret_cast<const bf16 *>(&rx[it]));
+            rg_load_bf16<8>(w, reinterpret_cast<const bf16 *>(&wr[it]));
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                float dx = d[j] * w[j];
+                s1 += dx;
+                s2 += dx * (x[j] - mu) * rs;
+            }
+        }
+        s1 = rg_warp_sum(s1) / C;
+        s2 = rg_warp_sum(s2) / C;
+#pragma unroll
+        for (int it = 0; it < ITEMS; it++) {
+            int c = (it * 32 + lane) * 8;
+            if (c >= C) continue;
+            float d[8], x[8], g[8], w[8];
+            rg_load_bf16<8>(w, reinterpret_cast<const bf16 *>(&wr[it]));
+            rg_load_bf16<8>(d, reinterpret_cast<const bf16 *>(&rd[it]));
+            rg_load_bf16<8>(x, reinterpret_cast<const bf16 *>(&rx[it]));
+            rg_load_bf16<8>(g, reinterpret_cast<const bf16 *>(&rg[it]));
+            float4 *aw = reinterpret_cast<float4 *>(acc + c), *ab = reinterpret_cast<float4 *>(acc + C + c);
+            float4 w0 = aw[0], w1 = aw[1], b0 = ab[0], b1 = ab[1];
+            float xh[8];
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                xh[j] = (x[j] - mu) * rs;
+                g[j] += rs * (d[j] * w[j] - s1 - xh[j] * s2);
+                if constexpr (SUM) g[j] = __bfloat162float(__float2bfloat16_rn(g[j])); /* as stored */
+            }
+            w0.x += d[0] * xh[0], w0.y += d[1] * xh[1], w0.z += d[2] * xh[2], w0.w += d[3] * xh[3];
+            w1.x += d[4] * xh[4], w1.y += d[5] * xh[5], w1.z += d[6] * xh[6], w1.w += d[7] * xh[7];
+            b0.x += d[0], b0.y += d[1], b0.z += d[2], b0.w += d[3];
+            b1.x += d[4], b1.y += d[5], b1.z += d[6], b1.w += d[7];
+            aw[0] = w0, aw[1] = w1, ab[0] = b0, ab[1] = b1;
+            if constexpr (SUM) {
+                float4 *as = reinterpret_cast<float4 *>(acc + 2 * C + c);
+                float4 s0 = as[0], s1v = as[1];
+                s0.x += g[0], s0.y += g[1], s0.z += g[2], s0.w += g[3];
+                s1v.x += g[4], s1v.y += g[5], s1v.z += g[6], s1v.w += g[7];
+                as[0] = s0, as[1] = s1v;
+            }
+            rg_store_bf16<8>(dinp + row * C + c, g);
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+        float sw = 0.0f, sb = 0.0f, ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < LNW_WARPS; k++) {
+            const float *a = sh + (size_t)k * N_ACC * C;
+            sw += a[c];
+            sb += a[C + c];
+            if constexpr (SUM) ss += a[2 * C + c];
+        }
+        dw_parts[(int64_t)blockIdx.x * C + c] = sw;
+        if (db_parts) db_parts[(int64_t)blockIdx.x * C + c] = sb;
+        if constexpr (SUM) ds_parts[(int64_t)blockIdx.x * C + c] = ss;
+    }
+}
+
+template <int ITEMS, bool SUM>
+static rg_status launch_ln_backward_warp(rg_cuda_state *st, int &parts, bf16 *g, float *dw_parts, float *db_parts,
+                                         float *ds_parts, const bf16 *d, const bf16 *x, const bf16 *w,
+                                         const float *mean, const float *rstd, int64_t T, int C) {
+    size_t smem = (size_t)LNW_WARPS * (SUM ? 3 : 2) * C * sizeof(float);
+    /* one wave: registers (about 160 at C = 1024) allow 3 blocks of 4 warps per multiprocessor */
+    int fit = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, ln_backward_warp_kernel<ITEMS, SUM>, LNW_WARPS * 32,
+                                                      smem) == cudaSuccess && fit > 0) {
+        int64_t cap = (int64_t)fit * st->prop.multiProcessorCount;
+        if (parts > cap) parts = (int)cap;
+    }
+    cudaGetLastError();
+    ln_backward_warp_kernel<ITEMS, SUM><<<parts, LNW_WARPS * 32, smem, st->stream>>>(g, dw_parts, db_parts, ds_parts,
+                                                                                   d, x, w, mean, rstd, T, C);
+    RG_CUDA_CHECK_LAUNCH("ln_backward_warp_kernel");
+    return RG_OK;
+}
+
 /* ---- backward, any shape ---- */
 
 /* dinp only: one warp per row, two passes. */
@@ -269,8 +400,8 @@ rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dwei
     int threads = ((C / 8 + 31) / 32) * 32, fit = 0;
     /* the summing kernel's blocks must fit a multiprocessor (160 registers a
      * thread: not at C = 4096, 512 threads); else the stored rows are summed after */
-    bool fused_sum = false;
-    if (dinp_sum && vec) {
+    bool fused_sum = dinp_sum && vec && C <= LNW_MAX_C; /* the warp kernel always can */
+    if (dinp_sum && vec && C > LNW_MAX_C) {
         fused_sum = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, ln_backward_vec_kernel<true>, threads, 0) ==
                         cudaSuccess && fit > 0;
         cudaGetLastError();
@@ -284,7 +415,19 @@ rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dwei
     float *dw_parts = (float *)st->scratch, *db_parts = dbias ? dw_parts + (int64_t)C * max_parts : NULL;
     float *ds_parts = dw_parts + (int64_t)C * max_parts * (dbias ? 2 : 1);
     int parts;
-    if (vec) {
+    if (vec && C <= LNW_MAX_C) {
+        /* at most four blocks of four warps per multiprocessor (48 KiB of shared memory each at C = 1024
+         * with SUM); the launch lowers parts to what fits at once */
+        int64_t p = (T + LNW_WARPS - 1) / LNW_WARPS, cap = 4 * (int64_t)st->prop.multiProcessorCount;
+        if (p > cap) p = cap;
+        parts = (int)(p < max_parts ? p : max_parts);
+        bool sum = dinp_sum != NULL;
+        int items = (C + 255) / 256;
+#define LNW(IT) (sum ? launch_ln_backward_warp<IT, true>(st, parts, g, dw_parts, db_parts, ds_parts, d, x, w, mean, rstd, T, C) \
+                     : launch_ln_backward_warp<IT, false>(st, parts, g, dw_parts, db_parts, NULL, d, x, w, mean, rstd, T, C))
+        RG_TRY(items == 1 ? LNW(1) : items == 2 ? LNW(2) : LNW(4));
+#undef LNW
+    } else if (vec) {
         int64_t n_tiles = (T + LN_R - 1) / LN_R;
         /* one wave: as many blocks as fit at once (registers bound it: the
          * summing variant fits 3 of 128 threads per multiprocessor, not 4) */
