@@ -8,6 +8,8 @@
  * (host clock around a sync), rotating over enough copies of the cache (each
  * with its own block table into its own blocks) that L2 cannot serve repeats.
  * Built only with the CUDA backend; prints a markdown table.
+ * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
+ * automatic choice); then kv_write and gather_rows at a decode step's size.
  *   usage: cuda_decode_bench [seed]            (default seed 1) */
 #include "backend.h"
 #include "core/rng.h"
@@ -16,6 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Lab hooks of src/cuda/attention_decode.cu. */
+void rg_cuda_decode_force_partition(int keys);
+int rg_cuda_decode_last_partition(void);
 
 #define REPS 9
 #define ITERS 50
@@ -90,8 +96,10 @@ static void copy_run(int i, void *c_) {
 
 static double copy_gbs;
 
-/* One row: n sequences of the given lengths, h query heads over hkv kv heads of d. */
-static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t h, int32_t hkv, int32_t d) {
+/* One row per partition size in parts[] (0 = automatic; n_parts of them): n
+ * sequences of the given lengths, h query heads over hkv kv heads of d. */
+static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t h, int32_t hkv, int32_t d,
+                       const int *parts, int n_parts) {
     const int32_t bs = 16;
     int64_t blocks_per_set = 0, tokens = 0;
     int32_t max_len = 0, max_blocks = 1;
@@ -144,11 +152,17 @@ static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t
                                         .stride_q = h * d, .scale = 0.125f, .block_tables = table_dev,
                                         .seq_lens = lens_dev, .seq_lens_host = lens};
     }
-    double spread, t = time_calls(dec_run, c, &spread);
-    char shape[96];
-    snprintf(shape, sizeof shape, "%d seqs, %lld keys, h %d/%d d %d", n, (long long)tokens, h, hkv, d);
-    printf("| %-28s | %-38s | %8.1f | %5.1f%% | %8.1f | %6.0f | %5.1f%% | %6.2f |\n", name, shape, t * 1e6,
-           spread * 100, bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs, bytes / copy_gbs / 1e3);
+    for (int v = 0; v < n_parts; v++) {
+        rg_cuda_decode_force_partition(parts[v]);
+        double spread, t = time_calls(dec_run, c, &spread);
+        char shape[96], part[32];
+        snprintf(shape, sizeof shape, "%d seqs, %lld keys, h %d/%d d %d", n, (long long)tokens, h, hkv, d);
+        snprintf(part, sizeof part, "%s%d", parts[v] ? "" : "auto ", rg_cuda_decode_last_partition());
+        printf("| %-28s | %-38s | %-9s | %8.1f | %5.1f%% | %8.1f | %6.0f | %5.1f%% | %6.2f |\n", name, shape, part,
+               t * 1e6, spread * 100, bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs,
+               bytes / copy_gbs / 1e3);
+    }
+    rg_cuda_decode_force_partition(0);
     for (int s = 0; s < n_sets; s++) rg_buffer_free(be, (void *)c->a[s].block_tables);
     rg_buffer_free(be, lens_dev);
     rg_buffer_free(be, c->kc);
@@ -158,6 +172,69 @@ static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t
     free(perm);
     free(table);
     free(c);
+}
+
+typedef struct rows_ctx {
+    void *kc, *vc, *src, *out;
+    int32_t *idx;
+    int64_t n;
+    int row;
+} rows_ctx;
+static void kvw_run(int i, void *c_) {
+    rows_ctx *c = c_;
+    must(be->ops->kv_write(be, c->kc, c->vc, c->src, c->row, c->src, c->row, c->idx, c->n, c->row), "kv_write");
+}
+static void gather_run(int i, void *c_) {
+    rows_ctx *c = c_;
+    must(be->ops->gather_rows(be, c->out, c->src, c->idx, c->n, c->row), "gather_rows");
+}
+
+/* kv_write (K and V rows of 768 into random slots of a 65536-slot cache) and
+ * gather_rows (rows of 768 out of 16384) at a decode step's and a prefill's size. */
+static void bench_copies(void) {
+    printf("\n| op | rows x width | us/call | spread | GB/s |\n|---|---|---|---|---|\n");
+    const int64_t slots = 65536, src_rows = 16384;
+    const int row = 768;
+    rows_ctx c = {.row = row};
+    c.kc = dev_uniform((size_t)slots * row);
+    c.vc = dev_uniform((size_t)slots * row);
+    c.src = dev_uniform((size_t)src_rows * row);
+    must(rg_buffer_alloc(be, (size_t)src_rows * row * 2, &c.out), "alloc");
+    int32_t *perm = xmalloc(sizeof(int32_t) * (size_t)slots);
+    for (int64_t i = 0; i < slots; i++) perm[i] = (int32_t)i;
+    for (int64_t i = slots - 1; i > 0; i--) {
+        int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    must(rg_buffer_alloc(be, sizeof(int32_t) * (size_t)slots, (void **)&c.idx), "alloc");
+    const int64_t sizes[] = {64, 16384};
+    for (int k = 0; k < 2; k++) {
+        c.n = sizes[k];
+        must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
+        double sp, t = time_calls(kvw_run, &c, &sp);
+        printf("| kv_write (K and V) | %lld x %d | %8.1f | %5.1f%% | %6.0f |\n", (long long)c.n, row, t * 1e6,
+               sp * 100, 2.0 * 2 * c.n * row * 2 / t / 1e9);
+        for (int64_t i = 0; i < c.n; i++) perm[i] = (int32_t)rg_rng_below(&rng, (uint64_t)src_rows);
+        must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
+        t = time_calls(gather_run, &c, &sp);
+        printf("| gather_rows | %lld x %d | %8.1f | %5.1f%% | %6.0f |\n", (long long)c.n, row, t * 1e6, sp * 100,
+               2.0 * c.n * row * 2 / t / 1e9);
+        for (int64_t i = 0; i < slots; i++) perm[i] = (int32_t)i;  /* distinct slots again for the next size */
+        for (int64_t i = slots - 1; i > 0; i--) {
+            int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
+            int32_t tt = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tt;
+        }
+    }
+    rg_buffer_free(be, c.kc);
+    rg_buffer_free(be, c.vc);
+    rg_buffer_free(be, c.src);
+    rg_buffer_free(be, c.out);
+    rg_buffer_free(be, c.idx);
+    free(perm);
 }
 
 int main(int argc, char **argv) {
@@ -181,8 +258,10 @@ int main(int argc, char **argv) {
     rg_buffer_free(be, cc.b);
     printf("cuda_decode_bench: device copy %.0f GB/s (1 GiB, read + write, spread %.1f%%); median of %d x %d calls\n\n",
            copy_gbs, sp * 100, REPS, ITERS);
-    printf("| case | shape | us/call | spread | MB moved | GB/s | of copy | floor us |\n"
-           "|---|---|---|---|---|---|---|---|\n");
+    printf("| case | shape | partition | us/call | spread | MB moved | GB/s | of copy | floor us |\n"
+           "|---|---|---|---|---|---|---|---|---|\n");
+    const int lab = getenv("RG_DECODE_LAB") != NULL;  /* also every forced partition size */
+    const int all_parts[] = {0, 128, 256, 512, 1024, 1 << 20}, n_all = lab ? 6 : 1;
 
     static int32_t lens[64];
     const int batches[] = {1, 16, 64};
@@ -191,15 +270,16 @@ int main(int argc, char **argv) {
         for (int32_t b = 0; b < n; b++) lens[b] = 16 + (int32_t)rg_rng_below(&rng, 625);
         char name[64];
         snprintf(name, sizeof name, "gpt2 batch %d, len [16,640]", n);
-        bench_case(name, n, lens, 12, 12, 64);
+        bench_case(name, n, lens, 12, 12, 64, all_parts, n_all);
     }
     int32_t long_len = 8192;
-    bench_case("gpt2 batch 1, len 8192", 1, &long_len, 12, 12, 64);
+    bench_case("gpt2 batch 1, len 8192", 1, &long_len, 12, 12, 64, all_parts, n_all);
     for (int32_t b = 0; b < 16; b++) lens[b] = 2048;
-    bench_case("gqa batch 16, len 2048", 16, lens, 32, 8, 128);
+    bench_case("gqa batch 16, len 2048", 16, lens, 32, 8, 128, all_parts, n_all);
     for (int32_t b = 0; b < 64; b++) lens[b] = 1 + (int32_t)rg_rng_below(&rng, 16);
     lens[7] = 4000;
-    bench_case("gpt2 63 tiny + one 4000", 64, lens, 12, 12, 64);
+    bench_case("gpt2 63 tiny + one 4000", 64, lens, 12, 12, 64, all_parts, n_all);
+    bench_copies();
     rg_backend_free(be);
     return 0;
 }

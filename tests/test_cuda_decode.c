@@ -7,7 +7,8 @@
  * tiny, batches of 1 to 64, MHA/GQA/MQA, head dims 8 to 256, block sizes 16
  * and odd ones, q as a view into a fused qkv buffer, a fragmented pool
  * poisoned with NaN (a read of an unwritten slot shows), sentinels around
- * every device output. Skips (77) without a CUDA device.
+ * every device output, the automatic split over the keys and a forced one.
+ * Skips (77) without a CUDA device.
  *
  * Threshold, relative L2 per sequence and head group: 1.25u with u = 2^-8
  * (bf16's unit roundoff, as in test_cuda_ops.c). The inputs are bf16 and
@@ -32,6 +33,12 @@
 #define GUARD 64                /* sentinel elements on each side of a device output */
 #define SENT_BF16 0x4499        /* bf16 of 1224.0: never produced by these outputs */
 #define NAN_BF16 0x7FC1         /* fills the pool: a read of an unwritten slot gives NaN */
+
+#ifdef RAGGED_HAVE_CUDA
+void rg_cuda_decode_force_partition(int keys);  /* lab hook of src/cuda/attention_decode.cu */
+#else
+static void rg_cuda_decode_force_partition(int keys) { (void)keys; }
+#endif
 
 static rg_backend *gpu, *cpu;
 static double worst_gpu, worst_cpu;
@@ -275,6 +282,21 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         double *ref = xmalloc(sizeof(double) * no), scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
         decode_ref(n, c->lens, koff, h, hkv, d, scale, qkv, sq, k[1], v[1], ref);
         compare(label, "cuda vs double reference", o, ref, n, (int64_t)h * d, &worst_gpu);
+        /* The same with another split over the keys (the smallest partition,
+         * an odd one, or none): the result must not depend on it. */
+        int forced = (int[]){1, 200, 1 << 30}[rg_rng_below(r, 3)];
+        rg_cuda_decode_force_partition(forced);
+        char what[64];
+        snprintf(what, sizeof what, "cuda (partition %d) vs double reference", forced);
+        if (CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
+                  rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: forced partition: %s", label,
+                  rg_last_error())) {
+            float *o2 = xmalloc(sizeof(float) * no);
+            for (size_t i = 0; i < no; i++) o2[i] = rg_bf16_to_f32(again[GUARD + i]);
+            compare(label, what, o2, ref, n, (int64_t)h * d, &worst_gpu);
+            free(o2);
+        }
+        rg_cuda_decode_force_partition(0);
         if (cpu_decode(c, koff, k[1], v[1], qkv, sq, oc)) {
             for (size_t i = 0; i < no; i++) ref[i] = oc[i];
             compare(label, "cuda vs cpu op", o, ref, n, (int64_t)h * d, &worst_cpu);

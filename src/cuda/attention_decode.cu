@@ -8,12 +8,15 @@
  * One CTA per (sequence, partition of P keys, kv head, group of G query heads
  * of that kv head): K and V rows of the partition are read from global memory
  * once for all G heads. A key row (d bf16) is read by D/8 lanes, 16 bytes
- * each; the scores go to shared memory (fp32, in log2 units with the scale
- * folded into q), then a softmax over the partition, then P.V accumulated in
- * registers and summed across lanes and warps. A sequence that fits in one
- * partition writes o directly; longer ones leave (m, l, acc) partials in the
- * attention workspace and a second kernel combines them. Length 0 gives
- * zeros. Memory-bound: the bytes are K + V of every sequence, q and o. */
+ * each, K and V of several keys in flight per lane; the scores (fp32, log2
+ * units, the scale folded into q) are reduced across the row's lanes and fed
+ * to an online softmax per lane group, and the groups and warps are merged at
+ * the end. A sequence that fits in one partition writes o directly; longer
+ * ones leave (m, l, acc) partials in the attention workspace and a second
+ * kernel combines them. P is chosen per call from the host lengths: as long
+ * as the grid still fills the GPU, so that batches of short sequences run in
+ * one kernel. Length 0 gives zeros. Memory-bound: the bytes are K + V of
+ * every sequence, q and o (bench/cuda_attention_NOTES.md). */
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 
@@ -21,12 +24,18 @@ namespace {
 
 constexpr int DEC_THREADS = 128;
 constexpr int DEC_WARPS = DEC_THREADS / 32;
-constexpr int DEC_PMAX = 256;   /* the largest partition (keys per CTA) */
-constexpr int DEC_UNROLL = 8;   /* key rows each lane has in flight before using them */
 
 /* Query heads per CTA at most for a compiled head dim: keeps the per-lane
  * accumulators (G x 8 floats) and the cross-warp buffer (warps x G x D) small. */
 template <int D> struct dec_gmax { static constexpr int value = D >= 256 ? 2 : D >= 128 ? 4 : 8; };
+
+/* Key rows each lane has in flight (K and V each) before using them. */
+template <int G> struct dec_unroll { static constexpr int value = G <= 2 ? 8 : 4; };
+
+/* Keys a CTA reads per batch of loads: the smallest useful partition. */
+template <int D, int G> struct dec_step {
+    static constexpr int value = (32 / (D / 8)) * DEC_WARPS * dec_unroll<G>::value;
+};
 
 struct dec_params {
     const rg_bf16 *q, *kc, *vc;
@@ -49,22 +58,20 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
     }
 }
 
-/* 16 bytes of key/value row j (partition-local index jj) for this lane's columns. */
-__device__ __forceinline__ uint4 load_row(const dec_params &p, const rg_bf16 *cache, const int32_t *table, int j,
-                                          int kvh, int col) {
-    int64_t slot = (int64_t)table[j / p.bs] * p.bs + j % p.bs;
-    return __ldg(reinterpret_cast<const uint4 *>(cache + (slot * p.hkv + kvh) * p.d + col));
-}
+/* Running max below any real score: exp2(M0 - s) is 0 for a real s and
+ * exp2(M0 - M0) = 1, so empty lanes need no special case (-inf would give NaN). */
+#define DEC_M0 (-1e30f)
 
 template <int D, int G>
 __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p) {
-    constexpr int L = D / 8;              /* lanes per key row */
+    constexpr int L = D / 8;              /* lanes per key row, 16 bytes each */
     constexpr int KPW = 32 / L;           /* keys per warp per step */
     constexpr int KPC = KPW * DEC_WARPS;  /* keys per CTA per step */
-    __shared__ float sq[G][D];            /* q * scale * log2(e), zero past d */
-    __shared__ float ss[G][DEC_PMAX];     /* scores, then exp2(s - m) */
-    __shared__ float sred[DEC_WARPS][G * D];
-    __shared__ float sm[G], sl[G];
+    constexpr int U = dec_unroll<G>::value;
+    constexpr int STEP = KPC * U;         /* keys per CTA per batch of loads */
+    __shared__ __align__(16) float sq[G][D];        /* q * scale * log2(e), zero past d */
+    __shared__ __align__(16) float sacc[DEC_WARPS][G][D];
+    __shared__ float sm[DEC_WARPS][G], sl[DEC_WARPS][G];
 
     const int b = blockIdx.x / p.n_parts, part = blockIdx.x % p.n_parts;
     const int kvh = blockIdx.y / p.n_groups, grp = blockIdx.y % p.n_groups;
@@ -89,119 +96,120 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
         if (gi < ng && c < p.d) x = __bfloat162float(p.q[(int64_t)b * p.stride_q + (int64_t)(h0 + gi) * p.d + c]);
         sq[gi][c] = x * p.scale_log2;
     }
-    __syncthreads();
 
-    const int c8 = lane % L, kg = lane / L;
-    const bool col_ok = c8 * 8 < p.d;
-    const int first = warp * KPW + kg;    /* this lane's key within a step */
-
-    /* Scores: s[gi][jj] = q[gi] . k[j0 + jj] (log2 units). */
-    {
-        float qr[G][8];
+    /* This lane reads columns col..col+7 of keys first + u * KPC of each batch. */
+    const int c8 = lane % L, kg = lane / L, col = c8 * 8;
+    const bool col_ok = col < p.d;
+    const int first = warp * KPW + kg;
+    const int64_t row_stride = (int64_t)p.hkv * p.d, head_off = (int64_t)kvh * p.d + col;
+    int64_t off[U];  /* element offsets of this lane's keys in the cache, -1 when none */
+    auto find_rows = [&](int base) {
 #pragma unroll
-        for (int gi = 0; gi < G; gi++)
-#pragma unroll
-            for (int e = 0; e < 8; e++) qr[gi][e] = sq[gi][c8 * 8 + e];
-        for (int base = 0; base < n; base += KPC * DEC_UNROLL) {
-            uint4 kr[DEC_UNROLL];
-#pragma unroll
-            for (int u = 0; u < DEC_UNROLL; u++) {
-                int jj = base + u * KPC + first;
-                kr[u] = make_uint4(0, 0, 0, 0);
-                if (jj < n && col_ok) kr[u] = load_row(p, p.kc, table, j0 + jj, kvh, c8 * 8);
-            }
-#pragma unroll
-            for (int u = 0; u < DEC_UNROLL; u++) {
-                int jj = base + u * KPC + first;
-                float kf[8];
-                unpack8(kf, kr[u]);
-#pragma unroll
-                for (int gi = 0; gi < G; gi++) {
-                    float s = 0.0f;
-#pragma unroll
-                    for (int e = 0; e < 8; e++) s = fmaf(qr[gi][e], kf[e], s);
-#pragma unroll
-                    for (int o = L / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                    if (c8 == 0 && jj < n) ss[gi][jj] = s;
-                }
-            }
+        for (int u = 0; u < U; u++) {
+            int jj = base + u * KPC + first, j = j0 + jj;
+            off[u] = jj < n && col_ok ? ((int64_t)table[j / p.bs] * p.bs + j % p.bs) * row_stride + head_off : -1;
         }
-    }
+    };
+    find_rows(0);
     __syncthreads();
 
-    /* Softmax over the partition, one warp per head. */
-    for (int gi = warp; gi < G; gi += DEC_WARPS) {
-        float m = -INFINITY;
-        for (int jj = lane; jj < n; jj += 32) m = fmaxf(m, ss[gi][jj]);
+    /* Online softmax over this lane group's keys (every lane of a group holds
+     * the same m and l; acc holds its 8 columns). */
+    float m[G], l[G], acc[G][8];
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-        float l = 0.0f;
-        for (int jj = lane; jj < n; jj += 32) {
-            float e = exp2f(ss[gi][jj] - m);
-            ss[gi][jj] = e;
-            l += e;
-        }
-        l = rg_warp_sum(l);
-        if (lane == 0) { sm[gi] = m; sl[gi] = l; }
-    }
-    __syncthreads();
-
-    /* acc[gi] = sum_jj p[gi][jj] v[j0 + jj] over this lane's keys. */
-    float acc[G][8];
-#pragma unroll
-    for (int gi = 0; gi < G; gi++)
+    for (int gi = 0; gi < G; gi++) {
+        m[gi] = DEC_M0;
+        l[gi] = 0.0f;
 #pragma unroll
         for (int e = 0; e < 8; e++) acc[gi][e] = 0.0f;
-    for (int base = 0; base < n; base += KPC * DEC_UNROLL) {
-        uint4 vr[DEC_UNROLL];
+    }
+    for (int base = 0; base < n; base += STEP) {
+        uint4 kr[U], vr[U];
+        bool valid[U];
 #pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int jj = base + u * KPC + first;
-            vr[u] = make_uint4(0, 0, 0, 0);
-            if (jj < n && col_ok) vr[u] = load_row(p, p.vc, table, j0 + jj, kvh, c8 * 8);
+        for (int u = 0; u < U; u++) {
+            valid[u] = base + u * KPC + first < n;
+            kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+            if (off[u] >= 0) {
+                kr[u] = __ldg(reinterpret_cast<const uint4 *>(p.kc + off[u]));
+                vr[u] = __ldg(reinterpret_cast<const uint4 *>(p.vc + off[u]));
+            }
         }
+        if (base + STEP < n) find_rows(base + STEP);  /* the next batch's block-table reads overlap these */
 #pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int jj = base + u * KPC + first;
-            if (jj >= n) continue;
-            float vf[8];
-            unpack8(vf, vr[u]);
+        for (int gi = 0; gi < G; gi++) {
+            float qv[8];
+            *reinterpret_cast<float4 *>(qv) = *reinterpret_cast<const float4 *>(&sq[gi][col]);
+            *reinterpret_cast<float4 *>(qv + 4) = *reinterpret_cast<const float4 *>(&sq[gi][col + 4]);
+            float s[U], mx = m[gi];
 #pragma unroll
-            for (int gi = 0; gi < G; gi++) {
-                float pj = ss[gi][jj];
+            for (int u = 0; u < U; u++) {
+                float kf[8], x = 0.0f;
+                unpack8(kf, kr[u]);
 #pragma unroll
-                for (int e = 0; e < 8; e++) acc[gi][e] = fmaf(pj, vf[e], acc[gi][e]);
+                for (int e = 0; e < 8; e++) x = fmaf(qv[e], kf[e], x);
+#pragma unroll
+                for (int o = L / 2; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+                s[u] = valid[u] ? x : -INFINITY;
+                mx = fmaxf(mx, s[u]);
+            }
+            const float sc = exp2f(m[gi] - mx);
+            m[gi] = mx;
+            l[gi] *= sc;
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[gi][e] *= sc;
+#pragma unroll
+            for (int u = 0; u < U; u++) {
+                float pu = exp2f(s[u] - mx), vf[8];
+                l[gi] += pu;
+                unpack8(vf, vr[u]);
+#pragma unroll
+                for (int e = 0; e < 8; e++) acc[gi][e] = fmaf(pu, vf[e], acc[gi][e]);
             }
         }
     }
-    /* Sum over the key groups of the warp (lanes with the same c8), then over warps. */
+
+    /* Merge the key groups of the warp (lanes with the same columns), then the warps. */
 #pragma unroll
-    for (int gi = 0; gi < G; gi++)
+    for (int gi = 0; gi < G; gi++) {
 #pragma unroll
-        for (int e = 0; e < 8; e++)
+        for (int o = L; o < 32; o <<= 1) {
+            float mo = __shfl_xor_sync(0xffffffffu, m[gi], o), lo = __shfl_xor_sync(0xffffffffu, l[gi], o);
+            float mn = fmaxf(m[gi], mo), a = exp2f(m[gi] - mn), c = exp2f(mo - mn);
+            l[gi] = l[gi] * a + lo * c;
 #pragma unroll
-            for (int o = L; o < 32; o <<= 1) acc[gi][e] += __shfl_xor_sync(0xffffffffu, acc[gi][e], o);
-    if (kg == 0)
+            for (int e = 0; e < 8; e++) acc[gi][e] = acc[gi][e] * a + __shfl_xor_sync(0xffffffffu, acc[gi][e], o) * c;
+            m[gi] = mn;
+        }
+        if (kg == 0) {
 #pragma unroll
-        for (int gi = 0; gi < G; gi++)
-#pragma unroll
-            for (int e = 0; e < 8; e++) sred[warp][gi * D + c8 * 8 + e] = acc[gi][e];
+            for (int e = 0; e < 8; e++) sacc[warp][gi][col + e] = acc[gi][e];
+            if (c8 == 0) { sm[warp][gi] = m[gi]; sl[warp][gi] = l[gi]; }
+        }
+    }
     __syncthreads();
 
     for (int i = tid; i < G * D; i += DEC_THREADS) {
         int gi = i / D, c = i % D;
         if (gi >= ng || c >= p.d) continue;
-        float x = 0.0f;
+        float M = sm[0][gi];
 #pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) x += sred[w][i];
+        for (int w = 1; w < DEC_WARPS; w++) M = fmaxf(M, sm[w][gi]);
+        float x = 0.0f, Ls = 0.0f;
+#pragma unroll
+        for (int w = 0; w < DEC_WARPS; w++) {
+            float a = exp2f(sm[w][gi] - M);
+            x = fmaf(a, sacc[w][gi][c], x);
+            Ls = fmaf(a, sl[w][gi], Ls);
+        }
         int64_t row = (int64_t)b * p.h + h0 + gi;
-        if (np == 1) p.o[row * p.d + c] = __float2bfloat16_rn(x / sl[gi]);
-        else p.pacc[(row * p.n_parts + part) * p.d + c] = x;
-    }
-    if (np > 1 && tid < ng) {
-        int64_t i = ((int64_t)b * p.h + h0 + tid) * p.n_parts + part;
-        p.pm[i] = sm[tid];
-        p.pl[i] = sl[tid];
+        if (np == 1) {
+            p.o[row * p.d + c] = __float2bfloat16_rn(x / Ls);
+        } else {
+            int64_t at = row * p.n_parts + part;
+            p.pacc[at * p.d + c] = x;
+            if (c == 0) { p.pm[at] = M; p.pl[at] = Ls; }
+        }
     }
 }
 
@@ -231,14 +239,20 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_reduce_kernel(const dec_pa
 }
 
 typedef void (*dec_kernel_t)(const dec_params);
+struct dec_kernel { dec_kernel_t fn; int step; };
 
-template <int D> dec_kernel_t pick_g(int G) {
+template <int D, int G> dec_kernel make_kernel() { return {decode_kernel<D, G>, dec_step<D, G>::value}; }
+
+template <int D> dec_kernel pick_g(int G) {
     constexpr int GM = dec_gmax<D>::value;
-    if (G <= 1) return decode_kernel<D, 1>;
-    if (G <= 2) return decode_kernel<D, 2>;
-    if constexpr (GM >= 4) { if (G <= 4) return decode_kernel<D, 4>; }
-    if constexpr (GM >= 8) return decode_kernel<D, 8>;
-    return nullptr;
+    if (G <= 1) return make_kernel<D, 1>();
+    if constexpr (GM == 2) {
+        return make_kernel<D, 2>();
+    } else {
+        if (G <= 2) return make_kernel<D, 2>();
+        if constexpr (GM == 4) return make_kernel<D, 4>();
+        else return G <= 4 ? make_kernel<D, 4>() : make_kernel<D, 8>();
+    }
 }
 
 /* Heads per CTA: all of a kv head's g query heads when they fit, else groups
@@ -252,16 +266,25 @@ int heads_per_cta(int D, int g) {
 
 } // namespace
 
-/* Partition size: the largest of 256, 128, 64 keys that still gives at least
- * two CTAs per multiprocessor (shorter partitions only cost more partials). */
-static int pick_partition(const rg_attn_decode_args *a, int64_t ctas_per_part, int sms) {
-    int P = DEC_PMAX;
-    for (; P > 64; P /= 2) {
-        int64_t ctas = 0;
-        for (int32_t b = 0; b < a->n_seqs; b++) ctas += (a->seq_lens_host[b] + P - 1) / P;
-        if (ctas * ctas_per_part >= 2 * (int64_t)sms) break;
+/* Kernel lab hooks (bench/cuda_decode_bench.c): force the partition size in
+ * keys (rounded up to the kernel's step; 0 = automatic) and read the last one
+ * used. Process-wide and unsynchronised: for the benchmark only. */
+static int force_part, last_part;
+extern "C" void rg_cuda_decode_force_partition(int keys) { force_part = keys > 0 ? keys : 0; }
+extern "C" int rg_cuda_decode_last_partition(void) { return last_part; }
+
+/* Keys per partition: one batch of loads per CTA (`step`), doubled while the
+ * grid keeps at least two CTAs per multiprocessor. Reaching the longest
+ * sequence means no split, and no reduction kernel. */
+static int pick_partition(const rg_attn_decode_args *a, int step, int64_t ctas_per_part, int sms) {
+    int64_t P = step;
+    while (P < a->max_seq_len) {
+        int64_t ctas = 0, P2 = 2 * P;
+        for (int32_t b = 0; b < a->n_seqs; b++) ctas += (a->seq_lens_host[b] + P2 - 1) / P2;
+        if (ctas * ctas_per_part < 2 * (int64_t)sms) break;
+        P = P2;
     }
-    return P;
+    return P < a->max_seq_len ? (int)P : (a->max_seq_len > step ? a->max_seq_len : step);
 }
 
 rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
@@ -274,9 +297,14 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     const int d = a->head_dim, g = a->n_heads / a->n_kv_heads;
     const int D = d <= 32 ? 32 : d <= 64 ? 64 : d <= 128 ? 128 : 256;
     const int G = heads_per_cta(D, g), n_groups = (g + G - 1) / G;
-    dec_kernel_t kern = D == 32 ? pick_g<32>(G) : D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G)
-                                                                                      : pick_g<256>(G);
-    const int P = pick_partition(a, (int64_t)a->n_kv_heads * n_groups, st->prop.multiProcessorCount);
+    const dec_kernel kern = D == 32 ? pick_g<32>(G) : D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G)
+                                                                                       : pick_g<256>(G);
+    int P = pick_partition(a, kern.step, (int64_t)a->n_kv_heads * n_groups, st->prop.multiProcessorCount);
+    if (force_part) {
+        int64_t f = ((int64_t)force_part + kern.step - 1) / kern.step * kern.step;
+        P = f < a->max_seq_len ? (int)f : (a->max_seq_len > kern.step ? a->max_seq_len : kern.step);
+    }
+    last_part = P;
     const int n_parts = a->max_seq_len > 0 ? (a->max_seq_len + P - 1) / P : 1;
     if ((int64_t)a->n_seqs * n_parts > INT32_MAX || (int64_t)a->n_kv_heads * n_groups > 65535)
         return rg_fail(RG_ERR_UNSUPPORTED, "%s: %d sequences x %d partitions x %d kv heads exceed one grid", fn,
@@ -312,7 +340,7 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
         p.pacc = p.pl + n_ml;
     }
     dim3 grid((unsigned)(a->n_seqs * n_parts), (unsigned)(a->n_kv_heads * n_groups));
-    kern<<<grid, DEC_THREADS, 0, st->stream>>>(p);
+    kern.fn<<<grid, DEC_THREADS, 0, st->stream>>>(p);
     RG_CUDA_CHECK_LAUNCH("decode attention");
     if (n_parts > 1) {
         decode_reduce_kernel<<<(unsigned)((rows + DEC_WARPS - 1) / DEC_WARPS), DEC_THREADS, 0, st->stream>>>(p, rows);
