@@ -4,9 +4,11 @@
  * with KV lengths uniform in [16, 640], one long context (batch 1, 8192), and
  * a GQA shape for reference. Bytes counted: K and V of every sequence, q and o
  * (the fewest a decode step must move); GB/s against a device-to-device copy
- * measured here. Each figure is the median of REPS batches of ITERS calls
- * (host clock around a sync), rotating over enough copies of the cache (each
- * with its own block table into its own blocks) that L2 cannot serve repeats.
+ * measured here. Each figure is the median of REPS batches of ITERS calls,
+ * timed twice: issued from the host (host clock around a sync: launch cost
+ * included) and replayed from a CUDA graph (device events: GPU time), rotating
+ * over enough copies of the cache (each with its own block table into its own
+ * blocks) that L2 cannot serve repeats.
  * Built only with the CUDA backend; prints a markdown table.
  * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
  * automatic choice); then kv_write and gather_rows at a decode step's size.
@@ -15,10 +17,12 @@
 #include "core/rng.h"
 #include "core/status.h"
 #include "core/timer.h"
+#include <cuda_runtime_api.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+void *rg_cuda_stream_of(rg_backend *be);  /* the backend's stream (src/cuda/attention_sched.cu) */
 /* Lab hooks of src/cuda/attention_decode.cu. */
 void rg_cuda_decode_force_partition(int keys);
 int rg_cuda_decode_last_partition(void);
@@ -74,6 +78,45 @@ static double time_calls(call_fn fn, void *ctx, double *spread) {
     }
     qsort(t, REPS, sizeof t[0], cmp_double);
     *spread = (t[REPS - 1] - t[0]) / t[REPS / 2];
+    return t[REPS / 2];
+}
+
+static void cuda_must(cudaError_t e, const char *what) {
+    if (e != cudaSuccess) {
+        fprintf(stderr, "cuda_decode_bench: %s: %s\n", what, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+/* GPU seconds per call of fn(i): ITERS calls captured in a CUDA graph (no
+ * host launch cost between them), median of REPS timed replays. */
+static double time_graph(call_fn fn, void *ctx) {
+    cudaStream_t st = (cudaStream_t)rg_cuda_stream_of(be);
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaEvent_t e0, e1;
+    cuda_must(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "begin capture");
+    for (int i = 0; i < ITERS; i++) fn(i, ctx);
+    cuda_must(cudaStreamEndCapture(st, &g), "end capture");
+    cuda_must(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+    cuda_must(cudaEventCreate(&e0), "event");
+    cuda_must(cudaEventCreate(&e1), "event");
+    cuda_must(cudaGraphLaunch(ge, st), "graph launch");  /* warm-up */
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        float ms = 0;
+        cuda_must(cudaEventRecord(e0, st), "record");
+        cuda_must(cudaGraphLaunch(ge, st), "graph launch");
+        cuda_must(cudaEventRecord(e1, st), "record");
+        cuda_must(cudaEventSynchronize(e1), "graph replay");
+        cuda_must(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+        t[r] = ms * 1e-3 / ITERS;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
     return t[REPS / 2];
 }
 
@@ -154,12 +197,12 @@ static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t
     }
     for (int v = 0; v < n_parts; v++) {
         rg_cuda_decode_force_partition(parts[v]);
-        double spread, t = time_calls(dec_run, c, &spread);
+        double spread, th = time_calls(dec_run, c, &spread), t = time_graph(dec_run, c);
         char shape[96], part[32];
         snprintf(shape, sizeof shape, "%d seqs, %lld keys, h %d/%d d %d", n, (long long)tokens, h, hkv, d);
         snprintf(part, sizeof part, "%s%d", parts[v] ? "" : "auto ", rg_cuda_decode_last_partition());
-        printf("| %-28s | %-38s | %-9s | %8.1f | %5.1f%% | %8.1f | %6.0f | %5.1f%% | %6.2f |\n", name, shape, part,
-               t * 1e6, spread * 100, bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs,
+        printf("| %-28s | %-38s | %-9s | %8.1f | %5.1f%% | %8.1f | %8.1f | %6.0f | %5.1f%% | %6.2f |\n", name, shape,
+               part, th * 1e6, spread * 100, t * 1e6, bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs,
                bytes / copy_gbs / 1e3);
     }
     rg_cuda_decode_force_partition(0);
@@ -192,7 +235,7 @@ static void gather_run(int i, void *c_) {
 /* kv_write (K and V rows of 768 into random slots of a 65536-slot cache) and
  * gather_rows (rows of 768 out of 16384) at a decode step's and a prefill's size. */
 static void bench_copies(void) {
-    printf("\n| op | rows x width | us/call | spread | GB/s |\n|---|---|---|---|---|\n");
+    printf("\n| op | rows x width | host us | spread | graph us | GB/s |\n|---|---|---|---|---|---|\n");
     const int64_t slots = 65536, src_rows = 16384;
     const int row = 768;
     rows_ctx c = {.row = row};
@@ -213,14 +256,15 @@ static void bench_copies(void) {
     for (int k = 0; k < 2; k++) {
         c.n = sizes[k];
         must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
-        double sp, t = time_calls(kvw_run, &c, &sp);
-        printf("| kv_write (K and V) | %lld x %d | %8.1f | %5.1f%% | %6.0f |\n", (long long)c.n, row, t * 1e6,
-               sp * 100, 2.0 * 2 * c.n * row * 2 / t / 1e9);
+        double sp, th = time_calls(kvw_run, &c, &sp), t = time_graph(kvw_run, &c);
+        printf("| kv_write (K and V) | %lld x %d | %8.1f | %5.1f%% | %8.1f | %6.0f |\n", (long long)c.n, row,
+               th * 1e6, sp * 100, t * 1e6, 2.0 * 2 * c.n * row * 2 / t / 1e9);
         for (int64_t i = 0; i < c.n; i++) perm[i] = (int32_t)rg_rng_below(&rng, (uint64_t)src_rows);
         must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
-        t = time_calls(gather_run, &c, &sp);
-        printf("| gather_rows | %lld x %d | %8.1f | %5.1f%% | %6.0f |\n", (long long)c.n, row, t * 1e6, sp * 100,
-               2.0 * c.n * row * 2 / t / 1e9);
+        th = time_calls(gather_run, &c, &sp);
+        t = time_graph(gather_run, &c);
+        printf("| gather_rows | %lld x %d | %8.1f | %5.1f%% | %8.1f | %6.0f |\n", (long long)c.n, row, th * 1e6,
+               sp * 100, t * 1e6, 2.0 * c.n * row * 2 / t / 1e9);
         for (int64_t i = 0; i < slots; i++) perm[i] = (int32_t)i;  /* distinct slots again for the next size */
         for (int64_t i = slots - 1; i > 0; i--) {
             int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
@@ -258,8 +302,10 @@ int main(int argc, char **argv) {
     rg_buffer_free(be, cc.b);
     printf("cuda_decode_bench: device copy %.0f GB/s (1 GiB, read + write, spread %.1f%%); median of %d x %d calls\n\n",
            copy_gbs, sp * 100, REPS, ITERS);
-    printf("| case | shape | partition | us/call | spread | MB moved | GB/s | of copy | floor us |\n"
-           "|---|---|---|---|---|---|---|---|---|\n");
+    printf("us/call: host = calls issued back to back (host launch cost included), graph = the same calls\n"
+           "replayed from a CUDA graph (GPU time); GB/s, of copy: from the graph time\n\n");
+    printf("| case | shape | partition | host us | spread | graph us | MB moved | GB/s | of copy | floor us |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
     const int lab = getenv("RG_DECODE_LAB") != NULL;  /* also every forced partition size */
     const int all_parts[] = {0, 128, 256, 512, 1024, 1 << 20}, n_all = lab ? 6 : 1;
 

@@ -13,9 +13,9 @@
  * to an online softmax per lane group, and the groups and warps are merged at
  * the end. A sequence that fits in one partition writes o directly; longer
  * ones leave (m, l, acc) partials in the attention workspace and a second
- * kernel combines them. P is chosen per call from the host lengths: as long
- * as the grid still fills the GPU, so that batches of short sequences run in
- * one kernel. Length 0 gives zeros. Memory-bound: the bytes are K + V of
+ * kernel combines them. P is chosen per call from the host lengths by a
+ * small cost model (pick_partition), so that batches of short sequences run
+ * in one kernel and a long one is still split. Length 0 gives zeros. Memory-bound: the bytes are K + V of
  * every sequence, q and o (bench/cuda_attention_NOTES.md). */
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
@@ -239,9 +239,14 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_reduce_kernel(const dec_pa
 }
 
 typedef void (*dec_kernel_t)(const dec_params);
-struct dec_kernel { dec_kernel_t fn; int step; };
+/* A kernel, its keys per load batch, and its resident CTAs per SM (0 until
+ * first asked: a property of the device kind, the same for every backend). */
+struct dec_kernel { dec_kernel_t fn; int step; int *per_sm; };
 
-template <int D, int G> dec_kernel make_kernel() { return {decode_kernel<D, G>, dec_step<D, G>::value}; }
+template <int D, int G> dec_kernel make_kernel() {
+    static int per_sm = 0;
+    return {decode_kernel<D, G>, dec_step<D, G>::value, &per_sm};
+}
 
 template <int D> dec_kernel pick_g(int G) {
     constexpr int GM = dec_gmax<D>::value;
@@ -273,18 +278,48 @@ static int force_part, last_part;
 extern "C" void rg_cuda_decode_force_partition(int keys) { force_part = keys > 0 ? keys : 0; }
 extern "C" int rg_cuda_decode_last_partition(void) { return last_part; }
 
-/* Keys per partition: one batch of loads per CTA (`step`), doubled while the
- * grid keeps at least two CTAs per multiprocessor. Reaching the longest
- * sequence means no split, and no reduction kernel. */
-static int pick_partition(const rg_attn_decode_args *a, int step, int64_t ctas_per_part, int sms) {
-    int64_t P = step;
-    while (P < a->max_seq_len) {
-        int64_t ctas = 0, P2 = 2 * P;
-        for (int32_t b = 0; b < a->n_seqs; b++) ctas += (a->seq_lens_host[b] + P2 - 1) / P2;
-        if (ctas * ctas_per_part < 2 * (int64_t)sms) break;
-        P = P2;
+/* The partition size P (keys per CTA), from a cost model fitted to the
+ * lab's H100 numbers (bench/cuda_attention_NOTES.md), in microseconds:
+ *   max(bytes / 2.5 TB/s,                  the whole step at the copy rate,
+ *       longest CTA's load batches x 1.5,  a CTA is a chain of load round trips,
+ *       all batches x 1.5 / CTAs at once)  latency-bound while the GPU is not full
+ *   + 4 if any sequence is split           the reduction kernel and its partials.
+ * Candidates: step x 2^k (step = keys of one load batch) and no split; among
+ * estimates within 5% of the best the largest P wins (fewer partials, and a
+ * grid of fewer waves did better in the lab). */
+static int pick_partition(const rg_attn_decode_args *a, int step, int64_t ctas_per_part, int64_t slots) {
+    const double t_batch = 1.5, t_reduce = 4.0, bytes_per_us = 2.5e6;
+    int64_t keys = 0;
+    for (int32_t b = 0; b < a->n_seqs; b++) keys += a->seq_lens_host[b];
+    const double t_bytes = (double)keys * ctas_per_part * a->head_dim * 4 / bytes_per_us;
+    const int max_len = a->max_seq_len > step ? a->max_seq_len : step;
+    double best_t = 1e30;
+    int best = max_len;
+    double est[40];
+    int cand[40], n = 0;
+    for (int64_t P = step;; P *= 2) {
+        int Pc = P < max_len ? (int)P : max_len;
+        int64_t ctas = 0, batches = 0;
+        for (int32_t b = 0; b < a->n_seqs; b++) {
+            int64_t len = a->seq_lens_host[b], full = len / Pc, rest = len % Pc;
+            ctas += full + (rest > 0);
+            batches += full * ((Pc + step - 1) / step) + (rest + step - 1) / step;
+        }
+        ctas *= ctas_per_part;
+        batches *= ctas_per_part;
+        double t = (double)((Pc + step - 1) / step) * t_batch;
+        double t_fill = ctas ? (double)batches * t_batch / (double)(ctas < slots ? ctas : slots) : 0;
+        t = t_bytes > t ? t_bytes : t;
+        t = t_fill > t ? t_fill : t;
+        if (Pc < a->max_seq_len) t += t_reduce;
+        est[n] = t;
+        cand[n++] = Pc;
+        if (t < best_t) best_t = t;
+        if (Pc == max_len || n == 40) break;
     }
-    return P < a->max_seq_len ? (int)P : (a->max_seq_len > step ? a->max_seq_len : step);
+    for (int i = 0; i < n; i++)
+        if (est[i] <= best_t * 1.05) best = cand[i];  /* candidates grow: the last one within 5% */
+    return best;
 }
 
 rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
@@ -299,7 +334,13 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     const int G = heads_per_cta(D, g), n_groups = (g + G - 1) / G;
     const dec_kernel kern = D == 32 ? pick_g<32>(G) : D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G)
                                                                                        : pick_g<256>(G);
-    int P = pick_partition(a, kern.step, (int64_t)a->n_kv_heads * n_groups, st->prop.multiProcessorCount);
+    if (*kern.per_sm <= 0) {
+        int per_sm = 0;
+        RG_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern.fn, DEC_THREADS, 0));
+        *kern.per_sm = per_sm > 0 ? per_sm : 1;
+    }
+    int P = pick_partition(a, kern.step, (int64_t)a->n_kv_heads * n_groups,
+                           (int64_t)*kern.per_sm * st->prop.multiProcessorCount);
     if (force_part) {
         int64_t f = ((int64_t)force_part + kern.step - 1) / kern.step * kern.step;
         P = f < a->max_seq_len ? (int)f : (a->max_seq_len > kern.step ? a->max_seq_len : kern.step);
