@@ -1,9 +1,9 @@
 /* hf_parity.c — ragged's side of the transformers parity check (scripts/hf_parity.py):
- * loads a GPT2LMHeadModel checkpoint on the CPU backend, runs one batch of sequences
- * packed and padded, and writes the logits, the loss and every gradient for the
- * script to compare with transformers.
+ * loads a GPT2LMHeadModel checkpoint on a backend (CPU fp32, or CUDA with bf16
+ * activations), runs one batch of sequences packed and padded, and writes the
+ * logits, the loss and every gradient for the script to compare with transformers.
  *
- * usage: hf_parity DIR [--save-roundtrip DIR2]
+ * usage: hf_parity DIR [--save-roundtrip DIR2] [--backend cpu|cuda]
  *   DIR holds config.json + model.safetensors (save_pretrained) and batch.txt: one
  *   sequence per line, whitespace-separated token ids. Writes to DIR:
  *     ragged_logits_packed.f32  (n_real, V) raw little-endian float32, real tokens in
@@ -36,17 +36,19 @@ static int write_f32(const char *path, const float *x, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    const char *dir = NULL, *roundtrip = NULL;
+    const char *dir = NULL, *roundtrip = NULL, *backend = "cpu";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--save-roundtrip") && i + 1 < argc) roundtrip = argv[++i];
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc && (!strcmp(argv[i + 1], "cpu") || !strcmp(argv[i + 1], "cuda")))
+            backend = argv[++i];
         else if (!dir && argv[i][0] != '-') dir = argv[i];
         else {
-            fprintf(stderr, "usage: hf_parity DIR [--save-roundtrip DIR2]\n");
+            fprintf(stderr, "usage: hf_parity DIR [--save-roundtrip DIR2] [--backend cpu|cuda]\n");
             return 1;
         }
     }
     if (!dir) {
-        fprintf(stderr, "usage: hf_parity DIR [--save-roundtrip DIR2]\n");
+        fprintf(stderr, "usage: hf_parity DIR [--save-roundtrip DIR2] [--backend cpu|cuda]\n");
         return 1;
     }
 
@@ -63,7 +65,10 @@ int main(int argc, char **argv) {
     if (!p_batch || !p_lpk || !p_lpd || !p_loss || !p_grads) { fprintf(stderr, "hf_parity: out of memory\n"); goto done; }
 
     rg_model_config cfg;
-    if ((s = rg_backend_init(RG_BACKEND_CPU, 0, &be))) { api_fail("rg_backend_init", s); goto done; }
+    if ((s = rg_backend_init(strcmp(backend, "cuda") ? RG_BACKEND_CPU : RG_BACKEND_CUDA, 0, &be))) {
+        api_fail("rg_backend_init", s);
+        goto done;
+    }
     if ((s = rg_hf_gpt2_config_read(dir, &cfg))) { api_fail("rg_hf_gpt2_config_read", s); goto done; }
     if ((s = rg_model_init(be, &cfg, 1, &m))) { api_fail("rg_model_init", s); goto done; }
     if ((s = rg_hf_gpt2_load(m, dir))) { api_fail("rg_hf_gpt2_load", s); goto done; }
@@ -113,8 +118,8 @@ int main(int argc, char **argv) {
     }
     if ((s = rg_hf_gpt2_save(g, p_grads))) { api_fail("rg_hf_gpt2_save (grads)", s); goto done; }
 
-    printf("hf_parity: %s: %d sequences, %zu tokens, %lld targets, loss %.6f\n", dir, (int)n_seqs, n_real,
-           (long long)res.n_targets, res.loss_sum / (double)res.n_targets);
+    printf("hf_parity: %s: %s backend, %d sequences, %zu tokens, %lld targets, loss %.6f\n", dir, rg_backend_name(be),
+           (int)n_seqs, n_real, (long long)res.n_targets, res.loss_sum / (double)res.n_targets);
     rc = 0;
 done:
     for (int32_t b = 0; b < n_seqs; b++) free(seqs[b]);

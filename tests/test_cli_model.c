@@ -89,8 +89,7 @@ static void test_bad_flags(void) {
         {"bench stray", "ragged: bench: unknown subcommand 'stray'\n", 2},
         {"bench --lengths /nonexistent/l.txt", "ragged: bench: --lengths: rg_lengths_read: cannot open "
                                                "'/nonexistent/l.txt'", 1},
-        {"train --data x.bin", "ragged: train: --data: token files are not supported yet (llm.c shards come with a "
-                               "later issue); without --data, training runs on the built-in synthetic tasks (--tasks)\n", 2},
+        {"train --data /nonexistent/x.bin", "ragged: train: --data: no such file: '/nonexistent/x.bin'\n", 1},
         {"train --tasks copy,add", "ragged: train: --tasks: expected a comma-separated list of copy, reverse, sort, "
                                    "got 'copy,add'\n", 2},
         {"train -p tiny --max-len 100", "ragged: train: --max-len: 100 exceeds the model's max_seq_len 64\n", 2},

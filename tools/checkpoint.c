@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ---- metadata as a growing list of owned strings ---- */
 typedef struct kvlist { char **kv; size_t n, cap; bool oom; } kvlist;
@@ -311,5 +312,41 @@ int ckpt_restore(const rg_safetensors *st, const char *path, rg_model *m, int64_
         free(buf);
     }
     if (rg_model_set_optim_step(m, step) != RG_OK) { snprintf(err, n, "%s", rg_last_error()); return -1; }
+    return 0;
+}
+
+int ckpt_load_model(const char *path, rg_backend *be, rg_model **out, bool *hf, char *err, size_t n) {
+    *out = NULL;
+    struct stat sb;
+    bool dir = stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    *hf = dir;
+    rg_model_config cfg;
+    rg_model *m = NULL;
+    if (dir) { /* a HuggingFace GPT-2 directory: config.json + model.safetensors (or an index) */
+        if (rg_hf_gpt2_config_read(path, &cfg) != RG_OK || rg_model_init(be, &cfg, 0, &m) != RG_OK ||
+            rg_hf_gpt2_load(m, path) != RG_OK) {
+            snprintf(err, n, "%s", rg_last_error());
+            rg_model_free(m);
+            return -1;
+        }
+        *out = m;
+        return 0;
+    }
+    rg_safetensors *st = NULL;
+    rg_optim_config opt;
+    int64_t step;
+    if (ckpt_open(path, &st, &cfg, &opt, &step, err, n)) return -1;
+    int rc = 0;
+    if (rg_model_init(be, &cfg, 0, &m) != RG_OK || rg_model_set_optim(m, &opt) != RG_OK) {
+        snprintf(err, n, "%s", rg_last_error());
+        rc = -1;
+    }
+    if (!rc) rc = ckpt_restore(st, path, m, step, err, n);
+    rg_safetensors_close(st);
+    if (rc) {
+        rg_model_free(m);
+        return -1;
+    }
+    *out = m;
     return 0;
 }

@@ -9,6 +9,7 @@
 #ifndef RG_TOOLS_CHECKPOINT_H
 #define RG_TOOLS_CHECKPOINT_H
 #include "ragged.h"
+#include <stdbool.h>
 #include <stddef.h>
 
 #define CKPT_FORMAT "ragged.checkpoint.v1"
@@ -29,5 +30,10 @@ int ckpt_open(const char *path, rg_safetensors **st, rg_model_config *cfg, rg_op
  * optimizer already set), then sets the optimizer step. Every tensor's shape
  * is checked first. Returns 0, or -1 with a message in err. */
 int ckpt_restore(const rg_safetensors *st, const char *path, rg_model *m, int64_t step, char *err, size_t err_size);
+
+/* A model to evaluate or train from: a HuggingFace GPT-2 directory (config.json
+ * + safetensors; *hf = true) or a ragged checkpoint file (parameters and
+ * optimizer state). Returns 0, or -1 with a message in err. */
+int ckpt_load_model(const char *path, rg_backend *be, rg_model **out, bool *hf, char *err, size_t err_size);
 
 #endif

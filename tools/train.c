@@ -3,7 +3,9 @@
  * AdamW or SGD with warm-up + cosine, clipping and gradient accumulation; a
  * progress line every --log-every steps, held-out eval loss every
  * --eval-every, safetensors checkpoints (atomic) every --save-every and at
- * the end; --resume continues a checkpoint exactly. */
+ * the end; --resume continues a checkpoint exactly. With --data, token shards
+ * instead: documents packed by best fit into rows (train_corpus.h), held-out
+ * loss on --val-data; --init-from / --save-hf read and write HuggingFace GPT-2. */
 #define _POSIX_C_SOURCE 200809L
 #include "ragged.h"
 #include "args.h"
@@ -11,6 +13,7 @@
 #include "cli.h"
 #include "stats.h"
 #include "train.h"
+#include "train_corpus.h"
 #include "msg.h"
 #include <inttypes.h>
 #include <limits.h>
@@ -33,6 +36,10 @@ static void opts_default(train_opts *o) {
     o->resume = NULL;
     o->save = default_save;
     o->data = NULL;
+    o->val_data = NULL;
+    o->init_from = NULL;
+    o->save_hf = NULL;
+    o->eot = 50256;
     o->seed = 1;
     o->tasks = "copy,reverse,sort";
     o->symbols = 0;
@@ -68,15 +75,25 @@ static int parse_opts(train_opts *o, int argc, char **argv) {
     const arg_spec rest[] = {
         {"Run", "resume", 'r', ARG_STRING, &o->resume, "FILE", 1, 0,
          "continue a checkpoint exactly (weights, optimizer, step, options)", "none"},
+        {NULL, "init-from", 0, ARG_STRING, &o->init_from, "DIR", 1, 0,
+         "start from a HuggingFace GPT-2 directory (config.json + safetensors) instead of --preset", "none"},
         {NULL, "seed", 's', ARG_INT, &o->seed, "S", 0, INT_MAX, "seed of the initial weights and of the dataset", NULL},
-        {"Data", "data", 0, ARG_STRING, &o->data, "FILE", 1, 0, "token files: not supported yet", "none: synthetic tasks"},
+        {"Data", "data", 0, ARG_STRING, &o->data, "GLOB", 1, 0,
+         "token shards (`ragged prepare`): a quoted glob 'dir/x_train_*.bin', a file, or a directory of .bin files",
+         "none: synthetic tasks"},
+        {NULL, "val-data", 0, ARG_STRING, &o->val_data, "GLOB", 1, 0, "held-out shards for the eval loss (with --data)",
+         "none"},
+        {NULL, "eot", 0, ARG_INT, &o->eot, "ID", 0, 65535, "the <|endoftext|> id that starts each document (with --data)",
+         "50256, GPT-2's"},
         {NULL, "tasks", 0, ARG_STRING, &o->tasks, "LIST", 1, 0,
          "synthetic tasks: copy, reverse, sort (comma-separated)", NULL},
         {NULL, "symbols", 0, ARG_INT, &o->symbols, "N", 0, INT_MAX, "alphabet of the x", "0 = min(32, vocab - 6)"},
         {NULL, "min-len", 0, ARG_INT, &o->min_len, "N", 1, INT_MAX, "shortest sequence (at least 5 occur)", NULL},
-        {NULL, "max-len", 0, ARG_INT, &o->max_len, "N", 0, INT_MAX, "longest sequence", "0 = max_seq_len"},
+        {NULL, "max-len", 0, ARG_INT, &o->max_len, "N", 0, INT_MAX,
+         "longest sequence (with --data: the row length; longer documents are cut into pieces)", "0 = max_seq_len"},
         {NULL, "strategy", 0, ARG_CHOICE, &o->strategy, "packed|pad-to-longest|pad-to-max", 1, 0, "batch layout", NULL},
-        {NULL, "batch-size", 'b', ARG_INT, &o->batch_size, "B", 1, INT_MAX, "sequences per micro-batch", NULL},
+        {NULL, "batch-size", 'b', ARG_INT, &o->batch_size, "B", 1, INT_MAX,
+         "sequences per micro-batch (with --data: rows of --max-len tokens, packed)", NULL},
         {NULL, "accum", 0, ARG_INT, &o->accum, "K", 1, INT_MAX, "micro-batches per step (gradient accumulation)", NULL},
         {"Optimizer", "optim", 0, ARG_CHOICE, &o->optim, "adamw|sgd", 1, 0, "optimizer (torch semantics)", NULL},
         {NULL, "lr", 0, ARG_DOUBLE, &o->lr, "X", 0, HUGE_VAL, "peak learning rate", NULL},
@@ -101,6 +118,8 @@ static int parse_opts(train_opts *o, int argc, char **argv) {
         {NULL, "eval-seqs", 0, ARG_INT, &o->eval_seqs, "N", 1, INT_MAX, "held-out sequences per eval", NULL},
         {NULL, "save", 'o', ARG_STRING, &o->save, "FILE", 1, 0, "checkpoint (safetensors, atomic); 'none': no file", NULL},
         {NULL, "save-every", 0, ARG_INT, &o->save_every, "N", 0, INT_MAX, "also save every N steps", "0 = at the end only"},
+        {NULL, "save-hf", 0, ARG_STRING, &o->save_hf, "DIR", 1, 0,
+         "at the end, also write a HuggingFace GPT-2 directory (GPT2LMHeadModel.from_pretrained loads it)", "none"},
         {NULL, "threads", 't', ARG_INT, &o->threads, "N", 0, INT_MAX, "CPU threads", "0 = every core"},
         {NULL, "backend", 0, ARG_CHOICE, &o->backend, "cpu|cuda", 1, 0, "device", NULL},
     };
@@ -114,7 +133,18 @@ static int parse_opts(train_opts *o, int argc, char **argv) {
         "padding). Step s uses training sequences s*B*K.., so a run stopped and resumed\n"
         "sees the same data: with --resume, the model, optimizer, schedule and data\n"
         "options default to the checkpoint's, and training continues bit for bit as if\n"
-        "never stopped (same thread count). Exit status: 0 ok, 1 runtime failure, 2 bad usage.";
+        "never stopped (same thread count).\n\n"
+        "Real text: --data 'dir/x_train_*.bin' (quote the glob: ragged expands it, in\n"
+        "sorted order) reads llm.c shards (`ragged prepare`), splits them into\n"
+        "documents at each --eot, cuts documents longer than --max-len into pieces, and\n"
+        "packs the pieces by best-fit-decreasing into rows of --max-len tokens,\n"
+        "--batch-size rows per micro-batch: every document is its own attention block\n"
+        "with positions from 0, and no slot is padding (the padding avoided is printed\n"
+        "at the start). Each epoch shuffles the rows (from --seed and the epoch). A\n"
+        "shard that ends inside a document gives its tail as a shorter document, and\n"
+        "the next shard's leading tokens become a document of their own. Use a model\n"
+        "whose vocabulary holds the tokens (--preset gpt2, --vocab, or --init-from).\n"
+        "Exit status: 0 ok, 1 runtime failure, 2 bad usage.";
     return args_parse(CMD, "ragged train [options]", about, specs, n, argc, argv);
 }
 
@@ -133,11 +163,34 @@ static int parse_tasks(const char *s, uint32_t *out) {
 
 /* Options the flag table cannot check; fills cfg (unless resuming: the
  * caller sets it from the checkpoint first), synth and layout. */
+static int validate_common(train_opts *o);
+
+/* --data: the row length and the flags that belong to the synthetic tasks. */
+static int validate_data(train_opts *o) {
+    if (strcmp(o->strategy, "packed"))
+        return args_error(CMD, "--strategy", "with --data, batches are always packed (got '%s')", o->strategy);
+    int max_len = o->max_len ? o->max_len : o->cfg.max_seq_len;
+    if (max_len > o->cfg.max_seq_len)
+        return args_error(CMD, "--max-len", "%d exceeds the model's max_seq_len %d", max_len, o->cfg.max_seq_len);
+    if ((int64_t)o->batch_size * max_len > INT32_MAX)
+        return args_error(CMD, "--batch-size", "%d rows of %d tokens overflow int32 slots", o->batch_size, max_len);
+    o->synth = (rg_synth_opts){.seed = (uint64_t)o->seed, .max_len = max_len};
+    o->layout = RG_LAYOUT_PACKED;
+    return validate_common(o);
+}
+
+static bool gpt2_shaped(const rg_model_config *c) {
+    return c->ln_bias && c->linear_bias && c->final_ln && c->tied_embeddings && !c->lm_head_bias &&
+           c->n_kv_heads == c->n_heads;
+}
+
 static int validate_opts(train_opts *o, bool resuming) {
-    if (o->data)
-        return args_error(CMD, "--data", "token files are not supported yet (llm.c shards come with a later issue); "
-                          "without --data, training runs on the built-in synthetic tasks (--tasks)");
-    if (!resuming && model_flags_config(&o->model, CMD, &o->cfg) != ARGS_OK) return ARGS_ERROR;
+    if (!resuming && !o->init_from && model_flags_config(&o->model, CMD, &o->cfg) != ARGS_OK) return ARGS_ERROR;
+    if (o->val_data && !o->data) return args_error(CMD, "--val-data", "needs --data (the synthetic tasks have their own held-out split)");
+    if (o->save_hf && !gpt2_shaped(&o->cfg))
+        return args_error(CMD, "--save-hf", "the model is not GPT-2-shaped (LayerNorm and linear biases, final LayerNorm, "
+                          "tied head, no head bias, n_kv_heads = n_heads): use --preset gpt2 or --init-from");
+    if (o->data) return validate_data(o);
     uint32_t tasks;
     if (parse_tasks(o->tasks, &tasks))
         return args_error(CMD, "--tasks", "expected a comma-separated list of copy, reverse, sort, got '%s'", o->tasks);
@@ -166,6 +219,11 @@ static int validate_opts(train_opts *o, bool resuming) {
     if ((int64_t)o->batch_size * (o->layout == RG_LAYOUT_PAD_MAX ? o->cfg.max_seq_len : max_len) > INT32_MAX)
         return args_error(CMD, "--batch-size", "%d sequences of up to %d tokens overflow int32 slots", o->batch_size,
                           max_len);
+    return validate_common(o);
+}
+
+/* The optimizer, schedule and checkpoint flags. */
+static int validate_common(train_opts *o) {
     if (o->min_lr > o->lr) return args_error(CMD, "--min-lr", "%g exceeds --lr %g", o->min_lr, o->lr);
     if (!(o->lr > 0)) return args_error(CMD, "--lr", "expected a number > 0, got '%g'", o->lr);
     int sched = o->schedule_steps ? o->schedule_steps : o->steps;
@@ -196,7 +254,7 @@ static rg_optim_config optim_config(const train_opts *o) {
 }
 
 /* ---- the trainer's options in checkpoint metadata ("train.*") ---- */
-typedef struct saved_opts { char buf[16][2][96]; const char *kv[32]; size_t n; } saved_opts;
+typedef struct saved_opts { char buf[20][2][512]; const char *kv[40]; size_t n; } saved_opts;
 
 static void saved_add(saved_opts *s, const char *key, const char *fmt, ...) {
     va_list ap;
@@ -223,6 +281,9 @@ static void saved_fill(saved_opts *s, const train_opts *o) {
     saved_add(s, "train.steps", "%d", o->steps);
     saved_add(s, "train.eval_every", "%d", o->eval_every);
     saved_add(s, "train.eval_seqs", "%d", o->eval_seqs);
+    saved_add(s, "train.data", "%s", o->data ? o->data : "");
+    saved_add(s, "train.val_data", "%s", o->val_data ? o->val_data : "");
+    saved_add(s, "train.eot", "%d", o->eot);
 }
 
 /* Sets o's defaults from a checkpoint (its optimizer config and train.*). */
@@ -255,6 +316,12 @@ static int defaults_from_checkpoint(train_opts *o, const rg_safetensors *st, con
         }
         *ints[i].dst = (int)x;
     }
+    /* The data source (absent in checkpoints from before --data: the synthetic tasks). */
+    const char *dv = rg_safetensors_metadata(st, "train.data"), *vv = rg_safetensors_metadata(st, "train.val_data");
+    const char *ev = rg_safetensors_metadata(st, "train.eot");
+    if (dv && *dv && !(o->data = keep[3] = strdup(dv))) { msg_error("out of memory"); return -1; }
+    if (vv && *vv && !(o->val_data = keep[4] = strdup(vv))) { msg_error("out of memory"); return -1; }
+    if (ev) o->eot = atoi(ev);
     /* Strings: copied, as the options point at them after the checkpoint is closed. */
     struct { const char *key; const char **dst; bool layout; } strs[] = {
         {"train.tasks", &o->tasks, false}, {"train.strategy", &o->strategy, true}, {"train.preset", &o->model.preset, false},
@@ -344,8 +411,43 @@ static int save(const train_opts *o, rg_model *m, int64_t step, int width) {
     return 0;
 }
 
-/* The training loop from the model's current step to o->steps. */
-static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eval_set *ev) {
+/* Mean loss over every batch of a corpus (the held-out shards). */
+static int run_eval_corpus(rg_model *m, corpus_batches *cv, double *mean, int64_t *targets) {
+    double sum = 0;
+    int64_t n = 0;
+    for (int32_t i = 0; i < cv->pack.plan.n_batches; i++) {
+        rg_batch b;
+        rg_step_result r;
+        rg_status s = corpus_batch(cv, i, &b);
+        if (s == RG_OK) s = rg_model_eval_step(m, &b, &r);
+        rg_batch_free(&b);
+        if (s != RG_OK) return msg_error("eval: %s", rg_last_error()), -1;
+        sum += r.loss_sum;
+        n += r.n_targets;
+    }
+    *mean = n ? sum / (double)n : NAN;
+    *targets = n;
+    return 0;
+}
+
+/* The seed of epoch e's row order. */
+static uint64_t epoch_seed(int seed, int64_t e) { return (uint64_t)seed * 0x9E3779B97F4A7C15ull + (uint64_t)e; }
+
+/* Micro-batch g (0-based over the whole run) of the shards: epoch g / n_batches. */
+static rg_status corpus_micro(corpus_batches *cb, int seed, int64_t g, int64_t *epoch, rg_batch *out) {
+    int64_t nb = cb->pack.plan.n_batches, e = g / nb;
+    if (e != *epoch) {
+        if (corpus_batches_reseed(cb, epoch_seed(seed, e))) return RG_ERR_OUT_OF_MEMORY;
+        *epoch = e;
+    }
+    return corpus_batch(cb, (int32_t)(g % nb), out);
+}
+
+/* The training loop from the model's current step to o->steps. With cb, the
+ * batches come from the shards (cv: the held-out ones, may be NULL). */
+static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eval_set *ev, corpus_batches *cb,
+                      corpus_batches *cv) {
+    int64_t epoch = 0;
     int64_t start = rg_model_optim_step(m), total = o->steps;
     int width = snprintf(NULL, 0, "%" PRId64, total);
     rg_batch *micro = calloc((size_t)o->accum, sizeof *micro);
@@ -357,7 +459,9 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
     for (int64_t step = start; step < total && !rc; step++) {
         for (int j = 0; j < o->accum; j++) {
             int64_t first = (step * o->accum + j) * (int64_t)o->batch_size;
-            if (train_data_batch(d, RG_SYNTH_TRAIN, first, o->batch_size, false, &micro[j]) != RG_OK) {
+            rg_status bs = cb ? corpus_micro(cb, o->seed, step * o->accum + j, &epoch, &micro[j])
+                              : train_data_batch(d, RG_SYNTH_TRAIN, first, o->batch_size, false, &micro[j]);
+            if (bs != RG_OK) {
                 msg_error("step %" PRId64 ": building a batch: %s", step + 1, rg_last_error());
                 rc = 1;
             }
@@ -391,7 +495,15 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
             targets = tokens = n_log = 0;
         }
         bool last = done == total;
-        if (last || (o->eval_every && done % o->eval_every == 0)) {
+        if (cb && cv && (last || (o->eval_every && done % o->eval_every == 0))) {
+            double mean;
+            int64_t nt;
+            if (run_eval_corpus(m, cv, &mean, &nt)) { rc = 1; break; }
+            printf("step %*" PRId64 " | val loss %.4f (perplexity %.2f) on %" PRId64 " held-out targets\n", width, done,
+                   mean, exp(mean), nt);
+            fflush(stdout);
+        }
+        if (!cb && (last || (o->eval_every && done % o->eval_every == 0))) {
             double all, ans;
             if (run_eval(m, ev, &all, &ans)) { rc = 1; break; }
             printf("step %*" PRId64 " | eval loss %.4f (answers %.4f) on %" PRId64 " held-out sequences\n", width, done,
@@ -400,6 +512,16 @@ static int train_loop(const train_opts *o, rg_model *m, train_data *d, const eva
         }
         if (last || (o->save_every && done % o->save_every == 0))
             if (save(o, m, done, width)) rc = 1;
+        if (last && !rc && o->save_hf) {
+            if (rg_hf_gpt2_save(m, o->save_hf) != RG_OK) {
+                msg_error("--save-hf '%s': %s", o->save_hf, rg_last_error());
+                rc = 1;
+            } else {
+                printf("step %*" PRId64 " | saved HuggingFace GPT-2 to %s/ (config.json, model.safetensors)\n", width,
+                       done, o->save_hf);
+                fflush(stdout);
+            }
+        }
     }
     if (!rc && start >= total) printf("nothing to do: the model is at step %" PRId64 ", --steps %" PRId64 "\n", start, total);
     free(micro);
@@ -417,12 +539,23 @@ int cmd_train(int argc, char **argv) {
     rg_safetensors *ckpt = NULL;
     rg_optim_config saved_opt;
     int64_t step0 = 0;
-    char *keep[3] = {NULL, NULL, NULL};
+    char *keep[5] = {NULL, NULL, NULL, NULL, NULL};
     int rc = 2;
     rg_backend *be = NULL;
     rg_model *m = NULL;
     train_data data = {0};
     eval_set ev = {0};
+    corpus ctr = {0}, cva = {0};
+    corpus_batches cb = {0}, cv = {0};
+    if (o.init_from && (o.resume || o.model.preset != default_preset || model_flags_overridden(&o.model))) {
+        args_error(CMD, "--init-from", "the model comes from '%s': drop %s", o.init_from,
+                   o.resume ? "--resume" : "--preset and the model flags");
+        return 2;
+    }
+    if (o.init_from && rg_hf_gpt2_config_read(o.init_from, &o.cfg) != RG_OK) {
+        msg_error("--init-from: %s", rg_last_error());
+        return 1;
+    }
     if (o.resume) {
         if (o.model.preset != default_preset || model_flags_overridden(&o.model)) {
             args_error(CMD, "--resume", "the model comes from the checkpoint: drop --preset and the model flags");
@@ -463,6 +596,10 @@ int cmd_train(int argc, char **argv) {
         msg_error("creating the model: %s", rg_last_error());
         goto done;
     }
+    if (o.init_from && rg_hf_gpt2_load(m, o.init_from) != RG_OK) {
+        msg_error("--init-from: %s", rg_last_error());
+        goto done;
+    }
     if (ckpt) {
         char err[1024];
         if (ckpt_restore(ckpt, o.resume, m, step0, err, sizeof err)) {
@@ -472,33 +609,68 @@ int cmd_train(int argc, char **argv) {
         rg_safetensors_close(ckpt);
         ckpt = NULL;
     }
-    if (train_data_init(&data, &o) || eval_set_build(&ev, &data, &o)) goto done;
-    if (rg_model_reserve(m, train_data_max_slots(&data), o.batch_size, true) != RG_OK) {
-        msg_error("reserving activations: %s", rg_last_error());
-        goto done;
+    char pack_desc[512] = "";
+    if (o.data) {
+        int32_t row = o.synth.max_len;
+        if (corpus_load(o.data, "--data", o.eot, o.cfg.vocab_size, &ctr) ||
+            corpus_batches_init(&cb, &ctr, row, o.batch_size, o.cfg.vocab_size, epoch_seed(o.seed, 0), true))
+            goto done;
+        if (o.val_data && (corpus_load(o.val_data, "--val-data", o.eot, o.cfg.vocab_size, &cva) ||
+                           corpus_batches_init(&cv, &cva, row, o.batch_size, o.cfg.vocab_size, 0, false)))
+            goto done;
+        corpus_batches_describe(&cb, pack_desc, sizeof pack_desc);
+        if (rg_model_reserve(m, (int64_t)row * o.batch_size, cb.max_pieces > cv.max_pieces ? cb.max_pieces : cv.max_pieces,
+                             true) != RG_OK) {
+            msg_error("reserving activations: %s", rg_last_error());
+            goto done;
+        }
+    } else {
+        if (train_data_init(&data, &o) || eval_set_build(&ev, &data, &o)) goto done;
+        if (rg_model_reserve(m, train_data_max_slots(&data), o.batch_size, true) != RG_OK) {
+            msg_error("reserving activations: %s", rg_last_error());
+            goto done;
+        }
     }
 
     char desc[256];
     model_config_describe(&o.cfg, desc, sizeof desc);
-    printf("model: %s%s: %s\n", o.resume ? "from the checkpoint, preset " : "--preset ", o.model.preset, desc);
+    if (o.init_from) printf("model: --init-from %s: %s\n", o.init_from, desc);
+    else printf("model: %s%s: %s\n", o.resume ? "from the checkpoint, preset " : "--preset ", o.model.preset, desc);
     /* Lengths are 2k + 3: the odd values inside [min_len, max_len]. */
     int lo = o.synth.min_len < 5 ? 5 : o.synth.min_len | 1, hi = (o.synth.max_len - 3) / 2 * 2 + 3;
-    printf("data: synthetic %s, %d symbols, lengths %d..%d (odd), seed %d; %s batches of %d sequences x %d "
-           "micro-batch%s\n", o.tasks, o.synth.n_symbols, lo, hi, o.seed, o.strategy,
-           o.batch_size, o.accum, o.accum == 1 ? "" : "es");
+    if (o.data) {
+        printf("data: %s: %d shard%s, %" PRId64 " tokens, eot %d, seed %d; %d rows x %d micro-batch%s per step\n"
+               "packing: %s\n", o.data, ctr.n_shards, ctr.n_shards == 1 ? "" : "s", ctr.n_tokens, o.eot, o.seed,
+               o.batch_size, o.accum, o.accum == 1 ? "" : "es", pack_desc);
+        if (ctr.n_fragments)
+            printf("data: %" PRId64 " shard%s start%s inside a document: %s leading tokens are a document of their own\n",
+                   ctr.n_fragments, ctr.n_fragments == 1 ? "" : "s", ctr.n_fragments == 1 ? "s" : "",
+                   ctr.n_fragments == 1 ? "its" : "their");
+        if (o.val_data)
+            printf("val: %s: %d shard%s, %" PRId64 " documents, %" PRId64 " tokens\n", o.val_data, cva.n_shards,
+                   cva.n_shards == 1 ? "" : "s", cva.n_docs, cva.n_tokens);
+    } else {
+        printf("data: synthetic %s, %d symbols, lengths %d..%d (odd), seed %d; %s batches of %d sequences x %d "
+               "micro-batch%s\n", o.tasks, o.synth.n_symbols, lo, hi, o.seed, o.strategy,
+               o.batch_size, o.accum, o.accum == 1 ? "" : "es");
+    }
     printf("optimizer: %s lr %g -> %g (cosine over %" PRId64 " steps, warm-up %" PRId64 "), weight decay %g%s, "
            "clip %g; %s, %d threads\n", oc.kind == RG_OPTIM_ADAMW ? "AdamW" : "SGD", oc.lr, oc.min_lr, oc.total_steps,
            oc.warmup_steps, oc.weight_decay, oc.decay_matrices_only ? " (2-D tensors)" : "", oc.clip_norm,
            rg_backend_name(be), rg_backend_n_threads(be));
     if (o.resume) printf("resumed from %s at step %" PRId64 "\n", o.resume, step0);
     fflush(stdout);
-    rc = train_loop(&o, m, &data, &ev);
+    rc = train_loop(&o, m, &data, &ev, o.data ? &cb : NULL, o.val_data ? &cv : NULL);
 done:
+    corpus_batches_free(&cb);
+    corpus_batches_free(&cv);
+    corpus_free(&ctr);
+    corpus_free(&cva);
     eval_set_free(&ev);
     train_data_free(&data);
     rg_model_free(m);
     rg_backend_free(be);
     rg_safetensors_close(ckpt);
-    for (int i = 0; i < 3; i++) free(keep[i]);
+    for (int i = 0; i < 5; i++) free(keep[i]);
     return rc;
 }

@@ -10,6 +10,9 @@ typedef struct train_opts {
     model_flags model;
     const char *resume, *save, *data;
     int seed;
+    /* real text: token shards (train_corpus.h), a HuggingFace start and end */
+    const char *val_data, *init_from, *save_hf;
+    int eot;
     /* data */
     const char *tasks;          /* comma-separated copy, reverse, sort */
     int symbols, min_len, max_len;

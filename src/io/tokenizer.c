@@ -6,6 +6,7 @@
 #include "core/status.h"
 #include "io/json.h"
 #include "io/tokenizer.h"
+#include "io/tokenizer_load.h"
 #include "ragged.h"
 #include <errno.h>
 #include <stdio.h>
@@ -114,27 +115,13 @@ static void byte_alphabet(uint32_t byte_cp[256], int16_t cp_byte[512]) {
 
 /* ---- loading ---- */
 
-typedef struct loader {
-    const char *path;        /* file being parsed, for messages */
-    const uint8_t *s;
-    size_t len, pos;
-    int16_t cp_byte[512];
-    uint8_t *tmp;            /* bytes of the token being parsed */
-    size_t tmp_n, tmp_cap;
-} loader;
+typedef rg_tok_loader loader;
 
-static int line_of(const loader *L, size_t pos) {
-    int line = 1;
-    for (size_t i = 0; i < pos && i < L->len; i++) line += L->s[i] == '\n';
-    return line;
+/* A format error at line of the file being read (0: no line known). */
+static rg_status lfail_line(const loader *L, int line, const char *what) {
+    if (line > 0) return rg_fail(RG_ERR_FORMAT, "%s: %s:%d: %s", L->fn, L->path, line, what);
+    return rg_fail(RG_ERR_FORMAT, "%s: %s: %s", L->fn, L->path, what);
 }
-
-/* A format error at byte pos of the file, or at line (when > 0). */
-static rg_status lfail_line(const loader *L, size_t pos, int line, const char *what) {
-    return rg_fail(RG_ERR_FORMAT, FN ": %s:%d: %s", L->path, line > 0 ? line : line_of(L, pos), what);
-}
-
-static rg_status lfail(const loader *L, size_t pos, const char *what) { return lfail_line(L, pos, 0, what); }
 
 /* The whole file (NUL-terminated) through the shared reader, as bytes. */
 static rg_status slurp(const char *path, uint8_t **out, size_t *len) {
@@ -145,18 +132,18 @@ static rg_status slurp(const char *path, uint8_t **out, size_t *len) {
 }
 
 /* Converts UTF-8 text s[0..n) of alphabet characters into the bytes they
- * stand for, in L->tmp. Errors name line (> 0) or the file position pos. */
-static rg_status chars_to_bytes(loader *L, const uint8_t *s, size_t n, size_t pos, int line) {
+ * stand for, in L->tmp. Errors name line. */
+static rg_status chars_to_bytes(loader *L, const uint8_t *s, size_t n, int line) {
     L->tmp_n = 0;
     RG_TRY(grow((void **)&L->tmp, &L->tmp_cap, n, 1, FN ": token buffer"));
     for (size_t a = 0; a < n;) {
         uint32_t cp;
         size_t k = rg_utf8_decode(s + a, n - a, &cp);
-        if (!k) return lfail_line(L, pos, line, "invalid UTF-8");
+        if (!k) return lfail_line(L, line, "invalid UTF-8");
         if (cp >= 512 || L->cp_byte[cp] < 0) {
             char msg[96];
             snprintf(msg, sizeof msg, "character U+%04X is not in GPT-2's byte alphabet", (unsigned)cp);
-            return lfail_line(L, pos, line, msg);
+            return lfail_line(L, line, msg);
         }
         L->tmp[L->tmp_n++] = (uint8_t)L->cp_byte[cp];
         a += k;
@@ -175,33 +162,42 @@ static int32_t vocab_find(const rg_tokenizer *t, const uint8_t *s, size_t n) {
 
 typedef struct vocab_entry { int64_t off; int32_t len, id; int line; } vocab_entry;
 
-/* vocab.json: { "token": id, ... } */
-static rg_status load_vocab(rg_tokenizer *t, loader *L) {
+rg_status rg_tok_begin(const char *fn, rg_tok_loader *L, rg_tokenizer **t) {
+    memset(L, 0, sizeof *L);
+    L->fn = fn;
+    uint32_t byte_cp[256];
+    byte_alphabet(byte_cp, L->cp_byte);
+    return rg_calloc((void **)t, 1, sizeof **t, "rg_tokenizer_load: tokenizer");
+}
+
+void rg_tok_loader_free(rg_tok_loader *L) {
+    rg_free(L->tmp);
+    L->tmp = NULL;
+    L->tmp_n = L->tmp_cap = 0;
+}
+
+/* obj: { "token": id, ... } (plus the extra raw-byte token, if any). */
+rg_status rg_tok_vocab(rg_tokenizer *t, loader *L, const rg_json *obj, const char *extra, int32_t extra_id) {
     vocab_entry *ents = NULL;
     uint8_t *bytes = NULL;
-    size_t n_ents = 0, bytes_n = 0;
-    int32_t max_id = -1;
-    rg_json_doc *doc = NULL;
-    RG_TRY(rg_json_parse((const char *)L->s, L->len, 0, L->path, &doc));
-    const rg_json *root = rg_json_root(doc);
+    size_t n_ents = 0, bytes_n = 0, extra_n = extra ? strlen(extra) : 0;
+    int32_t max_id = extra ? extra_id : -1;
     rg_status st = RG_OK;
-    if (root->type != RG_JSON_OBJECT || root->len == 0) {
-        st = lfail_line(L, 0, (int)root->line, "expected a non-empty object of token -> id");
-        goto done;
-    }
-    n_ents = root->len;
-    size_t total = 0;
-    for (size_t m = 0; m < n_ents; m++) total += root->keys[m].len;
-    if ((st = rg_alloc((void **)&ents, n_ents, sizeof *ents, FN ": vocabulary")) ||
-        (st = rg_alloc((void **)&bytes, total, 1, FN ": vocabulary")))
+    if (obj->type != RG_JSON_OBJECT || obj->len == 0)
+        return lfail_line(L, (int)obj->line, "expected a non-empty object of token -> id");
+    n_ents = obj->len;
+    size_t total = extra_n;
+    for (size_t m = 0; m < n_ents; m++) total += obj->keys[m].len;
+    if ((st = rg_alloc((void **)&ents, n_ents + 1, sizeof *ents, "rg_tokenizer_load: vocabulary")) ||
+        (st = rg_alloc((void **)&bytes, total ? total : 1, 1, "rg_tokenizer_load: vocabulary")))
         goto done;
     for (size_t m = 0; m < n_ents; m++) {
-        const rg_json_key *k = &root->keys[m];
-        const rg_json *v = &root->items[m];
-        if ((st = chars_to_bytes(L, (const uint8_t *)k->s, k->len, 0, (int)k->line)) != RG_OK) goto done;
-        if (L->tmp_n == 0) { st = lfail_line(L, 0, (int)k->line, "empty token"); goto done; }
+        const rg_json_key *k = &obj->keys[m];
+        const rg_json *v = &obj->items[m];
+        if ((st = chars_to_bytes(L, (const uint8_t *)k->s, k->len, (int)k->line)) != RG_OK) goto done;
+        if (L->tmp_n == 0) { st = lfail_line(L, (int)k->line, "empty token"); goto done; }
         if (v->type != RG_JSON_NUMBER || !v->is_int || v->i < 0 || v->i >= INT32_MAX) {
-            st = lfail_line(L, 0, (int)v->line, "id is not an integer in [0, INT32_MAX)");
+            st = lfail_line(L, (int)v->line, "id is not an integer in [0, INT32_MAX)");
             goto done;
         }
         memcpy(bytes + bytes_n, L->tmp, L->tmp_n);
@@ -212,11 +208,11 @@ static rg_status load_vocab(rg_tokenizer *t, loader *L) {
 
     t->vocab_size = max_id + 1;
     size_t slots = 16;
-    while (slots < 2 * n_ents) slots *= 2;
+    while (slots < 2 * (n_ents + 1)) slots *= 2;
     t->vocab_mask = slots - 1;
-    if ((st = rg_alloc((void **)&t->tok_off, (size_t)t->vocab_size, sizeof(int64_t), FN ": vocabulary")) ||
-        (st = rg_alloc((void **)&t->tok_len, (size_t)t->vocab_size, sizeof(int32_t), FN ": vocabulary")) ||
-        (st = rg_alloc((void **)&t->vocab_slots, slots, sizeof(int32_t), FN ": vocabulary")))
+    if ((st = rg_alloc((void **)&t->tok_off, (size_t)t->vocab_size, sizeof(int64_t), "rg_tokenizer_load: vocabulary")) ||
+        (st = rg_alloc((void **)&t->tok_len, (size_t)t->vocab_size, sizeof(int32_t), "rg_tokenizer_load: vocabulary")) ||
+        (st = rg_alloc((void **)&t->vocab_slots, slots, sizeof(int32_t), "rg_tokenizer_load: vocabulary")))
         goto done;
     for (int32_t i = 0; i < t->vocab_size; i++) t->tok_len[i] = -1;
     for (size_t i = 0; i < slots; i++) t->vocab_slots[i] = -1;
@@ -227,11 +223,11 @@ static rg_status load_vocab(rg_tokenizer *t, loader *L) {
         if (t->tok_len[v->id] >= 0) {
             char msg[64];
             snprintf(msg, sizeof msg, "id %d is given twice", (int)v->id);
-            st = lfail_line(L, 0, v->line, msg);
+            st = lfail_line(L, v->line, msg);
             goto done;
         }
         if (vocab_find(t, t->tok_bytes + v->off, (size_t)v->len) >= 0) {
-            st = lfail_line(L, 0, v->line, "token is given twice");
+            st = lfail_line(L, v->line, "token is given twice");
             goto done;
         }
         t->tok_off[v->id] = v->off;
@@ -240,17 +236,41 @@ static rg_status load_vocab(rg_tokenizer *t, loader *L) {
         while (t->vocab_slots[h] >= 0) h = (h + 1) & t->vocab_mask;
         t->vocab_slots[h] = v->id;
     }
+    if (extra) { /* an added token: the same id when the vocabulary has it, else a new entry */
+        int32_t have = vocab_find(t, (const uint8_t *)extra, extra_n);
+        if (have >= 0 && have != extra_id) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "added token '%s' has id %d but the vocabulary gives it %d", extra,
+                     (int)extra_id, (int)have);
+            st = lfail_line(L, 0, msg);
+            goto done;
+        }
+        if (have < 0 && t->tok_len[extra_id] >= 0) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "added token '%s' has id %d, which the vocabulary gives to another token",
+                     extra, (int)extra_id);
+            st = lfail_line(L, 0, msg);
+            goto done;
+        }
+        if (have < 0) {
+            memcpy(t->tok_bytes + bytes_n, extra, extra_n);
+            t->tok_off[extra_id] = (int64_t)bytes_n;
+            t->tok_len[extra_id] = (int32_t)extra_n;
+            size_t h = hash_bytes((const uint8_t *)extra, extra_n) & t->vocab_mask;
+            while (t->vocab_slots[h] >= 0) h = (h + 1) & t->vocab_mask;
+            t->vocab_slots[h] = extra_id;
+        }
+    }
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
         if (t->byte_id[b] < 0) {
-            st = rg_fail(RG_ERR_FORMAT, FN ": %s: no token for the single byte 0x%02X", L->path, b);
+            st = rg_fail(RG_ERR_FORMAT, "%s: %s: no token for the single byte 0x%02X", L->fn, L->path, b);
             goto done;
         }
     }
     t->eot = vocab_find(t, (const uint8_t *)EOT_TEXT, EOT_LEN);
 done:
-    rg_json_free(doc);
     rg_free(ents);
     rg_free(bytes);
     return st;
@@ -264,55 +284,80 @@ static merge_slot *merge_find(const rg_tokenizer *t, int32_t a, int32_t b) {
     }
 }
 
-/* merges.txt: optional "#version" line, then "a b" per line, rank = order. */
-static rg_status load_merges(rg_tokenizer *t, loader *L) {
-    size_t n_lines = 1;
-    for (size_t i = 0; i < L->len; i++) n_lines += L->s[i] == '\n';
+rg_status rg_tok_merges_init(rg_tokenizer *t, size_t n) {
     size_t slots = 16;
-    while (slots < 2 * n_lines) slots *= 2;
-    RG_TRY(rg_alloc((void **)&t->merges, slots, sizeof(merge_slot), FN ": merges"));
+    while (slots < 2 * n) slots *= 2;
+    RG_TRY(rg_alloc((void **)&t->merges, slots, sizeof(merge_slot), "rg_tokenizer_load: merges"));
     t->merge_mask = slots - 1;
     for (size_t i = 0; i < slots; i++) t->merges[i].a = -1;
+    return RG_OK;
+}
+
+rg_status rg_tok_merge(rg_tokenizer *t, loader *L, const uint8_t *sa, size_t na, const uint8_t *sb, size_t nb,
+                       int32_t rank, int line) {
+    int32_t a, b, m;
+    RG_TRY(chars_to_bytes(L, sa, na, line));
+    if ((a = vocab_find(t, L->tmp, L->tmp_n)) < 0) return lfail_line(L, line, "first token not in the vocabulary");
+    size_t ba = L->tmp_n;
+    /* the concatenation: a's bytes then b's, in L->tmp */
+    RG_TRY(grow((void **)&L->tmp, &L->tmp_cap, ba + 4 * nb, 1, "rg_tokenizer_load: token buffer"));
+    size_t keep_cap = L->tmp_cap;
+    uint8_t *cat = L->tmp;
+    L->tmp = NULL;
+    L->tmp_cap = 0;
+    rg_status st = chars_to_bytes(L, sb, nb, line);
+    if (st == RG_OK && (b = vocab_find(t, L->tmp, L->tmp_n)) < 0)
+        st = lfail_line(L, line, "second token not in the vocabulary");
+    if (st == RG_OK) {
+        memcpy(cat + ba, L->tmp, L->tmp_n);
+        if ((m = vocab_find(t, cat, ba + L->tmp_n)) < 0) st = lfail_line(L, line, "merged token not in the vocabulary");
+    }
+    rg_free(L->tmp);
+    L->tmp = cat;
+    L->tmp_cap = keep_cap;
+    if (st != RG_OK) return st;
+    if (!merge_find(t, a, b)) { /* a repeated pair keeps its first rank */
+        size_t h = hash_pair(a, b) & t->merge_mask;
+        while (t->merges[h].a >= 0) h = (h + 1) & t->merge_mask;
+        t->merges[h] = (merge_slot){a, b, rank, m};
+    }
+    return RG_OK;
+}
+
+/* merges.txt: optional "#version" line, then "a b" per line, rank = order. */
+static rg_status load_merges(rg_tokenizer *t, loader *L, const uint8_t *s, size_t len) {
+    size_t n_lines = 1;
+    for (size_t i = 0; i < len; i++) n_lines += s[i] == '\n';
+    RG_TRY(rg_tok_merges_init(t, n_lines));
     int32_t rank = 0;
-    uint8_t *cat = NULL;
-    size_t cat_cap = 0;
-    rg_status st = RG_OK;
-    for (size_t p = 0, line = 1; p < L->len; line++) {
+    for (size_t p = 0, line = 1; p < len; line++) {
         size_t e = p;
-        while (e < L->len && L->s[e] != '\n') e++;
+        while (e < len && s[e] != '\n') e++;
         size_t next = e + 1, end = e;
-        if (end > p && L->s[end - 1] == '\r') end--;
-        if (line == 1 && end - p >= 8 && memcmp(L->s + p, "#version", 8) == 0) { p = next; continue; }
+        if (end > p && s[end - 1] == '\r') end--;
+        if (line == 1 && end - p >= 8 && memcmp(s + p, "#version", 8) == 0) { p = next; continue; }
         if (end == p) { p = next; continue; } /* blank lines (the file's last) */
         size_t sp = p;
-        while (sp < end && L->s[sp] != ' ') sp++;
+        while (sp < end && s[sp] != ' ') sp++;
         size_t sp2 = sp + 1;
-        while (sp2 < end && L->s[sp2] != ' ') sp2++;
-        if (sp == p || sp >= end - 1 || sp2 != end) {
-            st = lfail(L, p, "expected two tokens separated by one space");
-            break;
-        }
-        int32_t a, b, m;
-        if ((st = chars_to_bytes(L, L->s + p, sp - p, p, 0)) != RG_OK) break;
-        if ((a = vocab_find(t, L->tmp, L->tmp_n)) < 0) { st = lfail(L, p, "first token not in the vocabulary"); break; }
-        size_t na = L->tmp_n;
-        if ((st = grow((void **)&cat, &cat_cap, na, 1, FN ": merges")) != RG_OK) break;
-        memcpy(cat, L->tmp, na);
-        if ((st = chars_to_bytes(L, L->s + sp + 1, end - sp - 1, p, 0)) != RG_OK) break;
-        if ((b = vocab_find(t, L->tmp, L->tmp_n)) < 0) { st = lfail(L, p, "second token not in the vocabulary"); break; }
-        if ((st = grow((void **)&cat, &cat_cap, na + L->tmp_n, 1, FN ": merges")) != RG_OK) break;
-        memcpy(cat + na, L->tmp, L->tmp_n);
-        if ((m = vocab_find(t, cat, na + L->tmp_n)) < 0) { st = lfail(L, p, "merged token not in the vocabulary"); break; }
-        if (!merge_find(t, a, b)) { /* a repeated pair keeps its first rank */
-            size_t h = hash_pair(a, b) & t->merge_mask;
-            while (t->merges[h].a >= 0) h = (h + 1) & t->merge_mask;
-            t->merges[h] = (merge_slot){a, b, rank, m};
-        }
+        while (sp2 < end && s[sp2] != ' ') sp2++;
+        if (sp == p || sp >= end - 1 || sp2 != end)
+            return lfail_line(L, (int)line, "expected two tokens separated by one space");
+        RG_TRY(rg_tok_merge(t, L, s + p, sp - p, s + sp + 1, end - sp - 1, rank, (int)line));
         rank++;
         p = next;
     }
-    rg_free(cat);
-    return st;
+    return RG_OK;
+}
+
+rg_status rg_tok_finish(rg_tokenizer *t, const char *fn) {
+    rg_status st;
+    if ((st = rg_calloc((void **)&t->cache_slots, CACHE_SLOTS, sizeof(uint32_t), fn)) ||
+        (st = rg_alloc((void **)&t->cache, CACHE_ENTRIES, sizeof(cache_entry), fn)) ||
+        (st = rg_alloc((void **)&t->cache_bytes, CACHE_BYTES, 1, fn)) ||
+        (st = rg_alloc((void **)&t->cache_ids, CACHE_IDS, sizeof(int32_t), fn)))
+        return st;
+    return RG_OK;
 }
 
 rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_tokenizer **out) {
@@ -320,38 +365,34 @@ rg_status rg_tokenizer_load(const char *vocab_json, const char *merges_txt, rg_t
     *out = NULL;
     if (!vocab_json || !merges_txt) return rg_fail(RG_ERR_INVALID_ARG, FN ": a path is NULL");
     rg_tokenizer *t;
-    RG_TRY(rg_calloc((void **)&t, 1, sizeof *t, FN ": tokenizer"));
-    loader L = {0};
-    uint32_t byte_cp[256];
-    byte_alphabet(byte_cp, L.cp_byte);
+    loader L;
+    RG_TRY(rg_tok_begin(FN, &L, &t));
     uint8_t *buf = NULL;
     size_t len;
+    rg_json_doc *doc = NULL;
     rg_status st;
-    if ((st = slurp(vocab_json, &buf, &len)) != RG_OK) goto fail;
     L.path = vocab_json;
-    L.s = buf;
-    L.len = len;
-    if ((st = load_vocab(t, &L)) != RG_OK) goto fail;
+    if ((st = slurp(vocab_json, &buf, &len)) != RG_OK ||
+        (st = rg_json_parse((const char *)buf, len, 0, vocab_json, &doc)) != RG_OK ||
+        (st = rg_tok_vocab(t, &L, rg_json_root(doc), NULL, 0)) != RG_OK)
+        goto fail;
+    rg_json_free(doc);
+    doc = NULL;
     rg_free(buf);
     buf = NULL;
-    if ((st = slurp(merges_txt, &buf, &len)) != RG_OK) goto fail;
     L.path = merges_txt;
-    L.s = buf;
-    L.len = len;
-    if ((st = load_merges(t, &L)) != RG_OK) goto fail;
-    if ((st = rg_calloc((void **)&t->cache_slots, CACHE_SLOTS, sizeof(uint32_t), FN ": cache")) ||
-        (st = rg_alloc((void **)&t->cache, CACHE_ENTRIES, sizeof(cache_entry), FN ": cache")) ||
-        (st = rg_alloc((void **)&t->cache_bytes, CACHE_BYTES, 1, FN ": cache")) ||
-        (st = rg_alloc((void **)&t->cache_ids, CACHE_IDS, sizeof(int32_t), FN ": cache")))
+    if ((st = slurp(merges_txt, &buf, &len)) != RG_OK || (st = load_merges(t, &L, buf, len)) != RG_OK ||
+        (st = rg_tok_finish(t, FN ": cache")) != RG_OK)
         goto fail;
     rg_free(buf);
-    rg_free(L.tmp);
+    rg_tok_loader_free(&L);
     *out = t;
     rg_clear_error();
     return RG_OK;
 fail:
+    rg_json_free(doc);
     rg_free(buf);
-    rg_free(L.tmp);
+    rg_tok_loader_free(&L);
     rg_tokenizer_free(t);
     return st;
 }
