@@ -15,8 +15,10 @@
  * ones leave (m, l, acc) partials in the attention workspace and a second
  * kernel combines them. P is chosen per call from the host lengths by a
  * small cost model (pick_partition), so that batches of short sequences run
- * in one kernel and a long one is still split. Length 0 gives zeros. Memory-bound: the bytes are K + V of
- * every sequence, q and o (bench/cuda_attention_NOTES.md). */
+ * in one kernel and a long one is still split. Length 0 gives zeros.
+ * Memory-bound: the bytes are K + V of every sequence, q and o
+ * (measurements in bench/cuda_attention_NOTES.md). No host sync; the
+ * partials' scratch is the attention workspace, grown on demand. */
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 
