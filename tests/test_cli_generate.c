@@ -9,6 +9,7 @@
  * the --prompts-out file. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "tok_util.h"
 #include "cli_util.h"
 #include "test_model_util.h"
 #include "ragged.h"
@@ -19,21 +20,6 @@
 
 static char tmpdir[] = "/tmp/rg_test_cli_generate_XXXXXX";
 static char mdir[128];
-
-/* GPT-2's byte alphabet: the code point standing for byte b. */
-static unsigned byte_cp(int b) {
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (unsigned)b;
-    unsigned n = 256;
-    for (int c = 0; c < b; c++)
-        if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) n++;
-    return n;
-}
-
-static void put_cp(FILE *f, unsigned cp) {
-    if (cp == '"' || cp == '\\') fprintf(f, "\\%c", (char)cp);
-    else if (cp < 0x80) fputc((int)cp, f);
-    else fprintf(f, "%c%c", 0xC0 | (cp >> 6), 0x80 | (cp & 0x3F));
-}
 
 /* Ids 0..255 the bytes, 256 "he" (one merge), 257 <|endoftext|>; a random tiny GPT-2 of vocabulary 258. */
 static void write_model_dir(rg_rng *rng) {
@@ -52,7 +38,8 @@ static void write_model_dir(rg_rng *rng) {
     fprintf(f, "{");
     for (int b = 0; b < 256; b++) {
         fprintf(f, "%s\"", b ? ", " : "");
-        put_cp(f, byte_cp(b));
+        uint8_t byte = (uint8_t)b;
+        tt_put_token(f, &byte, 1, true, false);
         fprintf(f, "\": %d", b);
     }
     fprintf(f, ", \"he\": 256, \"<|endoftext|>\": 257}\n");

@@ -1,5 +1,6 @@
 /* generate.c — `ragged generate`: text generation from a HuggingFace GPT-2
- * directory (config.json, model.safetensors, vocab.json, merges.txt) with the
+ * directory (config.json, model.safetensors, tokenizer.json or vocab.json +
+ * merges.txt) with the
  * continuous-batching engine (ragged.h section 9). One prompt streams its
  * tokens to stdout as they come; several prompts each print their completion
  * when it finishes, with a progress line on stderr. Prefill and decode
@@ -44,7 +45,7 @@ typedef struct gen_ctx {
 static int parse_opts(gen_opts *o, int argc, char **argv) {
     const arg_spec specs[] = {
         {"Input", "model", 'm', ARG_STRING, &o->model, "DIR", 1, 0,
-         "HF GPT-2 directory: config.json, model.safetensors, vocab.json, merges.txt", "none, required"},
+         "HF GPT-2 directory: config.json, model.safetensors, tokenizer.json or vocab.json + merges.txt", "none, required"},
         {NULL, "prompt", 'P', ARG_STRING, &o->prompt, "TEXT", 1, 0, "a prompt; repeat for several", "none"},
         {NULL, "prompts", 0, ARG_STRING, &o->prompts_path, "FILE", 1, 0,
          "more prompts, one per line (empty lines skipped)", "none"},
@@ -68,8 +69,9 @@ static int parse_opts(gen_opts *o, int argc, char **argv) {
         "Generates text from a HuggingFace GPT-2 checkpoint directory with the KV-cached\n"
         "engine: the prompts of a step are prefilled as one packed batch, then every\n"
         "running sequence decodes one token per step; a finished sequence leaves at once\n"
-        "and a waiting prompt takes its place. The tokenizer is DIR/vocab.json +\n"
-        "DIR/merges.txt. One prompt: the prompt, then its tokens as they come, on stdout.\n"
+        "and a waiting prompt takes its place. The tokenizer is DIR/tokenizer.json, or\n"
+        "DIR/vocab.json + DIR/merges.txt. One prompt: the prompt, then its tokens as\n"
+        "they come, on stdout.\n"
         "Several prompts (--prompt repeated and/or --prompts): each completion is printed\n"
         "when it finishes, as '### prompt I' then the prompt and its completion, with a\n"
         "progress line on stderr. At the end, stderr gets prefill and decode tokens/s.\n"
@@ -164,10 +166,7 @@ static void free_ctx(gen_ctx *c) {
 }
 
 static int run(const gen_opts *o, gen_ctx *c) {
-    char vpath[4096], mpath[4096];
-    snprintf(vpath, sizeof vpath, "%s/vocab.json", o->model);
-    snprintf(mpath, sizeof mpath, "%s/merges.txt", o->model);
-    rg_status s = rg_tokenizer_load(vpath, mpath, &c->tok);
+    rg_status s = rg_tokenizer_load_dir(o->model, &c->tok);
     if (s != RG_OK) return msg_fail(s, "--model: tokenizer");
     rg_model_config cfg;
     s = rg_hf_gpt2_config_read(o->model, &cfg);
