@@ -50,7 +50,9 @@ if ! cmake "${cfg[@]}" >"$OUT/build.log" 2>&1; then
     cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$inc" -DOPENBLAS_LIBRARY="$lib" >>"$OUT/build.log" 2>&1
   fi
 fi
-if ! cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
+targets=()
+for t in ${RG_TARGETS:-}; do targets+=(--target "$t"); done
+if ! cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >>"$OUT/build.log" 2>&1; then
   note "BUILD FAILED ($(since))"
   grep -E "error|Error" "$OUT/build.log" | head -30
   exit 1
@@ -58,7 +60,7 @@ fi
 note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
 
 # ---- tests ----
-(cd "$BUILD" && ctest -V --timeout 400) >"$OUT/ctest.log" 2>&1
+(cd "$BUILD" && ctest -V --timeout 400 ${RG_TESTS:+-R "$RG_TESTS"}) >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
 grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
