@@ -56,9 +56,15 @@ rg_status rg_cpu_adamw_update(rg_backend *be, float *param, void *compute, float
                               const float *grad, int64_t n, float lr, float beta1, float beta2,
                               float eps, float weight_decay, float grad_scale, int64_t t);
 
-/* Scalar GELU (gelu = RG_GELU_ERF or RG_GELU_TANH), shared
- * by gelu.c and matmul.c's epilogue. */
+/* Scalar GELU and its derivative (gelu = RG_GELU_ERF or RG_GELU_TANH): the
+ * plain definition (libm erfcf / expf), used for tanh and by tests. */
 float rg_cpu_gelu(float x, int gelu);
+float rg_cpu_gelu_grad(float x, int gelu);
+/* Vectorised exact (erf) GELU over n floats, a few ulps from the true value
+ * (gelu.c): out = gelu(inp); dinp = dout * gelu'(inp). out may equal inp,
+ * dinp may equal dout. The hot loops (gelu.c, matmul.c's epilogue) use these. */
+void rg_cpu_gelu_erf_span(float *out, const float *inp, int64_t n);
+void rg_cpu_gelu_erf_grad_span(float *dinp, const float *inp, const float *dout, int64_t n);
 
 /* Channel tiles for reductions over tokens (dweight, dbias, embedding
  * backward): each tile of RG_CPU_CTILE channels is owned by one thread and
