@@ -3,7 +3,7 @@
  *   1. status and errors      2. backends and memory     3. attention (varlen)
  *   4. batches                5. samplers, lengths, synthetic data
  *   6. model                  7. checkpoints (safetensors)
- *   8. tokenizer and shards   9. KV cache and decode attention
+ *   8. tokenizer and shards   9. KV cache, decode attention, generation
  * Conventions: every function that can fail returns rg_status; on failure
  * rg_last_error() says what was wrong (argument, index, expected vs got) and no
  * output was written. Nothing here aborts or exits the process.
@@ -97,6 +97,14 @@ int rg_backend_n_threads(const rg_backend *be);
  * about 0.25 s in all, at most 25). *flops_per_s = 2 n^3 / median seconds.
  * n in [1, 65536]. RG_ERR_UNSUPPORTED when the backend has no matmul op. */
 rg_status rg_backend_measure_peak(rg_backend *be, int n, double *flops_per_s);
+
+/* Measures the backend's memory bandwidth, the ceiling of memory-bound work
+ * (generation's decode floor): out = a + b over three buffers of `bytes`
+ * each in the act dtype through the backend's add op (STREAM's "add"), one
+ * warm-up, then the median of at least 3 timed runs (more while under about
+ * 0.25 s in all, at most 25). *bytes_per_s = 3 * bytes / median seconds.
+ * bytes in [1 MiB, 16 GiB]. RG_ERR_UNSUPPORTED when the backend has no add op. */
+rg_status rg_backend_measure_bandwidth(rg_backend *be, size_t bytes, double *bytes_per_s);
 
 /* ===== 3. attention on packed (varlen) batches ========================= */
 
@@ -852,7 +860,7 @@ rg_status rg_shard_read(const char *path, int32_t eot_id, rg_shard *out);
 /* Frees a shard's arrays and zeroes it; NULL or zeroed is a no-op. */
 void rg_shard_free(rg_shard *s);
 
-/* ===== 9. KV cache and decode attention ================================ */
+/* ===== 9. KV cache, decode attention, generation ====================== */
 
 /* A paged KV cache (PagedAttention) for generation. For every layer, K and V
  * live in pools of n_blocks fixed-size blocks in the backend's memory, each
@@ -944,6 +952,102 @@ rg_status rg_kv_cache_write(rg_kv_cache *kv, int32_t layer, const void *k, int32
 #define RG_ATTN_DECODE_PARTITION 256
 rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
                          float softmax_scale, const void *q, int32_t stride_q, void *o);
+
+/* ---- generation (continuous batching over the KV cache) ----
+ * Sampling settings of one request, applied to its next-token logits in
+ * HuggingFace's order: repetition penalty, then greedy (argmax, the lowest id
+ * on a tie) or temperature, top-k, top-p and a draw from the request's own
+ * RNG stream (seeded by `seed`, one draw per token), so that a request's
+ * tokens do not depend on which other requests share its batches. */
+typedef struct rg_sampling {
+    bool greedy;              /* argmax; also implied by temperature <= 0 or top_k == 1 */
+    float temperature;        /* > 0 divides the logits; <= 0 means greedy */
+    int32_t top_k;            /* > 0: keep the k most likely tokens (ties: lower id first); 0: all */
+    float top_p;              /* (0, 1]: keep the smallest set of most likely tokens whose
+                                 probability reaches top_p; 1: all */
+    float repetition_penalty; /* > 0, 1 = off. As HF: each distinct token of the prompt and of the
+                                 output so far has its logit divided by it when positive,
+                                 multiplied by it when negative */
+    uint64_t seed;
+} rg_sampling;
+
+/* Defaults: sampling at temperature 1, top_k 0, top_p 1, no penalty, seed 0. */
+void rg_sampling_default(rg_sampling *out);
+/* RG_ERR_INVALID_ARG naming the field when a setting is out of its range. */
+rg_status rg_sampling_validate(const rg_sampling *s);
+
+/* Why a request stopped. */
+typedef enum rg_gen_finish {
+    RG_GEN_RUNNING = 0,       /* not finished (the token is not its last) */
+    RG_GEN_EOT,               /* it produced eot_id (the last token reported is eot_id) */
+    RG_GEN_LENGTH,            /* it produced max_new_tokens tokens */
+} rg_gen_finish;
+
+/* Called for every generated token as soon as it is sampled, during
+ * rg_generator_step; index is the token's rank in the request's output. */
+typedef void (*rg_gen_token_fn)(void *user, int32_t request, int32_t index, int32_t token, rg_gen_finish finish);
+
+typedef struct rg_generator_opts {
+    int32_t max_batch;        /* running sequences at most, >= 1 */
+    int32_t block_size;       /* KV cache block size; 0: RG_KV_BLOCK_SIZE_DEFAULT */
+    int32_t n_blocks;         /* KV pool; 0: room for max_batch sequences of max_seq_len tokens */
+    int32_t max_prefill_tokens; /* prompt tokens per prefill pass (>= max_seq_len); 0: max_seq_len */
+    rg_gen_token_fn on_token; /* may be NULL (poll with rg_generator_tokens) */
+    void *user;
+} rg_generator_opts;
+
+/* One request: prompt ids (copied), 1 <= prompt_len, 1 <= max_new_tokens and
+ * prompt_len + max_new_tokens <= the model's max_seq_len (no truncation: a
+ * longer request is refused); eot_id >= 0 stops at that token, -1 never stops early. */
+typedef struct rg_gen_request {
+    const int32_t *prompt;
+    int32_t prompt_len;
+    int32_t max_new_tokens;
+    int32_t eot_id;
+    rg_sampling sampling;
+} rg_gen_request;
+
+/* What one step did (also the reports' timings). Generated tokens = prefill_seqs + decode_tokens. */
+typedef struct rg_gen_step_stats {
+    int32_t prefill_seqs;     /* requests admitted and prefilled (each also got its first token) */
+    int64_t prefill_tokens;   /* prompt tokens through the model */
+    double prefill_s;         /* seconds of the prefill pass, sampling included */
+    int64_t decode_tokens;    /* one per running sequence of the decode pass */
+    double decode_s;
+    int32_t finished;         /* requests that ended in this step */
+    int32_t running, waiting; /* after the step */
+} rg_gen_step_stats;
+
+/* The generation engine over a model (which must outlive it): a paged KV
+ * cache, a FIFO of waiting requests and up to max_batch running sequences.
+ * Each rg_generator_step admits waiting requests in order while a batch slot,
+ * the prefill budget and the KV pool allow (a request's blocks for
+ * prompt_len + max_new_tokens - 1 tokens are reserved at admission, so a
+ * running sequence never runs out of cache; a request that does not fit yet
+ * WAITS for running ones to finish), prefills them as one packed batch and
+ * samples their first token, then runs one decode step over the sequences
+ * that were already running. A finished sequence leaves the batch at once and
+ * frees its blocks; waiting requests join at the next step. Not thread-safe.
+ * After a failed step (a backend error) free the generator. */
+typedef struct rg_generator rg_generator;
+
+rg_status rg_generator_create(rg_model *m, const rg_generator_opts *opts, rg_generator **out);
+void rg_generator_free(rg_generator *g);
+/* Queues a request; *id (>= 0, in order of submission) names it. Fails with
+ * RG_ERR_INVALID_ARG on an empty prompt, a token outside the vocabulary, a
+ * prompt longer than max_seq_len or prompt + max_new_tokens beyond it, bad
+ * sampling settings; with RG_ERR_EXHAUSTED when the request alone needs more
+ * KV blocks than the whole pool (the message names both counts). */
+rg_status rg_generator_add(rg_generator *g, const rg_gen_request *req, int32_t *id);
+/* One step (see above); stats may be NULL. Nothing to do is not an error. */
+rg_status rg_generator_step(rg_generator *g, rg_gen_step_stats *stats);
+/* Requests waiting or running. */
+int32_t rg_generator_n_pending(const rg_generator *g);
+/* A request's output so far (valid until the next step or release) and whether it finished. */
+rg_status rg_generator_tokens(const rg_generator *g, int32_t id, const int32_t **tokens, int32_t *n,
+                              rg_gen_finish *finish);
+/* Forgets a finished request (its tokens); RG_ERR_INVALID_ARG if unknown or not finished. */
+rg_status rg_generator_release(rg_generator *g, int32_t id);
 
 #ifdef __cplusplus
 }

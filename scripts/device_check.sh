@@ -1,7 +1,7 @@
 #!/bin/bash
 # device_check.sh — everything the GPU machine has to do, in one call: build
 # ragged with CUDA, run every test (ctest: GPU tests run here, skip elsewhere),
-# compute-sanitizer memcheck and racecheck on the attention test (quick sizes),
+# compute-sanitizer memcheck and racecheck on the attention and decode tests (quick sizes),
 # the attention kernel lab (build-device/cuda_attn_lab), the model ops'
 # benchmark (build-device/cuda_ops_bench, RG_OPS_BENCH=0 skips it), and on request
 # PyTorch's attention benchmark and the GPU's two ceilings, for comparisons made
@@ -12,6 +12,9 @@
 # Environment: RG_ARCH (CUDA architectures, default 90a), RG_BENCH_DIR (the
 # shared bench folder with lengths.txt and the PyTorch scripts, default .bench),
 # RG_SKIP_SANITIZE=1, RG_LAB=0 (skip the lab), RG_OPS_BENCH=0, RG_LAB_DIMS (head dims for the lab, default 64), RG_LAB_ARGS (extra lab flags).
+# RG_GEN=1: `ragged bench generate --backend cuda` (GPT-2 124M shape, batches 1/16/64) and HF
+# transformers' generate on the same prompts (scripts/hf_generate_bench.py, bf16; RG_GEN_HF_ARGS
+# adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -47,7 +50,9 @@ if ! cmake "${cfg[@]}" >"$OUT/build.log" 2>&1; then
     cmake "${cfg[@]}" -DCBLAS_INCLUDE_DIR="$inc" -DOPENBLAS_LIBRARY="$lib" >>"$OUT/build.log" 2>&1
   fi
 fi
-if ! cmake --build "$BUILD" -j "$JOBS" >>"$OUT/build.log" 2>&1; then
+targets=()
+for t in ${RG_TARGETS:-}; do targets+=(--target "$t"); done
+if ! cmake --build "$BUILD" -j "$JOBS" "${targets[@]}" >>"$OUT/build.log" 2>&1; then
   note "BUILD FAILED ($(since))"
   grep -E "error|Error" "$OUT/build.log" | head -30
   exit 1
@@ -55,7 +60,7 @@ fi
 note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
 
 # ---- tests ----
-(cd "$BUILD" && ctest -V --timeout 400) >"$OUT/ctest.log" 2>&1
+(cd "$BUILD" && ctest -V --timeout 400 ${RG_TESTS:+-R "$RG_TESTS"}) >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
 grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
@@ -66,11 +71,14 @@ if [ "${RG_SKIP_SANITIZE:-0}" != 1 ]; then
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [ -n "$CS" ]; then
     : >"$OUT/sanitizer.log"
-    for tool in memcheck racecheck; do
-      RG_TEST_QUICK=1 timeout 240 "$CS" --tool $tool --error-exitcode 9 "$BUILD/test_cuda_attention" \
-        >>"$OUT/sanitizer.log" 2>&1
-      src=$?
-      note "compute-sanitizer $tool: rc=$src, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(grep -E '[0-9]+ passed' "$OUT/sanitizer.log" | tail -1) ($(since))"
+    for t in ${RG_SANITIZE_TESTS:-test_cuda_attention test_cuda_decode}; do
+      [ -x "$BUILD/$t" ] || continue
+      for tool in memcheck racecheck; do
+        RG_TEST_QUICK=1 timeout 240 "$CS" --tool $tool --error-exitcode 9 "$BUILD/$t" \
+          >>"$OUT/sanitizer.log" 2>&1
+        src=$?
+        note "compute-sanitizer $tool $t: rc=$src, $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer.log" | tail -1) $(grep -E '[0-9]+ passed' "$OUT/sanitizer.log" | tail -1) ($(since))"
+      done
     done
   else
     note "compute-sanitizer not found"
@@ -141,6 +149,21 @@ print(f"ceiling copy 2 GiB: {2*x.numel()*4/ms/1e6:.0f} GB/s read+write ({ms:.3f}
 EOF
   cat "$OUT/ceilings.log" >>"$SUM"
   rm -f "$OUT/ceilings.log"   # kept in the summary: $OUT returns at most 8 files
+fi
+
+# ---- generation: ragged bench generate, then HF generate on the same prompts ----
+if [ "${RG_GEN:-0}" = 1 ]; then
+  GB=(bench generate --backend cuda -n "${RG_GEN_TOKENS:-128}" --prompts-out "$OUT/gen_prompts.txt")
+  "$BUILD/ragged" "${GB[@]}" -q -o json >"$OUT/gen_ragged.json" 2>"$OUT/gen_ragged.err"
+  note "ragged bench generate rc=$? ($(since))"
+  "$BUILD/ragged" "${GB[@]}" -q 2>>"$OUT/gen_ragged.err" | tee -a "$SUM"
+  if [ -f scripts/hf_generate_bench.py ]; then
+    PYTHONUNBUFFERED=1 timeout 300 python3 scripts/hf_generate_bench.py --prompts "$OUT/gen_prompts.txt" \
+      --new-tokens "${RG_GEN_TOKENS:-128}" --dtypes bf16 ${RG_GEN_HF_ARGS:-} --json "$OUT/gen_hf.json" \
+      >"$OUT/gen_hf.log" 2>&1
+    note "hf generate rc=$? ($(since))"
+    tail -8 "$OUT/gen_hf.log" | tee -a "$SUM"
+  fi
 fi
 
 # ---- summary (last, so it ends the output) ----

@@ -139,6 +139,8 @@ typedef struct rg_backend_ops {
      * stride_k, stride_v elements apart; slots int32 (T) in backend memory. */
     rg_status (*kv_write)(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
+    /* out (n, C) = inp[rows[i]] row by row, act dtype; rows int32 (n) in backend memory. */
+    rg_status (*gather_rows)(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
 } rg_backend_ops;
 
 /* GELU variants (the `gelu` argument of the ops above). */

@@ -4,6 +4,7 @@
  * bytes, the special token, the cache's reset, and every malformed file. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "tok_util.h"
 #include "io/tokenizer.h"
 #include "ragged.h"
 #include <stdio.h>
@@ -156,32 +157,12 @@ static void free_vocab(vocab *v) {
     free(v->rank);
 }
 
-/* GPT-2's alphabet: the code point standing for byte b. */
-static unsigned byte_cp(int b) {
-    if ((b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF)) return (unsigned)b;
-    unsigned n = 256;
-    for (int c = 0; c < b; c++)
-        if (!((c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF))) n++;
-    return n;
-}
-
-/* Writes token bytes as alphabet characters: raw UTF-8, or \u escapes when escape. */
-static void put_token(FILE *f, const char *s, int n, bool json, bool escape) {
-    for (int i = 0; i < n; i++) {
-        unsigned cp = byte_cp((uint8_t)s[i]);
-        if (json && (cp == '"' || cp == '\\')) fprintf(f, "\\%c", (char)cp);
-        else if (json && escape && cp >= 0x80) fprintf(f, "\\u%04X", cp);
-        else if (cp < 0x80) fputc((int)cp, f);
-        else if (cp < 0x800) fprintf(f, "%c%c", 0xC0 | (cp >> 6), 0x80 | (cp & 0x3F));
-    }
-}
-
 static void write_files(const vocab *v) {
     FILE *f = fopen(vocab_path, "wb");
     fprintf(f, "{");
     for (int i = 0; i < v->n; i++) {
         fprintf(f, "%s\n  \"", i ? "," : "");
-        put_token(f, v->bytes[i], v->len[i], true, i % 2);
+        tt_put_token(f, v->bytes[i], v->len[i], true, i % 2);
         fprintf(f, "\": %d", i);
     }
     fprintf(f, "\n}\n");
@@ -189,9 +170,9 @@ static void write_files(const vocab *v) {
     f = fopen(merges_path, "wb");
     fprintf(f, "#version: 0.2\n");
     for (int m = 0; m < v->n_merges; m++) {
-        put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
+        tt_put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
         fputc(' ', f);
-        put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
+        tt_put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
         fputc('\n', f);
     }
     fclose(f);

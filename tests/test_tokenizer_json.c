@@ -6,6 +6,7 @@
  * rg_tokenizer_load_dir's choice of files; every refused setting named. */
 #define _POSIX_C_SOURCE 200809L
 #include "check.h"
+#include "tok_util.h"
 #include "ragged.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,34 +71,12 @@ static void make_vocab(rg_rng *r, vocab *v, int n_merges) {
     v->len[v->eot] = 13;
 }
 
-/* GPT-2's alphabet: the code point standing for byte b. */
-static unsigned byte_cp(int b) {
-    unsigned n = 256;
-    for (int c = 0; c <= b; c++) {
-        bool printable = (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE && c <= 0xFF);
-        if (c == b) return printable ? (unsigned)b : n;
-        if (!printable) n++;
-    }
-    return 0;
-}
-
-/* Token bytes as alphabet characters; JSON-escaped (and \u for non-ASCII when escape). */
-static void put_token(FILE *f, const unsigned char *s, int n, bool json, bool escape) {
-    for (int i = 0; i < n; i++) {
-        unsigned cp = byte_cp(s[i]);
-        if (json && (cp == '"' || cp == '\\')) fprintf(f, "\\%c", (char)cp);
-        else if (json && escape && cp >= 0x80) fprintf(f, "\\u%04x", cp);
-        else if (cp < 0x80) fputc((int)cp, f);
-        else fprintf(f, "%c%c", 0xC0 | (cp >> 6), 0x80 | (cp & 0x3F));
-    }
-}
-
 static void write_pair(const vocab *v, const char *vp, const char *mp) {
     FILE *f = fopen(vp, "wb");
     fprintf(f, "{");
     for (int i = 0; i < v->n; i++) {
         fprintf(f, "%s\"", i ? ", " : "");
-        put_token(f, v->bytes[i], v->len[i], true, false);
+        tt_put_token(f, v->bytes[i], v->len[i], true, false);
         fprintf(f, "\": %d", i);
     }
     fprintf(f, "}\n");
@@ -105,9 +84,9 @@ static void write_pair(const vocab *v, const char *vp, const char *mp) {
     f = fopen(mp, "wb");
     fprintf(f, "#version: 0.2\n");
     for (int m = 0; m < v->n_merges; m++) {
-        put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
+        tt_put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
         fputc(' ', f);
-        put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
+        tt_put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
         fputc('\n', f);
     }
     fclose(f);
@@ -142,15 +121,15 @@ static void write_tj(const vocab *v, const char *path, const tj_opts *o) {
     for (int i = 0; i < v->n; i++) {
         if (i == v->eot && !o->eot_in_vocab) continue;
         fprintf(f, "%s\"", k++ ? ", " : "");
-        put_token(f, v->bytes[i], v->len[i], true, o->escape);
+        tt_put_token(f, v->bytes[i], v->len[i], true, o->escape);
         fprintf(f, "\": %d", i);
     }
     fprintf(f, "},\n    \"merges\": [");
     for (int m = 0; m < v->n_merges; m++) {
         fprintf(f, "%s\n      %s\"", m ? "," : "", o->pairs ? "[" : "");
-        put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], true, o->escape);
+        tt_put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], true, o->escape);
         fprintf(f, o->pairs ? "\", \"" : " ");
-        put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], true, o->escape);
+        tt_put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], true, o->escape);
         fprintf(f, "\"%s", o->pairs ? "]" : "");
     }
     if (o->bad_merge) fprintf(f, ",\n      %s", o->bad_merge);

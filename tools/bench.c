@@ -1,6 +1,7 @@
 /* bench.c — `ragged bench [SUBCOMMAND] [options]`: the benchmarks. With no
  * subcommand (or options first) it runs the model benchmark (bench_model.c);
- * `ragged bench attn` times attention alone (bench_attn.c). */
+ * `ragged bench attn` times attention alone (bench_attn.c), `ragged bench
+ * generate` the generation engine (bench_gen.c). */
 #include "bench_attn.h"
 #include "bench_model.h"
 #include "cli.h"
@@ -10,6 +11,7 @@
 static const cli_command subcommands[] = {
     {"model", cmd_bench_model, "the default: the model under each batching strategy, eval and train"},
     {"attn", cmd_bench_attn, "varlen attention alone: flash vs reference vs pad-to-max, fwd and fwd+bwd"},
+    {"generate", cmd_bench_generate, "generation: prefill and decode tokens/s for batches of mixed-length prompts"},
 };
 enum { N_SUB = sizeof subcommands / sizeof subcommands[0] };
 

@@ -9,6 +9,8 @@ int cmd_bench(int argc, char **argv);        /* bench.c: dispatches to the bench
 int cmd_bench_model(int argc, char **argv);  /* bench_model.c: the default benchmark */
 int cmd_bench_attn(int argc, char **argv);   /* bench_attn.c */
 int cmd_train(int argc, char **argv);        /* train.c */
+int cmd_generate(int argc, char **argv);     /* generate.c */
+int cmd_bench_generate(int argc, char **argv); /* bench_gen.c */
 int cmd_prepare(int argc, char **argv);      /* prepare.c */
 int cmd_eval(int argc, char **argv);         /* eval.c */
 

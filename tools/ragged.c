@@ -7,6 +7,7 @@
 
 static const cli_command commands[] = {
     {"bench", cmd_bench, "benchmark the model under each batching strategy, or attention alone"},
+    {"generate", cmd_generate, "generate text from a HuggingFace GPT-2 directory (KV cache, continuous batching)"},
     {"prepare", cmd_prepare, "tokenise text files into llm.c token shards (GPT-2 BPE)"},
     {"train", cmd_train, "train a model on packed batches of token shards or a synthetic dataset; checkpoints, resume"},
     {"eval", cmd_eval, "loss and perplexity of a model on token shards (packed, no padding)"},

@@ -28,6 +28,8 @@ static void decode_part(const rg_attn_decode_args *a, const float *q, const floa
         for (int32_t gi = 0; gi < g; gi++) {
             const float *qr = qb + (int64_t)gi * d;
             float s = 0;
+            /* Without the pragma a float sum stays scalar (no reassociation). */
+#pragma omp simd reduction(+ : s)
             for (int32_t c = 0; c < d; c++) s += qr[c] * kr[c];
             sc[(int64_t)gi * PART + jj] = s * a->scale;
         }

@@ -99,6 +99,9 @@ static rg_backend_ops make_ops(void) {
     o.sum_squares = rg_cuda_sum_squares;
     o.sgd_update = rg_cuda_sgd_update;
     o.adamw_update = rg_cuda_adamw_update;
+    o.attn_decode = rg_cuda_attn_decode;
+    o.kv_write = rg_cuda_kv_write;
+    o.gather_rows = rg_cuda_gather_rows;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();

@@ -3,7 +3,7 @@
  *   acts.c     activation arena layout         forward.c  forward pass and loss
  *   backward.c backward pass                   step.c     batch checks, eval/grads/train steps
  *   optim.c    optimizer, lr schedule, clipping flops.c   FLOP counts and memory
- *   model.c    lifecycle and settings
+ *   model.c    lifecycle and settings           forward_kv.c generation passes over a KV cache
  * Ops are called only through be->ops (src/backend.h). */
 #ifndef RG_MODEL_MODEL_H
 #define RG_MODEL_MODEL_H
@@ -141,6 +141,22 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan);
 /* step.c: checks a batch against the model and fills the plan (host work only). */
 rg_status rg_model_plan(const rg_model *m, const rg_batch *b, bool train, const char *fn,
                         int32_t *cu_host, rg_step_plan *plan);
+
+/* forward_kv.c: generation. A scratch arena sized once for up to max_tokens
+ * new tokens and max_seqs sequences per pass (no allocation per step). */
+typedef struct rg_gen_scratch rg_gen_scratch;
+rg_status rg_gen_scratch_init(rg_model *m, int64_t max_tokens, int32_t max_seqs, rg_gen_scratch **out);
+void rg_gen_scratch_free(rg_gen_scratch *g);
+/* One pass over n_seqs sequences of the cache whose new tokens were already
+ * appended (rg_kv_cache_append): sequence b's new tokens are
+ * tokens[cu_new[b]..cu_new[b+1]) (host), its last positions. prefill: every
+ * sequence's cache held nothing before (its new tokens are all of it; varlen
+ * causal attention over them); otherwise each brings exactly one token
+ * (decode attention over its cache). Writes the new K/V into the cache and
+ * the logits of each sequence's last token to logits_host (n_seqs, V) fp32. */
+rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int32_t n_seqs,
+                              const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
+                              float *logits_host);
 
 /* optim.c: one update with the gradients in m->grads scaled by grad_scale. */
 rg_status rg_model_apply_update(rg_model *m, float lr, float grad_scale);

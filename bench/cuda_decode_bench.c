@@ -1,0 +1,331 @@
+/* cuda_decode_bench.c — times the CUDA decode attention op (attn_decode over a
+ * paged bf16 KV cache, block size 16) at the shapes of issue 6's generation
+ * benchmark: GPT-2 124M heads (12 x 64), batches of 1, 16 and 64 sequences
+ * with KV lengths uniform in [16, 640], one long context (batch 1, 8192), and
+ * a GQA shape for reference. Bytes counted: K and V of every sequence, q and o
+ * (the fewest a decode step must move); GB/s against a device-to-device copy
+ * measured here. Each figure is the median of REPS batches of ITERS calls,
+ * timed twice: issued from the host (host clock around a sync: launch cost
+ * included) and replayed from a CUDA graph (device events: GPU time), rotating
+ * over enough copies of the cache (each with its own block table into its own
+ * blocks) that L2 cannot serve repeats.
+ * Built only with the CUDA backend; prints a markdown table.
+ * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
+ * automatic choice); then kv_write and gather_rows at a decode step's size.
+ *   usage: cuda_decode_bench [seed]            (default seed 1) */
+#include "backend.h"
+#include "core/rng.h"
+#include "core/status.h"
+#include "core/timer.h"
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void *rg_cuda_stream_of(rg_backend *be);  /* the backend's stream (src/cuda/attention_sched.cu) */
+/* Lab hooks of src/cuda/attention_decode.cu. */
+void rg_cuda_decode_force_partition(int keys);
+int rg_cuda_decode_last_partition(void);
+
+#define REPS 9
+#define ITERS 50
+#define ROTATE_BYTES (256.0 * 1024 * 1024)  /* bytes of cache cycled through: 5x the H100's L2 */
+#define MAX_SETS 512
+
+static rg_backend *be;
+static rg_rng rng;
+
+static void must(rg_status s, const char *what) {
+    if (s != RG_OK) {
+        fprintf(stderr, "cuda_decode_bench: %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
+        exit(1);
+    }
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) { fprintf(stderr, "cuda_decode_bench: out of host memory\n"); exit(1); }
+    return p;
+}
+
+/* n bf16 values, uniform with variance 1 (never zeros). */
+static void *dev_uniform(size_t n) {
+    float *h = xmalloc(n * sizeof *h);
+    rg_rng_fill_uniform(&rng, h, n, -1.7320508f, 1.7320508f);
+    void *d;
+    must(rg_buffer_alloc(be, n * 2, &d), "alloc");
+    must(rg_buffer_upload_f32(be, d, RG_DTYPE_BF16, h, n), "upload");
+    free(h);
+    return d;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Seconds per call of fn(i) (median over REPS batches), and (max - min) / median. */
+typedef void (*call_fn)(int i, void *ctx);
+static double time_calls(call_fn fn, void *ctx, double *spread) {
+    for (int i = 0; i < 5; i++) fn(i, ctx);
+    must(rg_backend_sync(be), "sync");
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = rg_now();
+        for (int i = 0; i < ITERS; i++) fn(r * ITERS + i, ctx);
+        must(rg_backend_sync(be), "sync");
+        t[r] = (rg_now() - t0) / ITERS;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    *spread = (t[REPS - 1] - t[0]) / t[REPS / 2];
+    return t[REPS / 2];
+}
+
+static void cuda_must(cudaError_t e, const char *what) {
+    if (e != cudaSuccess) {
+        fprintf(stderr, "cuda_decode_bench: %s: %s\n", what, cudaGetErrorString(e));
+        exit(1);
+    }
+}
+
+/* GPU seconds per call of fn(i): ITERS calls captured in a CUDA graph (no
+ * host launch cost between them), median of REPS timed replays. */
+static double time_graph(call_fn fn, void *ctx) {
+    cudaStream_t st = (cudaStream_t)rg_cuda_stream_of(be);
+    cudaGraph_t g;
+    cudaGraphExec_t ge;
+    cudaEvent_t e0, e1;
+    cuda_must(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed), "begin capture");
+    for (int i = 0; i < ITERS; i++) fn(i, ctx);
+    cuda_must(cudaStreamEndCapture(st, &g), "end capture");
+    cuda_must(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+    cuda_must(cudaEventCreate(&e0), "event");
+    cuda_must(cudaEventCreate(&e1), "event");
+    cuda_must(cudaGraphLaunch(ge, st), "graph launch");  /* warm-up */
+    double t[REPS];
+    for (int r = 0; r < REPS; r++) {
+        float ms = 0;
+        cuda_must(cudaEventRecord(e0, st), "record");
+        cuda_must(cudaGraphLaunch(ge, st), "graph launch");
+        cuda_must(cudaEventRecord(e1, st), "record");
+        cuda_must(cudaEventSynchronize(e1), "graph replay");
+        cuda_must(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+        t[r] = ms * 1e-3 / ITERS;
+    }
+    qsort(t, REPS, sizeof t[0], cmp_double);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    return t[REPS / 2];
+}
+
+typedef struct dec_ctx {
+    rg_attn_decode_args a[MAX_SETS];
+    int n_sets;
+    void *q, *o, *kc, *vc;
+} dec_ctx;
+
+static void dec_run(int i, void *c_) {
+    dec_ctx *c = c_;
+    must(be->ops->attn_decode(be, &c->a[i % c->n_sets], c->o, c->q, c->kc, c->vc), "attn_decode");
+}
+
+typedef struct copy_ctx { void *a, *b; int64_t n; } copy_ctx;
+static void copy_run(int i, void *c_) {
+    copy_ctx *c = c_;
+    must(be->ops->convert(be, c->b, RG_DTYPE_F32, c->a, RG_DTYPE_F32, c->n), "copy");
+}
+
+static double copy_gbs;
+
+/* One row per partition size in parts[] (0 = automatic; n_parts of them): n
+ * sequences of the given lengths, h query heads over hkv kv heads of d. */
+static void bench_case(const char *name, int32_t n, const int32_t *lens, int32_t h, int32_t hkv, int32_t d,
+                       const int *parts, int n_parts) {
+    const int32_t bs = 16;
+    int64_t blocks_per_set = 0, tokens = 0;
+    int32_t max_len = 0, max_blocks = 1;
+    for (int32_t b = 0; b < n; b++) {
+        int32_t nb = (lens[b] + bs - 1) / bs;
+        blocks_per_set += nb;
+        tokens += lens[b];
+        if (lens[b] > max_len) max_len = lens[b];
+        if (nb > max_blocks) max_blocks = nb;
+    }
+    const double kv_bytes = 2.0 * (double)tokens * hkv * d * 2;
+    const double bytes = kv_bytes + 2.0 * (double)n * h * d * 2;   /* + q + o */
+    const double set_bytes = 2.0 * (double)blocks_per_set * bs * hkv * d * 2;
+    int n_sets = (int)(ROTATE_BYTES / set_bytes) + 1;
+    if (n_sets > MAX_SETS) n_sets = MAX_SETS;
+    const int64_t n_blocks = blocks_per_set * n_sets;
+    const size_t block_elems = (size_t)bs * hkv * d;
+
+    dec_ctx *c = xmalloc(sizeof *c);
+    memset(c, 0, sizeof *c);
+    c->n_sets = n_sets;
+    c->kc = dev_uniform((size_t)n_blocks * block_elems);
+    c->vc = dev_uniform((size_t)n_blocks * block_elems);
+    c->q = dev_uniform((size_t)n * h * d);
+    must(rg_buffer_alloc(be, (size_t)n * h * d * 2, &c->o), "alloc");
+    /* Every set's blocks: a random permutation of its own range of the pool. */
+    int32_t *perm = xmalloc(sizeof(int32_t) * (size_t)blocks_per_set);
+    int32_t *table = xmalloc(sizeof(int32_t) * (size_t)n * max_blocks);
+    int32_t *lens_dev;
+    must(rg_buffer_alloc(be, sizeof(int32_t) * (size_t)n, (void **)&lens_dev), "alloc");
+    must(rg_buffer_upload(be, lens_dev, lens, sizeof(int32_t) * (size_t)n), "upload");
+    for (int s = 0; s < n_sets; s++) {
+        for (int64_t i = 0; i < blocks_per_set; i++) perm[i] = (int32_t)(s * blocks_per_set + i);
+        for (int64_t i = blocks_per_set - 1; i > 0; i--) {
+            int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
+            int32_t t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        int64_t next = 0;
+        for (int32_t b = 0; b < n; b++) {
+            int32_t nb = (lens[b] + bs - 1) / bs;
+            for (int32_t j = 0; j < max_blocks; j++) table[(int64_t)b * max_blocks + j] = j < nb ? perm[next++] : -1;
+        }
+        int32_t *table_dev;
+        must(rg_buffer_alloc(be, sizeof(int32_t) * (size_t)n * max_blocks, (void **)&table_dev), "alloc");
+        must(rg_buffer_upload(be, table_dev, table, sizeof(int32_t) * (size_t)n * max_blocks), "upload");
+        c->a[s] = (rg_attn_decode_args){.n_seqs = n, .n_heads = h, .n_kv_heads = hkv, .head_dim = d,
+                                        .block_size = bs, .max_blocks = max_blocks, .max_seq_len = max_len,
+                                        .stride_q = h * d, .scale = 0.125f, .block_tables = table_dev,
+                                        .seq_lens = lens_dev, .seq_lens_host = lens};
+    }
+    for (int v = 0; v < n_parts; v++) {
+        rg_cuda_decode_force_partition(parts[v]);
+        double spread, th = time_calls(dec_run, c, &spread), t = time_graph(dec_run, c);
+        char shape[96], part[32];
+        snprintf(shape, sizeof shape, "%d seqs, %lld keys, h %d/%d d %d", n, (long long)tokens, h, hkv, d);
+        snprintf(part, sizeof part, "%s%d", parts[v] ? "" : "auto ", rg_cuda_decode_last_partition());
+        printf("| %-28s | %-38s | %-9s | %8.1f | %5.1f%% | %8.1f | %8.1f | %6.0f | %5.1f%% | %6.2f |\n", name, shape,
+               part, th * 1e6, spread * 100, t * 1e6, bytes / 1e6, bytes / t / 1e9, 100.0 * bytes / t / 1e9 / copy_gbs,
+               bytes / copy_gbs / 1e3);
+    }
+    rg_cuda_decode_force_partition(0);
+    for (int s = 0; s < n_sets; s++) rg_buffer_free(be, (void *)c->a[s].block_tables);
+    rg_buffer_free(be, lens_dev);
+    rg_buffer_free(be, c->kc);
+    rg_buffer_free(be, c->vc);
+    rg_buffer_free(be, c->q);
+    rg_buffer_free(be, c->o);
+    free(perm);
+    free(table);
+    free(c);
+}
+
+typedef struct rows_ctx {
+    void *kc, *vc, *src, *out;
+    int32_t *idx;
+    int64_t n;
+    int row;
+} rows_ctx;
+static void kvw_run(int i, void *c_) {
+    rows_ctx *c = c_;
+    must(be->ops->kv_write(be, c->kc, c->vc, c->src, c->row, c->src, c->row, c->idx, c->n, c->row), "kv_write");
+}
+static void gather_run(int i, void *c_) {
+    rows_ctx *c = c_;
+    must(be->ops->gather_rows(be, c->out, c->src, c->idx, c->n, c->row), "gather_rows");
+}
+
+/* kv_write (K and V rows of 768 into random slots of a 65536-slot cache) and
+ * gather_rows (rows of 768 out of 16384) at a decode step's and a prefill's size. */
+static void bench_copies(void) {
+    printf("\n| op | rows x width | host us | spread | graph us | GB/s |\n|---|---|---|---|---|---|\n");
+    const int64_t slots = 65536, src_rows = 16384;
+    const int row = 768;
+    rows_ctx c = {.row = row};
+    c.kc = dev_uniform((size_t)slots * row);
+    c.vc = dev_uniform((size_t)slots * row);
+    c.src = dev_uniform((size_t)src_rows * row);
+    must(rg_buffer_alloc(be, (size_t)src_rows * row * 2, &c.out), "alloc");
+    int32_t *perm = xmalloc(sizeof(int32_t) * (size_t)slots);
+    for (int64_t i = 0; i < slots; i++) perm[i] = (int32_t)i;
+    for (int64_t i = slots - 1; i > 0; i--) {
+        int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
+        int32_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    must(rg_buffer_alloc(be, sizeof(int32_t) * (size_t)slots, (void **)&c.idx), "alloc");
+    const int64_t sizes[] = {64, 16384};
+    for (int k = 0; k < 2; k++) {
+        c.n = sizes[k];
+        must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
+        double sp, th = time_calls(kvw_run, &c, &sp), t = time_graph(kvw_run, &c);
+        printf("| kv_write (K and V) | %lld x %d | %8.1f | %5.1f%% | %8.1f | %6.0f |\n", (long long)c.n, row,
+               th * 1e6, sp * 100, t * 1e6, 2.0 * 2 * c.n * row * 2 / t / 1e9);
+        for (int64_t i = 0; i < c.n; i++) perm[i] = (int32_t)rg_rng_below(&rng, (uint64_t)src_rows);
+        must(rg_buffer_upload(be, c.idx, perm, sizeof(int32_t) * (size_t)c.n), "upload");
+        th = time_calls(gather_run, &c, &sp);
+        t = time_graph(gather_run, &c);
+        printf("| gather_rows | %lld x %d | %8.1f | %5.1f%% | %8.1f | %6.0f |\n", (long long)c.n, row, th * 1e6,
+               sp * 100, t * 1e6, 2.0 * c.n * row * 2 / t / 1e9);
+        for (int64_t i = 0; i < slots; i++) perm[i] = (int32_t)i;  /* distinct slots again for the next size */
+        for (int64_t i = slots - 1; i > 0; i--) {
+            int64_t j = (int64_t)rg_rng_below(&rng, (uint64_t)i + 1);
+            int32_t tt = perm[i];
+            perm[i] = perm[j];
+            perm[j] = tt;
+        }
+    }
+    rg_buffer_free(be, c.kc);
+    rg_buffer_free(be, c.vc);
+    rg_buffer_free(be, c.src);
+    rg_buffer_free(be, c.out);
+    rg_buffer_free(be, c.idx);
+    free(perm);
+}
+
+int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    rg_rng_seed(&rng, argc > 1 ? strtoull(argv[1], NULL, 10) : 1);
+    if (!rg_backend_available(RG_BACKEND_CUDA)) {
+        fprintf(stderr, "cuda_decode_bench: no CUDA device\n");
+        return 77;
+    }
+    must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "backend");
+
+    copy_ctx cc = {.n = 256ll << 20};  /* 1 GiB of fp32, read + written */
+    must(rg_buffer_alloc(be, (size_t)cc.n * 4, &cc.a), "alloc");
+    must(rg_buffer_alloc(be, (size_t)cc.n * 4, &cc.b), "alloc");
+    void *fill = dev_uniform((size_t)cc.n);  /* random data: zeros can copy faster */
+    must(be->ops->convert(be, cc.a, RG_DTYPE_F32, fill, RG_DTYPE_BF16, cc.n), "convert");
+    rg_buffer_free(be, fill);
+    double sp, t = time_calls(copy_run, &cc, &sp);
+    copy_gbs = 2.0 * cc.n * 4 / t / 1e9;
+    rg_buffer_free(be, cc.a);
+    rg_buffer_free(be, cc.b);
+    printf("cuda_decode_bench: device copy %.0f GB/s (1 GiB, read + write, spread %.1f%%); median of %d x %d calls\n\n",
+           copy_gbs, sp * 100, REPS, ITERS);
+    printf("us/call: host = calls issued back to back (host launch cost included), graph = the same calls\n"
+           "replayed from a CUDA graph (GPU time); GB/s, of copy: from the graph time\n\n");
+    printf("| case | shape | partition | host us | spread | graph us | MB moved | GB/s | of copy | floor us |\n"
+           "|---|---|---|---|---|---|---|---|---|---|\n");
+    const int lab = getenv("RG_DECODE_LAB") != NULL;  /* also every forced partition size */
+    const int all_parts[] = {0, 128, 256, 512, 1024, 1 << 20}, n_all = lab ? 6 : 1;
+
+    static int32_t lens[64];
+    const int batches[] = {1, 16, 64};
+    for (int i = 0; i < 3; i++) {
+        int32_t n = batches[i];
+        for (int32_t b = 0; b < n; b++) lens[b] = 16 + (int32_t)rg_rng_below(&rng, 625);
+        char name[64];
+        snprintf(name, sizeof name, "gpt2 batch %d, len [16,640]", n);
+        bench_case(name, n, lens, 12, 12, 64, all_parts, n_all);
+    }
+    int32_t long_len = 8192;
+    bench_case("gpt2 batch 1, len 8192", 1, &long_len, 12, 12, 64, all_parts, n_all);
+    for (int32_t b = 0; b < 16; b++) lens[b] = 2048;
+    bench_case("gqa batch 16, len 2048", 16, lens, 32, 8, 128, all_parts, n_all);
+    for (int32_t b = 0; b < 64; b++) lens[b] = 1 + (int32_t)rg_rng_below(&rng, 16);
+    lens[7] = 4000;
+    bench_case("gpt2 63 tiny + one 4000", 64, lens, 12, 12, 64, all_parts, n_all);
+    bench_copies();
+    rg_backend_free(be);
+    return 0;
+}

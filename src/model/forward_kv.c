@@ -1,0 +1,217 @@
+/* forward_kv.c — the model's generation passes over a paged KV cache:
+ * prefill (the prompts of a step as one packed batch, varlen causal attention
+ * over the new tokens, K/V written into the cache) and decode (one token per
+ * sequence, attention over its cached blocks). Only the last row of each
+ * sequence goes through the final LayerNorm and the LM head. */
+#include "model/model.h"
+#include "gen/kv_cache.h"
+#include "core/alloc.h"
+#include "core/status.h"
+#include <math.h>
+#include <string.h>
+
+#define GEN_ALIGN 256
+
+struct rg_gen_scratch {
+    rg_model *m;
+    int64_t cap_tokens;
+    int32_t cap_seqs;
+    void *arena;                 /* backend memory, carved below */
+    int32_t *meta;               /* device: tokens (T) | pos (T) | cu (S+1) | rows (S) */
+    int32_t *meta_host;          /* the same on the host, uploaded once per pass */
+    void *x, *ln, *qkv, *atty, *x1, *fch, *fch_gelu;  /* (T, C|Q|H) act dtype */
+    float *mean, *rstd;          /* (T) */
+    void *last, *lnf, *logits;   /* (S, C), (S, C), (S, V) */
+};
+
+static size_t meta_len(int64_t T, int32_t S) { return 2 * (size_t)T + 2 * (size_t)S + 1; }
+
+/* Next n elements of size bytes at *off (measuring when base is NULL). */
+static void *carve(char *base, size_t *off, int64_t n, size_t size) {
+    size_t at = *off;
+    *off += ((size_t)n * size + GEN_ALIGN - 1) / GEN_ALIGN * GEN_ALIGN;
+    return base ? base + at : NULL;
+}
+
+static size_t layout(rg_gen_scratch *g, char *base) {
+    const rg_model *m = g->m;
+    int64_t T = g->cap_tokens, S = g->cap_seqs;
+    size_t as = m->act_size, off = 0;
+    g->meta = carve(base, &off, (int64_t)meta_len(T, g->cap_seqs), sizeof(int32_t));
+    g->x = carve(base, &off, T * m->C, as);
+    g->ln = carve(base, &off, T * m->C, as);
+    g->qkv = carve(base, &off, T * m->Q, as);
+    g->atty = carve(base, &off, T * m->C, as);
+    g->x1 = carve(base, &off, T * m->C, as);
+    g->fch = carve(base, &off, T * m->H, as);
+    g->fch_gelu = carve(base, &off, T * m->H, as);
+    g->mean = carve(base, &off, T, sizeof(float));
+    g->rstd = carve(base, &off, T, sizeof(float));
+    g->last = carve(base, &off, S * m->C, as);
+    g->lnf = carve(base, &off, S * m->C, as);
+    g->logits = carve(base, &off, S * m->cfg.vocab_size, as);
+    return off;
+}
+
+/* Generation uses these ops; a backend still missing one is refused here,
+ * before any work, rather than crashing inside a step. */
+static rg_status check_ops(const rg_backend *be) {
+    const rg_backend_ops *o = be->ops;
+    struct { bool present; const char *name; } need[] = {
+        {o->embedding_forward != NULL, "embedding_forward"}, {o->layernorm_forward != NULL, "layernorm_forward"},
+        {o->matmul_forward != NULL, "matmul_forward"}, {o->add != NULL, "add"},
+        {o->attn_forward != NULL, "attn_forward"}, {o->attn_decode != NULL, "attn_decode"},
+        {o->kv_write != NULL, "kv_write"}, {o->gather_rows != NULL, "gather_rows"},
+    };
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].present)
+            return rg_fail(RG_ERR_UNSUPPORTED, "generation: backend %s lacks %s", o->name, need[i].name);
+    return RG_OK;
+}
+
+rg_status rg_gen_scratch_init(rg_model *m, int64_t max_tokens, int32_t max_seqs, rg_gen_scratch **out) {
+    const char *fn = "rg_gen_scratch_init";
+    *out = NULL;
+    RG_TRY(check_ops(m->be));
+    if (max_seqs < 1 || max_tokens < max_seqs || max_tokens > INT32_MAX / 4)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: max_tokens = %lld, max_seqs = %d, expected 1 <= max_seqs <= "
+                       "max_tokens <= %d", fn, (long long)max_tokens, max_seqs, INT32_MAX / 4);
+    /* Every carve is below T * max(Q, H, V) elements; check that product once. */
+    int64_t widest = m->Q > m->H ? m->Q : m->H;
+    if (m->cfg.vocab_size > widest) widest = m->cfg.vocab_size;
+    size_t probe;
+    if (!rg_mul_ok((size_t)max_tokens, (size_t)widest * 16 * m->act_size, &probe))
+        return rg_fail(RG_ERR_OVERFLOW, "%s: scratch for %lld tokens overflows size_t", fn, (long long)max_tokens);
+    rg_gen_scratch *g;
+    RG_TRY(rg_calloc((void **)&g, 1, sizeof *g, "generation scratch"));
+    g->m = m;
+    g->cap_tokens = max_tokens;
+    g->cap_seqs = max_seqs;
+    size_t bytes = layout(g, NULL);
+    rg_status s = rg_alloc((void **)&g->meta_host, meta_len(max_tokens, max_seqs), sizeof(int32_t),
+                           "generation metadata");
+    if (s == RG_OK) s = rg_buffer_alloc(m->be, bytes, &g->arena);
+    if (s != RG_OK) { rg_gen_scratch_free(g); return s; }
+    layout(g, g->arena);
+    *out = g;
+    return RG_OK;
+}
+
+void rg_gen_scratch_free(rg_gen_scratch *g) {
+    if (!g) return;
+    rg_buffer_free(g->m->be, g->arena);
+    rg_free(g->meta_host);
+    rg_free(g);
+}
+
+/* Host checks and metadata: tokens, positions (the last nn of each sequence),
+ * cu, rows of the last tokens; *T = total new tokens. */
+static rg_status fill_meta(rg_gen_scratch *g, const rg_kv_cache *kv, bool prefill, int32_t n, const int32_t *ids,
+                           const int32_t *cu, const int32_t *tokens, int64_t *T_out) {
+    const char *fn = "rg_model_forward_kv";
+    const rg_model_config *c = &g->m->cfg;
+    if (n < 1 || n > g->cap_seqs)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: %d sequences, expected 1..%d", fn, n, g->cap_seqs);
+    if (cu[0] != 0) return rg_fail(RG_ERR_INVALID_ARG, "%s: cu_new[0] = %d, expected 0", fn, cu[0]);
+    int64_t T = cu[n];
+    if (T < n || T > g->cap_tokens)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: %lld new tokens, expected %d..%lld", fn, (long long)T, n,
+                       (long long)g->cap_tokens);
+    int32_t *htok = g->meta_host, *hpos = htok + T, *hcu = hpos + T, *hrows = hcu + n + 1;
+    for (int32_t b = 0; b < n; b++) {
+        int32_t nn = cu[b + 1] - cu[b], len = rg_kv_cache_seq_len(kv, ids[b]);
+        if (nn < 1 || (!prefill && nn != 1) || (prefill && len != nn) || len > c->max_seq_len)
+            return rg_fail(RG_ERR_INVALID_ARG, "%s: sequence %d brings %d new tokens with cache length %d (%s; "
+                           "max_seq_len %d)", fn, ids[b], nn, len,
+                           prefill ? "prefill: all of it, at least one" : "decode: exactly one", c->max_seq_len);
+        for (int32_t i = 0; i < nn; i++) {
+            int32_t t = cu[b] + i, tok = tokens[t];
+            if (tok < 0 || tok >= c->vocab_size)
+                return rg_fail(RG_ERR_INVALID_ARG, "%s: token %d at index %d outside [0, %d)", fn, tok, t,
+                               c->vocab_size);
+            htok[t] = tok;
+            hpos[t] = len - nn + i;
+        }
+        hcu[b] = cu[b];
+        hrows[b] = cu[b + 1] - 1;
+    }
+    hcu[n] = (int32_t)T;
+    *T_out = T;
+    return RG_OK;
+}
+
+rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int32_t n_seqs,
+                              const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
+                              float *logits_host) {
+    const char *fn = "rg_model_forward_kv";
+    if (!m || !g || !kv || !seq_ids || !cu_new || !tokens || !logits_host)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    if (g->m != m || kv->be != m->be)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: scratch or cache belongs to another model or backend", fn);
+    const rg_model_config *c = &m->cfg;
+    if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads || kv->head_dim != m->hd)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: cache shape (%d layers, %d kv heads of %d) differs from the "
+                       "model's (%d, %d, %d)", fn, kv->n_layers, kv->n_kv_heads, kv->head_dim, c->n_layers,
+                       c->n_kv_heads, m->hd);
+    int64_t T = 0;
+    RG_TRY(fill_meta(g, kv, prefill, n_seqs, seq_ids, cu_new, tokens, &T));
+    RG_TRY(rg_kv_cache_set_batch(kv, n_seqs, seq_ids, cu_new));
+
+    rg_backend *be = m->be;
+    const rg_backend_ops *op = be->ops;
+    const int C = m->C, H = m->H, Q = m->Q, V = c->vocab_size, S = n_seqs;
+    int32_t *tok = g->meta, *pos = tok + T, *cu = pos + T, *rows = cu + S + 1;
+    RG_TRY(rg_buffer_upload(be, g->meta, g->meta_host, sizeof(int32_t) * (size_t)(2 * T + 2 * S + 1)));
+
+    /* Prefill attention: each prompt is its own causal block over its new rows. */
+    rg_attn_args aa = {0};
+    if (prefill) {
+        const int32_t *hcu = g->meta_host + 2 * T;
+        int32_t max_len = 0;
+        for (int32_t b = 0; b < S; b++)
+            if (hcu[b + 1] - hcu[b] > max_len) max_len = hcu[b + 1] - hcu[b];
+        rg_step_plan plan = {.T = T, .n_blocks = S, .cu_q_host = hcu, .cu_k_host = hcu, .max_q = max_len,
+                             .max_k = max_len, .causal = true, .train = false};
+        rg_model_attn_args(m, &plan, &aa);
+        aa.cu_seqlens_q_dev = aa.cu_seqlens_k_dev = cu;
+    }
+    const int64_t k_off = rg_model_k_col(m), v_off = rg_model_v_col(m);
+
+    RG_TRY(op->embedding_forward(be, g->x, tok, pos, rg_model_p(m, m->wte), rg_model_p(m, m->wpe), T, C));
+    for (int32_t l = 0; l < c->n_layers; l++) {
+        const rg_layer_params *p = &m->lp[l];
+        RG_TRY(op->layernorm_forward(be, g->ln, g->mean, g->rstd, g->x, rg_model_p(m, p->ln1_w),
+                                     rg_model_p(m, p->ln1_b), c->ln_eps, T, C));
+        RG_TRY(op->matmul_forward(be, g->qkv, NULL, g->ln, rg_model_p(m, p->qkv_w), rg_model_p(m, p->qkv_b), T,
+                                  C, Q, RG_GELU_NONE));
+        const void *k = rg_model_at(m, g->qkv, k_off), *v = rg_model_at(m, g->qkv, v_off);
+        RG_TRY(rg_kv_cache_write(kv, l, k, Q, v, Q));
+        if (prefill) RG_TRY(op->attn_forward(be, &aa, g->qkv, k, v, g->atty, NULL));
+        else RG_TRY(rg_attn_decode(be, kv, l, c->n_heads, 0.0f, g->qkv, Q, g->atty));
+        RG_TRY(op->matmul_forward(be, g->x1, NULL, g->atty, rg_model_p(m, p->proj_w), rg_model_p(m, p->proj_b), T,
+                                  C, C, RG_GELU_NONE));
+        RG_TRY(op->add(be, g->x1, g->x1, g->x, T * C));
+        RG_TRY(op->layernorm_forward(be, g->ln, g->mean, g->rstd, g->x1, rg_model_p(m, p->ln2_w),
+                                     rg_model_p(m, p->ln2_b), c->ln_eps, T, C));
+        RG_TRY(op->matmul_forward(be, g->fch_gelu, g->fch, g->ln, rg_model_p(m, p->fc_w), rg_model_p(m, p->fc_b),
+                                  T, C, H, (int)c->gelu));
+        /* The block's output overwrites its input, dead once x1 exists. */
+        RG_TRY(op->matmul_forward(be, g->x, NULL, g->fch_gelu, rg_model_p(m, p->fc2_w), rg_model_p(m, p->fc2_b),
+                                  T, H, C, RG_GELU_NONE));
+        RG_TRY(op->add(be, g->x, g->x, g->x1, T * C));
+    }
+    /* Decode brings one row per sequence: they are already the last rows. */
+    const void *last = g->x;
+    if (T != S) {
+        RG_TRY(op->gather_rows(be, g->last, g->x, rows, S, C));
+        last = g->last;
+    }
+    if (c->final_ln) {
+        RG_TRY(op->layernorm_forward(be, g->lnf, g->mean, g->rstd, last, rg_model_p(m, m->lnf_w),
+                                     rg_model_p(m, m->lnf_b), c->ln_eps, S, C));
+        last = g->lnf;
+    }
+    RG_TRY(op->matmul_forward(be, g->logits, NULL, last, rg_model_p(m, m->lm_w), rg_model_p(m, m->lm_b), S, C, V,
+                              RG_GELU_NONE));
+    return rg_buffer_download_f32(be, logits_host, g->logits, op->act_dtype, (size_t)S * V);
+}
