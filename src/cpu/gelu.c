@@ -81,30 +81,49 @@ static const float RG_GELU_H2[11] = {0.0426415503f, -0.0833970383f, 0.0779789761
 /* V(t), G(a) = (a - ROOT) V(t), a in [6.0, 14.5], t in [-0.213, 0.221]: max rel. error 2.23e-08 (fp32 coefficients, exact arithmetic) */
 static const float RG_GELU_V2[11] = {-0.429216892f, 0.0560921878f, -0.047027126f, 0.0379699171f, -0.0294811465f, 0.0219790954f, -0.0157080498f, 0.0107342238f, -0.0070178383f, 0.00455812085f, -0.00263368571f};
 
+/* Fused multiply-add where the hardware has one (FP_FAST_FMAF: x86 with -mfma or
+ * -march=native, aarch64); elsewhere fmaf is a slow libm call, so a * b + c is used
+ * (one more rounding: test_gelu's bound allows for it). */
+#ifdef FP_FAST_FMAF
+#define RG_FMA(a, b, c) fmaf(a, b, c)
+#else
+#define RG_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* a * a - hi exactly, for hi = fl(a * a) (no over/underflow). */
+static inline float square_lo(float a, float hi) {
+#ifdef FP_FAST_FMAF
+    return fmaf(a, a, -hi);
+#else
+    float c = 4097.0f * a, ah = c - (c - a), al = a - ah;   /* Veltkamp: a = ah + al, 12 bits each */
+    return ((ah * ah - hi) + 2.0f * ah * al) + al * al;     /* every step exact (Dekker) */
+#endif
+}
+
 /* Polynomials c[0] + c[1] s + ..., written out (gcc vectorises no inner
  * loops); _sel takes the coefficients of piece 2 where p2, else of piece 1 where
  * p1, else of piece 0. */
 static inline float horner6(float s, const float *c) {
-    return fmaf(fmaf(fmaf(fmaf(fmaf(c[5], s, c[4]), s, c[3]), s, c[2]), s, c[1]), s, c[0]);
+    return RG_FMA(RG_FMA(RG_FMA(RG_FMA(RG_FMA(c[5], s, c[4]), s, c[3]), s, c[2]), s, c[1]), s, c[0]);
 }
 
 static inline float horner8(float s, const float *c) {
-    return fmaf(fmaf(fmaf(fmaf(fmaf(fmaf(fmaf(c[7], s, c[6]), s, c[5]), s, c[4]), s, c[3]), s, c[2]), s, c[1]),
-                s, c[0]);
+    float r = RG_FMA(RG_FMA(RG_FMA(c[7], s, c[6]), s, c[5]), s, c[4]);
+    return RG_FMA(RG_FMA(RG_FMA(RG_FMA(r, s, c[3]), s, c[2]), s, c[1]), s, c[0]);
 }
 
 static inline float horner11_sel(float s, int p1, int p2, const float *c0, const float *c1, const float *c2) {
 #define RG_C(j) (p2 ? c2[j] : p1 ? c1[j] : c0[j])
-    float r = fmaf(RG_C(10), s, RG_C(9));
-    r = fmaf(r, s, RG_C(8));
-    r = fmaf(r, s, RG_C(7));
-    r = fmaf(r, s, RG_C(6));
-    r = fmaf(r, s, RG_C(5));
-    r = fmaf(r, s, RG_C(4));
-    r = fmaf(r, s, RG_C(3));
-    r = fmaf(r, s, RG_C(2));
-    r = fmaf(r, s, RG_C(1));
-    return fmaf(r, s, RG_C(0));
+    float r = RG_FMA(RG_C(10), s, RG_C(9));
+    r = RG_FMA(r, s, RG_C(8));
+    r = RG_FMA(r, s, RG_C(7));
+    r = RG_FMA(r, s, RG_C(6));
+    r = RG_FMA(r, s, RG_C(5));
+    r = RG_FMA(r, s, RG_C(4));
+    r = RG_FMA(r, s, RG_C(3));
+    r = RG_FMA(r, s, RG_C(2));
+    r = RG_FMA(r, s, RG_C(1));
+    return RG_FMA(r, s, RG_C(0));
 #undef RG_C
 }
 
@@ -122,9 +141,9 @@ static inline float pow2i(int32_t k) {
 static inline float exp_neg_half(float hi, float lo, float *s2) {
     float w = -0.5f * hi;
     float kf = (w * RG_LOG2E + RG_ROUND_MAGIC) - RG_ROUND_MAGIC;
-    float f = fmaf(kf, -RG_LN2_HI, w);
-    f = fmaf(kf, -RG_LN2_LO, f);
-    f = fmaf(-0.5f, lo, f);
+    float f = RG_FMA(kf, -RG_LN2_HI, w);
+    f = RG_FMA(kf, -RG_LN2_LO, f);
+    f = RG_FMA(-0.5f, lo, f);
     float p = horner8(f, RG_EXP_E);
     int32_t k = (int32_t)kf, k1 = k / 2;
     *s2 = pow2i(k - k1);
@@ -138,7 +157,7 @@ static inline gelu_big gelu_big_prep(float x) {
     gelu_big g;
     float a = fabsf(x);
     a = a < RG_GELU_AMAX ? a : RG_GELU_AMAX;   /* NaN -> AMAX too: fixed up by the caller */
-    float hi = a * a, lo = fmaf(a, a, -hi);
+    float hi = a * a, lo = square_lo(a, hi);
     g.a = a;
     g.e = exp_neg_half(hi, lo, &g.s2);
     g.e = a < RG_GELU_AMAX ? g.e : 0.0f;   /* the true value rounds to 0 from here */
@@ -152,11 +171,11 @@ static inline gelu_big gelu_big_prep(float x) {
 static inline float gelu_erf_fwd(float x) {
     float u = x * x;
     float p = horner6(u, RG_GELU_P);
-    float small = fmaf(u, p, 0.5f * x);
+    float small = RG_FMA(u, p, 0.5f * x);
     gelu_big g = gelu_big_prep(x);
     float h = horner11_sel(g.t, g.p1, g.p2, RG_GELU_H0, RG_GELU_H1, RG_GELU_H2);
     float neg = x * h * g.e * g.s2;            /* x Phi(x) = x e R(a) */
-    float pos = fmaf(-x, h * g.e * g.s2, x);   /* x (1 - Phi(-x)) */
+    float pos = RG_FMA(-x, h * g.e * g.s2, x);   /* x (1 - Phi(-x)) */
     float y = g.a < RG_GELU_A1 ? (x == 0.0f ? x : small) : x < 0.0f ? neg : pos;   /* keeps gelu(-0) = -0 */
     /* inf -> inf, -inf and NaN -> NaN, like the scalar form */
     return fabsf(x) <= FLT_MAX ? y : x * (x > 0.0f ? 1.0f : 0.0f);
@@ -165,11 +184,11 @@ static inline float gelu_erf_fwd(float x) {
 static inline float gelu_erf_grad(float x) {
     float u = x * x;
     float q = horner6(u, RG_GELU_Q);
-    float small = fmaf(x, q, 0.5f);
+    float small = RG_FMA(x, q, 0.5f);
     gelu_big g = gelu_big_prep(x);
     float v = horner11_sel(g.t, g.p1, g.p2, RG_GELU_V0, RG_GELU_V1, RG_GELU_V2);
     /* e G(a), G = (a - HI - LO) V: a - HI is exact near ROOT, LO enters through the fma */
-    float eg = fmaf(g.a - RG_GELU_ROOT_HI, v, -RG_GELU_ROOT_LO * v) * g.e * g.s2;
+    float eg = RG_FMA(g.a - RG_GELU_ROOT_HI, v, -RG_GELU_ROOT_LO * v) * g.e * g.s2;
     float y = g.a < RG_GELU_A1 ? small : x < 0.0f ? eg : 1.0f - eg;
     return fabsf(x) <= FLT_MAX ? y : x * 0.0f;   /* +-inf, NaN -> NaN, like the scalar form */
 }
