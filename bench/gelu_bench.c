@@ -1,9 +1,11 @@
 /* gelu_bench.c — throughput of the CPU exact GELU, forward and backward: the
  * vector kernels (rg_cpu_gelu_forward/backward) against the scalar libm form they
  * replaced (the same OpenMP loop over rg_cpu_gelu / rg_cpu_gelu_grad).
- * Not built by CMake; after building the library in build/:
- *   cc -O3 -march=native -fopenmp -std=c11 -Iinclude -Isrc bench/gelu_bench.c build/libragged.a \
- *      -lopenblas -lm -o build/gelu_bench && build/gelu_bench [n] [reps] */
+ * Not built by CMake; against a CPU-only build of the library (a CUDA build's
+ * libragged.a needs the CUDA libraries as well):
+ *   cmake -S . -B build-cpu -DRAGGED_CUDA=OFF && cmake --build build-cpu -j2 --target ragged
+ *   cc -O3 -march=native -fopenmp -std=c11 -Iinclude -Isrc bench/gelu_bench.c build-cpu/libragged.a \
+ *      -lopenblas -lm -o build-cpu/gelu_bench && build-cpu/gelu_bench [n] [reps] */
 #include <stdio.h>
 #include <stdlib.h>
 #include "core/rng.h"
