@@ -71,6 +71,7 @@ static const rg_backend_ops cpu_ops = {
     .attn_decode = rg_cpu_attn_decode,
     .kv_write = rg_cpu_kv_write,
     .gather_rows = rg_cpu_gather_rows,
+    .argmax_rows = rg_cpu_argmax_rows,
 };
 
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {

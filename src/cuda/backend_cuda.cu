@@ -102,6 +102,7 @@ static rg_backend_ops make_ops(void) {
     o.attn_decode = rg_cuda_attn_decode;
     o.kv_write = rg_cuda_kv_write;
     o.gather_rows = rg_cuda_gather_rows;
+    o.argmax_rows = rg_cuda_argmax_rows;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();
