@@ -141,6 +141,11 @@ typedef struct rg_backend_ops {
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
     /* out (n, C) = inp[rows[i]] row by row, act dtype; rows int32 (n) in backend memory. */
     rg_status (*gather_rows)(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
+    /* out (n) int32 in backend memory = the index of the largest value of each
+     * row of x (n, V), act dtype; ties go to the lowest index (as the host
+     * sampler's argmax); a row holding NaN gives some index in [0, V). Greedy
+     * decoding then downloads n ints instead of n * V logits. */
+    rg_status (*argmax_rows)(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
 
     /* ---- fused model ops (issue 4; appended) ---- */
     /* out (T,OC) = inp (T,C) @ weight^T + bias + residual (T,OC): a projection

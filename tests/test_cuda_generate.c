@@ -4,7 +4,9 @@
  * CPU recomputes from scratch for the same tokens (MHA and GQA, block sizes 16
  * and 5, prompts of 1 to 300 tokens); the engine's greedy tokens on CUDA for
  * prompts of lengths {1, 5, 17, 300} batched are, at every step, an argmax of
- * the CPU's fp32 logits up to that error. Skips (exit 77) without a CUDA device.
+ * the CPU's fp32 logits up to that error (the engine picks them with the
+ * argmax_rows op, itself checked against a first-maximum loop). Skips (exit
+ * 77) without a CUDA device.
  * Thresholds: the yardstick is the CUDA training forward itself
  * (rg_model_logits on the CUDA model, validated against the CPU by
  * test_cuda_model): at every step the cached logits may be off the fp32
@@ -169,6 +171,36 @@ static void test_engine_greedy(rg_rng *rng) {
     rg_model_free(mc);
 }
 
+/* argmax_rows on CUDA against the first-maximum loop: bf16 rows of small
+ * integers (exact in bf16, many ties), an all -inf row, V = 1, 7, 50257. */
+static void test_argmax(rg_rng *rng) {
+    static const int Vs[] = {1, 7, 1000, 50257};
+    for (size_t k = 0; k < sizeof Vs / sizeof Vs[0]; k++) {
+        const int V = Vs[k], n = 65;
+        float *x = malloc(sizeof(float) * (size_t)n * V);
+        int32_t ref[65], got[65];
+        for (int i = 0; i < n * V; i++) x[i] = (float)((int)rg_rng_below(rng, 17) - 8);
+        for (int j = 0; j < V; j++) x[(size_t)3 * V + j] = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            ref[i] = 0;
+            for (int j = 1; j < V; j++)
+                if (x[(size_t)i * V + j] > x[(size_t)i * V + ref[i]]) ref[i] = j;
+        }
+        void *dx, *dout;
+        TRY_OK(rg_buffer_alloc(gpu, sizeof(uint16_t) * (size_t)n * V, &dx));
+        TRY_OK(rg_buffer_alloc(gpu, sizeof(int32_t) * n, &dout));
+        TRY_OK(rg_buffer_upload_f32(gpu, dx, RG_DTYPE_BF16, x, (size_t)n * V));
+        TRY_OK(gpu->ops->argmax_rows(gpu, dout, dx, n, V));
+        TRY_OK(rg_buffer_download(gpu, got, dout, sizeof(int32_t) * n));
+        bool ok = true;
+        for (int i = 0; i < n; i++) ok = ok && got[i] == ref[i];
+        CHECK(ok, "argmax_rows on CUDA, V = %d: the first maximum of each of %d rows", V, n);
+        rg_buffer_free(gpu, dx);
+        rg_buffer_free(gpu, dout);
+        free(x);
+    }
+}
+
 int main(void) {
     rg_rng rng;
     rg_test_init("test_cuda_generate", &rng);
@@ -185,6 +217,7 @@ int main(void) {
     gqa.d_model = 256; /* 4 heads of 64, 2 kv heads */
     test_cached_logits(&rng, "gpt2-like GQA 4/2 x 64, block 5", gqa, 5);
     test_engine_greedy(&rng);
+    test_argmax(&rng);
     rg_backend_free(gpu);
     rg_backend_free(cpu);
     return rg_test_finish();

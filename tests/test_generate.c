@@ -7,8 +7,8 @@
  * batching (small max batch, small pool, requests queued) gives the tokens of
  * static batching with the same seeds while sampling; the streamed tokens are
  * the polled ones; documented errors (empty prompt, too long, pool too small,
- * a backend lacking gather_rows); the gather_rows op itself and the bandwidth
- * helper. */
+ * a backend lacking gather_rows); the gather_rows and argmax_rows ops
+ * themselves and the bandwidth helper. */
 #include "check.h"
 #include "test_model_util.h"
 #include "backend.h"
@@ -320,6 +320,31 @@ static void test_gather(rg_rng *rng) {
     free(ref);
 }
 
+/* argmax_rows: rows of small integers (many ties: the first maximum wins),
+ * an all -inf row, V = 1 and V off any vector width. */
+static void test_argmax(rg_rng *rng) {
+    static const int Vs[] = {1, 7, 1000, 50257};
+    for (size_t k = 0; k < sizeof Vs / sizeof Vs[0]; k++) {
+        const int V = Vs[k], n = 9;
+        float *x = malloc(sizeof(float) * (size_t)n * V);
+        float *guard = rg_guarded_alloc(n);   /* n int32 in a guarded float buffer */
+        int32_t *out = (int32_t *)guard, ref[9];
+        for (int i = 0; i < n * V; i++) x[i] = (float)((int)rg_rng_below(rng, 17) - 8);
+        for (int j = 0; j < V; j++) x[(size_t)2 * V + j] = -INFINITY;
+        bool ok = true;
+        for (int i = 0; i < n; i++) {
+            ref[i] = 0;
+            for (int j = 1; j < V; j++)
+                if (x[(size_t)i * V + j] > x[(size_t)i * V + ref[i]]) ref[i] = j;
+        }
+        TRY_OK(be->ops->argmax_rows(be, out, x, n, V));
+        for (int i = 0; i < n; i++) ok = ok && out[i] == ref[i];
+        CHECK(ok && rg_guarded_ok(guard, n, "argmax out"), "argmax_rows, V = %d: the first maximum of each row", V);
+        rg_guarded_free(guard);
+        free(x);
+    }
+}
+
 /* The bandwidth helper the decode floor divides by. */
 static void test_bandwidth(void) {
     double bw = 0;
@@ -340,6 +365,7 @@ int main(void) {
     test_continuous_equals_static(&rng);
     test_errors(&rng);
     test_gather(&rng);
+    test_argmax(&rng);
     test_bandwidth();
     rg_backend_free(be);
     return rg_test_finish();

@@ -71,6 +71,7 @@ static const rg_backend_ops cpu_ops = {
     .attn_decode = rg_cpu_attn_decode,
     .kv_write = rg_cpu_kv_write,
     .gather_rows = rg_cpu_gather_rows,
+    .argmax_rows = rg_cpu_argmax_rows,
     .matmul_forward_residual = rg_cpu_matmul_forward_residual,
     .gelu_backward_dbias = rg_cpu_gelu_backward_dbias,
     .layernorm_backward_sum = rg_cpu_layernorm_backward_sum,

@@ -2,7 +2,7 @@
  *   attention_ref.c    plain-loop attention with optional mask (the definition of right)
  *   attention_flash.c  tiled online-softmax attention, forward and backward (OpenMP)
  *   attention_decode.c decode attention over a paged KV cache (split over the KV length) and its writes
- *   gather.c           row gather (the rows whose logits generation needs)
+ *   gather.c           row gather (the rows whose logits generation needs), row argmax
  *   embedding.c layernorm.c matmul.c gelu.c add.c xent.c optimizer.c memory.c
  *                      the model ops of rg_backend_ops (signatures and conventions there)
  * All tensors are float32 in host memory. */
@@ -67,9 +67,15 @@ rg_status rg_cpu_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweig
 /* dbias (OC) += sum_t dout (T,OC), in double, tokens in order (matmul.c). */
 void rg_cpu_bias_grad(float *dbias, const float *dout, int64_t T, int OC);
 
-/* Scalar GELU (gelu = RG_GELU_ERF or RG_GELU_TANH), shared
- * by gelu.c and matmul.c's epilogue. */
+/* Scalar GELU and its derivative (gelu = RG_GELU_ERF or RG_GELU_TANH): the
+ * plain definition (libm erfcf / expf), used for tanh and by tests. */
 float rg_cpu_gelu(float x, int gelu);
+float rg_cpu_gelu_grad(float x, int gelu);
+/* Vectorised exact (erf) GELU over n floats, a few ulps from the true value
+ * (gelu.c): out = gelu(inp); dinp = dout * gelu'(inp). out may equal inp,
+ * dinp may equal dout. The hot loops (gelu.c, matmul.c's epilogue) use these. */
+void rg_cpu_gelu_erf_span(float *out, const float *inp, int64_t n);
+void rg_cpu_gelu_erf_grad_span(float *dinp, const float *inp, const float *dout, int64_t n);
 
 /* Channel tiles for reductions over tokens (dweight, dbias, embedding
  * backward): each tile of RG_CPU_CTILE channels is owned by one thread and
@@ -81,6 +87,7 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
 rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 rg_status rg_cpu_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
+rg_status rg_cpu_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
 
 /* Backward schedule of the flash kernel: 0 picks (default), 1 forces the
  * single pass, 2 the two passes. Tests set it to cover both; not thread-safe. */

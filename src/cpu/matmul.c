@@ -4,6 +4,7 @@
 #include "cpu/cpu.h"
 #include <cblas.h>
 #include <limits.h>
+#include <string.h>
 
 /* BLAS dimensions are int: T is split into chunks of at most this many rows
  * (one chunk for any realistic batch). */
@@ -32,9 +33,11 @@ rg_status rg_cpu_matmul_forward(rg_backend *be, void *out_, void *pre_gelu_, con
         }
         if (gelu != RG_GELU_NONE) {
             float *p = pre + t * OC;
-            for (int j = 0; j < OC; j++) {
-                p[j] = o[j];
-                o[j] = rg_cpu_gelu(o[j], gelu);
+            memcpy(p, o, (size_t)OC * sizeof *p);
+            if (gelu == RG_GELU_ERF) {
+                rg_cpu_gelu_erf_span(o, p, OC);
+            } else {
+                for (int j = 0; j < OC; j++) o[j] = rg_cpu_gelu(p[j], gelu);
             }
         }
     }

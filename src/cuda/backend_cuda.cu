@@ -104,6 +104,7 @@ static rg_backend_ops make_ops(void) {
     o.attn_decode = rg_cuda_attn_decode;
     o.kv_write = rg_cuda_kv_write;
     o.gather_rows = rg_cuda_gather_rows;
+    o.argmax_rows = rg_cuda_argmax_rows;
     o.matmul_forward_residual = rg_cuda_matmul_forward_residual;
     o.gelu_backward_dbias = rg_cuda_gelu_backward_dbias;
     o.layernorm_backward_sum = rg_cuda_layernorm_backward_sum;

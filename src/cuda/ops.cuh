@@ -44,12 +44,13 @@ rg_status rg_cuda_adamw_update(rg_backend *be, float *param, void *compute, floa
                                const float *grad, int64_t n, float lr, float beta1, float beta2,
                                float eps, float weight_decay, float grad_scale, int64_t t);
 
-/* Generation (attention_decode.cu, gather.cu). */
+/* Generation (attention_decode.cu, gather.cu, argmax.cu). */
 rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
                               const void *k_cache, const void *v_cache);
 rg_status rg_cuda_kv_write(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                            const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 rg_status rg_cuda_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
+rg_status rg_cuda_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
 
 rg_status rg_cuda_matmul_forward_residual(rg_backend *be, void *out, const void *inp, const void *weight,
                                           const void *bias, const void *residual, int64_t T, int C, int OC);

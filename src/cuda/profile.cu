@@ -345,6 +345,14 @@ static rg_status p_gather_rows(rg_backend *be, void *out, const void *inp, const
     return r;
 }
 
+static rg_status p_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V) {
+    rg_cuda_state *st = rg_cuda(be);
+    int s = rg_cuda_prof_begin(st);
+    rg_status r = base_ops->argmax_rows(be, out, x, n, V);
+    rg_cuda_prof_end(st, s, "argmax_rows", 0, (double)n * (V * B2 + 4), "V=%d", V);
+    return r;
+}
+
 rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     base_ops = base;
     rg_backend_ops o = *base;
@@ -372,6 +380,7 @@ rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     if (base->attn_decode) o.attn_decode = p_attn_decode;
     if (base->kv_write) o.kv_write = p_kv_write;
     if (base->gather_rows) o.gather_rows = p_gather_rows;
+    if (base->argmax_rows) o.argmax_rows = p_argmax_rows;
     o.profile_reset = p_reset;
     o.profile_read = p_read;
     return o;

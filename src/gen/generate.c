@@ -39,6 +39,7 @@ struct rg_generator {
     int32_t *ids, *counts, *cu; /* (max_batch), (max_batch), (max_batch + 1) */
     int32_t *tokens;          /* (max_prefill_tokens) */
     float *logits;            /* (max_batch, V) */
+    int32_t *picked;          /* (max_batch) the backend's greedy picks */
 };
 
 static int32_t blocks_for(int64_t tokens, int32_t bs) { return (int32_t)((tokens + bs - 1) / bs); }
@@ -83,6 +84,7 @@ rg_status rg_generator_create(rg_model *m, const rg_generator_opts *opts, rg_gen
     if (s == RG_OK) s = rg_alloc((void **)&g->cu, (size_t)o.max_batch + 1, sizeof(int32_t), "generator cu");
     if (s == RG_OK) s = rg_alloc((void **)&g->tokens, (size_t)o.max_prefill_tokens, sizeof(int32_t), "generator tokens");
     if (s == RG_OK) s = rg_alloc((void **)&g->logits, (size_t)o.max_batch * (size_t)g->V, sizeof(float), "generator logits");
+    if (s == RG_OK) s = rg_alloc((void **)&g->picked, (size_t)o.max_batch, sizeof(int32_t), "generator picks");
     if (s != RG_OK) { rg_generator_free(g); return s; }
     *out = g;
     return RG_OK;
@@ -106,6 +108,7 @@ void rg_generator_free(rg_generator *g) {
     rg_free(g->cu);
     rg_free(g->tokens);
     rg_free(g->logits);
+    rg_free(g->picked);
     rg_sample_ws_free(&g->ws);
     rg_kv_cache_free(g->kv);
     rg_gen_scratch_free(g->scratch);
@@ -181,12 +184,16 @@ rg_status rg_generator_add(rg_generator *g, const rg_gen_request *req, int32_t *
     return RG_OK;
 }
 
-/* Samples the next token of request id from its logits row, reports it, and
- * ends the request (freeing its blocks) when it is done. */
-static rg_status take_token(rg_generator *g, int32_t id, float *logits, int32_t *finished) {
+/* Reports the next token of request id and ends the request (freeing its
+ * blocks) when it is done: sampled from its logits row, or, with logits NULL,
+ * the backend's greedy pick. */
+static rg_status take_token(rg_generator *g, int32_t id, float *logits, int32_t picked, int32_t *finished) {
     gen_req *r = g->reqs[id];
-    rg_sample_penalize(&g->ws, logits, r->sampling.repetition_penalty, r->prompt, r->len, r->out, r->n_out);
-    int32_t tok = rg_sample_pick(&g->ws, &r->sampling, &r->rng, logits);
+    int32_t tok = picked;
+    if (logits) {
+        rg_sample_penalize(&g->ws, logits, r->sampling.repetition_penalty, r->prompt, r->len, r->out, r->n_out);
+        tok = rg_sample_pick(&g->ws, &r->sampling, &r->rng, logits);
+    }
     r->out[r->n_out++] = tok;
     if (tok == r->eot) r->finish = RG_GEN_EOT;
     else if (r->n_out == r->max_new) r->finish = RG_GEN_LENGTH;
@@ -194,6 +201,29 @@ static rg_status take_token(rg_generator *g, int32_t id, float *logits, int32_t 
     if (r->finish == RG_GEN_RUNNING) return RG_OK;
     (*finished)++;
     return rg_kv_cache_remove_seq(g->kv, id);
+}
+
+/* One pass over the n sequences of g->ids (tokens and cu already set), then
+ * one token for each. When all of them decode greedily without a penalty the
+ * backend picks the tokens and n ints come back instead of n * V logits (the
+ * same tokens: both take the first argmax). */
+static rg_status pass(rg_generator *g, bool prefill, int32_t n, int32_t *finished) {
+    bool greedy = true;
+    for (int32_t b = 0; b < n && greedy; b++) {
+        const rg_sampling *sp = &g->reqs[g->ids[b]]->sampling;
+        greedy = rg_sample_is_greedy(sp) && sp->repetition_penalty == 1.0f;
+    }
+    RG_TRY(rg_model_forward_kv(g->m, g->scratch, g->kv, prefill, n, g->ids, g->cu, g->tokens,
+                               greedy ? NULL : g->logits));
+    if (greedy) RG_TRY(rg_gen_scratch_argmax(g->scratch, g->picked));
+    if (prefill) {
+        for (int32_t b = 0; b < n; b++) g->running[g->n_running + b] = g->ids[b];
+        g->n_running += n;
+    }
+    for (int32_t b = 0; b < n; b++)
+        RG_TRY(take_token(g, g->ids[b], greedy ? NULL : g->logits + (size_t)b * g->V, greedy ? g->picked[b] : -1,
+                          finished));
+    return RG_OK;
 }
 
 /* Drops finished requests from the running list, keeping order. */
@@ -231,7 +261,6 @@ static rg_status admit(rg_generator *g, int32_t *n_out) {
 rg_status rg_generator_step(rg_generator *g, rg_gen_step_stats *stats) {
     if (!g) return rg_fail(RG_ERR_INVALID_ARG, "rg_generator_step: generator is NULL");
     rg_gen_step_stats st = {0};
-    const int32_t V = g->V;
     /* The sequences already running decode after the prefill; remember them. */
     int32_t n_old = g->n_running;
 
@@ -241,11 +270,7 @@ rg_status rg_generator_step(rg_generator *g, rg_gen_step_stats *stats) {
     if (n_new > 0) {
         for (int32_t b = 0; b < n_new; b++) g->counts[b] = g->cu[b + 1] - g->cu[b];
         RG_TRY(rg_kv_cache_append(g->kv, n_new, g->ids, g->counts));
-        RG_TRY(rg_model_forward_kv(g->m, g->scratch, g->kv, true, n_new, g->ids, g->cu, g->tokens, g->logits));
-        for (int32_t b = 0; b < n_new; b++) g->running[g->n_running + b] = g->ids[b];
-        g->n_running += n_new;
-        for (int32_t b = 0; b < n_new; b++)
-            RG_TRY(take_token(g, g->ids[b], g->logits + (size_t)b * V, &st.finished));
+        RG_TRY(pass(g, true, n_new, &st.finished));
         st.prefill_seqs = n_new;
         st.prefill_tokens = g->cu[n_new];
     }
@@ -267,8 +292,7 @@ rg_status rg_generator_step(rg_generator *g, rg_gen_step_stats *stats) {
         g->cu[n_dec] = n_dec;
         for (int32_t b = 0; b < n_dec; b++) g->counts[b] = 1;
         RG_TRY(rg_kv_cache_append(g->kv, n_dec, g->ids, g->counts));
-        RG_TRY(rg_model_forward_kv(g->m, g->scratch, g->kv, false, n_dec, g->ids, g->cu, g->tokens, g->logits));
-        for (int32_t b = 0; b < n_dec; b++) RG_TRY(take_token(g, g->ids[b], g->logits + (size_t)b * V, &st.finished));
+        RG_TRY(pass(g, false, n_dec, &st.finished));
         st.decode_tokens = n_dec;
         st.decode_s = rg_now() - t1;
     }

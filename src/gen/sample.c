@@ -104,9 +104,11 @@ static void top_k(rg_sample_cand *c, const float *logits, int32_t V, int32_t k) 
     qsort(c, (size_t)k, sizeof *c, cmp_cand);
 }
 
+bool rg_sample_is_greedy(const rg_sampling *s) { return s->greedy || s->temperature <= 0.0f || s->top_k == 1; }
+
 int32_t rg_sample_pick(rg_sample_ws *ws, const rg_sampling *s, rg_rng *rng, const float *logits) {
     const int32_t V = ws->V;
-    if (s->greedy || s->temperature <= 0.0f || s->top_k == 1) return argmax(logits, V);
+    if (rg_sample_is_greedy(s)) return argmax(logits, V);
     rg_sample_cand *c = ws->cand;
     double *p = ws->p;
     int32_t n = V;

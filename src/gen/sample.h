@@ -23,6 +23,9 @@ void rg_sample_ws_free(rg_sample_ws *ws);
 void rg_sample_penalize(rg_sample_ws *ws, float *logits, float penalty, const int32_t *a, int32_t na,
                         const int32_t *b, int32_t nb);
 
+/* Whether s picks the argmax (greedy, temperature 0 or top-k 1). */
+bool rg_sample_is_greedy(const rg_sampling *s);
+
 /* The token for logits (V) already penalised; settings valid (rg_sampling_validate). */
 int32_t rg_sample_pick(rg_sample_ws *ws, const rg_sampling *s, rg_rng *rng, const float *logits);
 

@@ -22,6 +22,9 @@ struct rg_gen_scratch {
     void *x, *ln, *qkv, *atty, *x1, *fch, *fch_gelu;  /* (T, C|Q|H) act dtype */
     float *mean, *rstd;          /* (T) */
     void *last, *lnf, *logits;   /* (S, C), (S, C), (S, V) */
+    float *logits_f32;           /* (S, V) when the act dtype is not fp32: converted before the download */
+    int32_t *argmax;             /* (S) greedy picks, read back instead of the logits */
+    int32_t n_last;              /* sequences of the last pass (rows of logits) */
 };
 
 static size_t meta_len(int64_t T, int32_t S) { return 2 * (size_t)T + 2 * (size_t)S + 1; }
@@ -50,6 +53,9 @@ static size_t layout(rg_gen_scratch *g, char *base) {
     g->last = carve(base, &off, S * m->C, as);
     g->lnf = carve(base, &off, S * m->C, as);
     g->logits = carve(base, &off, S * m->cfg.vocab_size, as);
+    g->logits_f32 = m->be->ops->act_dtype == RG_DTYPE_F32 ? NULL
+                                                          : carve(base, &off, S * m->cfg.vocab_size, sizeof(float));
+    g->argmax = carve(base, &off, S, sizeof(int32_t));
     return off;
 }
 
@@ -62,6 +68,7 @@ static rg_status check_ops(const rg_backend *be) {
         {o->matmul_forward != NULL, "matmul_forward"}, {o->add != NULL, "add"},
         {o->attn_forward != NULL, "attn_forward"}, {o->attn_decode != NULL, "attn_decode"},
         {o->kv_write != NULL, "kv_write"}, {o->gather_rows != NULL, "gather_rows"},
+        {o->argmax_rows != NULL, "argmax_rows"}, {o->convert != NULL, "convert"},
     };
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
         if (!need[i].present)
@@ -144,8 +151,9 @@ rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, b
                               const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
                               float *logits_host) {
     const char *fn = "rg_model_forward_kv";
-    if (!m || !g || !kv || !seq_ids || !cu_new || !tokens || !logits_host)
+    if (!m || !g || !kv || !seq_ids || !cu_new || !tokens)
         return rg_fail(RG_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    g->n_last = 0;
     if (g->m != m || kv->be != m->be)
         return rg_fail(RG_ERR_INVALID_ARG, "%s: scratch or cache belongs to another model or backend", fn);
     const rg_model_config *c = &m->cfg;
@@ -213,5 +221,21 @@ rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, b
     }
     RG_TRY(op->matmul_forward(be, g->logits, NULL, last, rg_model_p(m, m->lm_w), rg_model_p(m, m->lm_b), S, C, V,
                               RG_GELU_NONE));
-    return rg_buffer_download_f32(be, logits_host, g->logits, op->act_dtype, (size_t)S * V);
+    g->n_last = S;
+    if (!logits_host) return RG_OK;
+    /* Convert on the device: the host would otherwise widen S * V values one by one. */
+    const void *src = g->logits;
+    if (g->logits_f32) {
+        RG_TRY(op->convert(be, g->logits_f32, RG_DTYPE_F32, g->logits, op->act_dtype, (int64_t)S * V));
+        src = g->logits_f32;
+    }
+    return rg_buffer_download(be, logits_host, src, sizeof(float) * (size_t)S * V);
+}
+
+rg_status rg_gen_scratch_argmax(rg_gen_scratch *g, int32_t *out_host) {
+    if (!g || !out_host) return rg_fail(RG_ERR_INVALID_ARG, "rg_gen_scratch_argmax: NULL argument");
+    if (g->n_last < 1) return rg_fail(RG_ERR_INVALID_ARG, "rg_gen_scratch_argmax: no pass has left logits");
+    rg_backend *be = g->m->be;
+    RG_TRY(be->ops->argmax_rows(be, g->argmax, g->logits, g->n_last, g->m->cfg.vocab_size));
+    return rg_buffer_download(be, out_host, g->argmax, sizeof(int32_t) * (size_t)g->n_last);
 }

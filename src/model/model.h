@@ -153,10 +153,15 @@ void rg_gen_scratch_free(rg_gen_scratch *g);
  * sequence's cache held nothing before (its new tokens are all of it; varlen
  * causal attention over them); otherwise each brings exactly one token
  * (decode attention over its cache). Writes the new K/V into the cache and
- * the logits of each sequence's last token to logits_host (n_seqs, V) fp32. */
+ * the logits of each sequence's last token to logits_host (n_seqs, V) fp32,
+ * or, with logits_host NULL, leaves them on the device for
+ * rg_gen_scratch_argmax. */
 rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int32_t n_seqs,
                               const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
                               float *logits_host);
+/* The greedy pick (first argmax) of every sequence of the last pass, computed
+ * on the backend; out_host (n_seqs of that pass) int32. */
+rg_status rg_gen_scratch_argmax(rg_gen_scratch *g, int32_t *out_host);
 
 /* optim.c: one update with the gradients in m->grads scaled by grad_scale. */
 rg_status rg_model_apply_update(rg_model *m, float lr, float grad_scale);
