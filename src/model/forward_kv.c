@@ -65,7 +65,8 @@ static rg_status check_ops(const rg_backend *be) {
     const rg_backend_ops *o = be->ops;
     struct { bool present; const char *name; } need[] = {
         {o->embedding_forward != NULL, "embedding_forward"}, {o->layernorm_forward != NULL, "layernorm_forward"},
-        {o->matmul_forward != NULL, "matmul_forward"}, {o->add != NULL, "add"},
+        {o->matmul_forward != NULL, "matmul_forward"},
+        {o->matmul_forward_residual != NULL, "matmul_forward_residual"},
         {o->attn_forward != NULL, "attn_forward"}, {o->attn_decode != NULL, "attn_decode"},
         {o->kv_write != NULL, "kv_write"}, {o->gather_rows != NULL, "gather_rows"},
         {o->argmax_rows != NULL, "argmax_rows"}, {o->convert != NULL, "convert"},
@@ -196,17 +197,15 @@ rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, b
         RG_TRY(rg_kv_cache_write(kv, l, k, Q, v, Q));
         if (prefill) RG_TRY(op->attn_forward(be, &aa, g->qkv, k, v, g->atty, NULL));
         else RG_TRY(rg_attn_decode(be, kv, l, c->n_heads, 0.0f, g->qkv, Q, g->atty));
-        RG_TRY(op->matmul_forward(be, g->x1, NULL, g->atty, rg_model_p(m, p->proj_w), rg_model_p(m, p->proj_b), T,
-                                  C, C, RG_GELU_NONE));
-        RG_TRY(op->add(be, g->x1, g->x1, g->x, T * C));
+        RG_TRY(op->matmul_forward_residual(be, g->x1, g->atty, rg_model_p(m, p->proj_w), rg_model_p(m, p->proj_b),
+                                           g->x, T, C, C));
         RG_TRY(op->layernorm_forward(be, g->ln, g->mean, g->rstd, g->x1, rg_model_p(m, p->ln2_w),
                                      rg_model_p(m, p->ln2_b), c->ln_eps, T, C));
         RG_TRY(op->matmul_forward(be, g->fch_gelu, g->fch, g->ln, rg_model_p(m, p->fc_w), rg_model_p(m, p->fc_b),
                                   T, C, H, (int)c->gelu));
         /* The block's output overwrites its input, dead once x1 exists. */
-        RG_TRY(op->matmul_forward(be, g->x, NULL, g->fch_gelu, rg_model_p(m, p->fc2_w), rg_model_p(m, p->fc2_b),
-                                  T, H, C, RG_GELU_NONE));
-        RG_TRY(op->add(be, g->x, g->x, g->x1, T * C));
+        RG_TRY(op->matmul_forward_residual(be, g->x, g->fch_gelu, rg_model_p(m, p->fc2_w), rg_model_p(m, p->fc2_b),
+                                           g->x1, T, H, C));
     }
     /* Decode brings one row per sequence: they are already the last rows. */
     const void *last = g->x;
