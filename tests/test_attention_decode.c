@@ -4,6 +4,7 @@
  * qkv strides; a fragmented pool), against rg_attn_forward (varlen, causal,
  * one query per sequence) when that op exists, and bad arguments. */
 #include "check.h"
+#include "kv_util.h"
 #include "ragged.h"
 #include <math.h>
 #include <stdio.h>
@@ -46,24 +47,6 @@ static void decode_ref(int32_t n, const int32_t *lens, const int32_t *koff, int3
         }
 }
 
-/* Leaves the pool's free list shuffled: sequences grabbed and half released. */
-static void fragment(rg_rng *r, rg_kv_cache *kv, int32_t n_blocks_used) {
-    int32_t bs = rg_kv_cache_block_size(kv), ids[64], n = 0, left = n_blocks_used;
-    while (left > 0 && n < 64) {
-        int32_t nb = 1 + (int32_t)rg_rng_below(r, 4), len;
-        if (nb > left) nb = left;
-        len = nb * bs;
-        ids[n] = 1000000 + n;
-        if (rg_kv_cache_add_seq(kv, ids[n]) != RG_OK || rg_kv_cache_append(kv, 1, &ids[n], &len) != RG_OK) break;
-        left -= nb;
-        n++;
-    }
-    for (int32_t i = 0; i < n; i++)
-        if (rg_rng_below(r, 2)) rg_kv_cache_remove_seq(kv, ids[i]);
-    for (int32_t i = 0; i < n; i++)
-        if (rg_kv_cache_seq_len(kv, ids[i]) >= 0) rg_kv_cache_remove_seq(kv, ids[i]);
-}
-
 typedef struct dcase {
     int32_t n, h, hkv, d, bs;
     const int32_t *lens;
@@ -86,7 +69,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
     rg_kv_cache *kv;
     if (!CHECK(rg_kv_cache_init(be, 2, hkv, d, c->bs, n_blocks, &kv) == RG_OK, "%s: init: %s", label,
                rg_last_error())) { free(koff); return; }
-    fragment(r, kv, n_blocks);
+    kvt_fragment(r, kv, n_blocks);
 
     /* Contiguous K/V per layer (total, hkv, d): the reference reads these. */
     float *k[2] = {randn(r, (size_t)total * row), randn(r, (size_t)total * row)};

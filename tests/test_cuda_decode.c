@@ -20,6 +20,7 @@
  * exact zeros. */
 #include "backend.h"
 #include "check.h"
+#include "kv_util.h"
 #include "core/dtype.h"
 #include "gen/kv_cache.h"
 #include "ragged.h"
@@ -117,24 +118,6 @@ static double compare(const char *label, const char *what, const float *got, con
     return worst;
 }
 
-/* Leaves the pool's free list shuffled: sequences grab blocks and some release them. */
-static void fragment(rg_rng *r, rg_kv_cache *kv, int32_t n_blocks) {
-    int32_t bs = rg_kv_cache_block_size(kv), ids[64], n = 0, left = n_blocks;
-    while (left > 0 && n < 64) {
-        int32_t nb = 1 + (int32_t)rg_rng_below(r, 4), len;
-        if (nb > left) nb = left;
-        len = nb * bs;
-        ids[n] = 1000000 + n;
-        if (rg_kv_cache_add_seq(kv, ids[n]) != RG_OK || rg_kv_cache_append(kv, 1, &ids[n], &len) != RG_OK) break;
-        left -= nb;
-        n++;
-    }
-    for (int32_t i = 0; i < n; i++)
-        if (rg_rng_below(r, 2)) rg_kv_cache_remove_seq(kv, ids[i]);
-    for (int32_t i = 0; i < n; i++)
-        if (rg_kv_cache_seq_len(kv, ids[i]) >= 0) rg_kv_cache_remove_seq(kv, ids[i]);
-}
-
 typedef struct dcase {
     int32_t n, h, hkv, d, bs;
     const int32_t *lens;
@@ -191,7 +174,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         CHECK(rg_buffer_upload(gpu, kv->pool, nan, 2 * el) == RG_OK, "%s: poison: %s", label, rg_last_error());
         free(nan);
     }
-    fragment(r, kv, n_blocks);
+    kvt_fragment(r, kv, n_blocks);
 
     /* Host K/V per layer (total, hkv, d), contiguous; q (n, sq). */
     float *k[2] = {randn_bf16(r, (size_t)total * row), randn_bf16(r, (size_t)total * row)};

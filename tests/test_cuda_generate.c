@@ -37,18 +37,6 @@ static rg_model *gpu_copy(rg_model *mc, const rg_model_config *cfg) {
     return mg;
 }
 
-/* CPU logits of the last token of each sequence, from scratch (n, V). */
-static float *ref_logits(rg_model *mc, int n, int32_t **seqs, const int32_t *lens, int V, int max_len) {
-    rg_batch b = tm_batch(RG_LAYOUT_PACKED, n, seqs, lens, V, max_len);
-    float *all = malloc(sizeof(float) * (size_t)b.n_tokens * V), *last = malloc(sizeof(float) * (size_t)n * V);
-    TRY_OK(rg_model_logits(mc, &b, all));
-    for (int i = 0; i < n; i++)
-        memcpy(last + (size_t)i * V, all + (size_t)(b.cu_seqlens[i + 1] - 1) * V, sizeof(float) * V);
-    rg_batch_free(&b);
-    free(all);
-    return last;
-}
-
 static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config cfg, int block_size) {
     enum { N = 5, STEPS = 10 };
     int32_t lens[N] = {1, 5, 17, 2 * block_size + 1, 300};
@@ -75,8 +63,8 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
     TRY_OK(rg_model_forward_kv(mg, g, kv, true, N, ids, cu, tokens, got));
     double worst = 0, worst_full = 0;
     for (int step = 0; step <= STEPS; step++) {
-        float *ref = ref_logits(mc, N, seqs, lens, V, cfg.max_seq_len);
-        float *full = ref_logits(mg, N, seqs, lens, V, cfg.max_seq_len);
+        float *ref = tm_last_logits(mc, N, seqs, lens, V, cfg.max_seq_len);
+        float *full = tm_last_logits(mg, N, seqs, lens, V, cfg.max_seq_len);
         double e = rg_rel_err(got, ref, (size_t)N * V), ef = rg_rel_err(full, ref, (size_t)N * V);
         if (e > worst) worst = e;
         if (ef > worst_full) worst_full = ef;
@@ -142,8 +130,8 @@ static void test_engine_greedy(rg_rng *rng) {
         bool ok = true;
         for (int k = 0; k < n; k++) {
             int32_t l = lens[i] + k, *one[1] = {full};
-            float *lg = ref_logits(mc, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
-            float *lf = ref_logits(mg, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
+            float *lg = tm_last_logits(mc, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
+            float *lf = tm_last_logits(mg, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
             double ef = rg_rel_err(lf, lg, (size_t)cfg.vocab_size);
             free(lf);
             double rms = 0;

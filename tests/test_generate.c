@@ -25,18 +25,6 @@ static bool fails_with(rg_status got, rg_status want, const char *needle, const 
                  label, rg_status_str(got), m, rg_status_str(want), needle);
 }
 
-/* Logits of the last token of each sequence, recomputed from scratch (n, V). */
-static float *full_logits(rg_model *m, int n, int32_t **seqs, const int32_t *lens, int V, int max_len) {
-    rg_batch b = tm_batch(RG_LAYOUT_PACKED, n, seqs, lens, V, max_len);
-    float *all = malloc(sizeof(float) * (size_t)b.n_tokens * V), *last = malloc(sizeof(float) * (size_t)n * V);
-    TRY_OK(rg_model_logits(m, &b, all));
-    for (int i = 0; i < n; i++)
-        memcpy(last + (size_t)i * V, all + (size_t)(b.cu_seqlens[i + 1] - 1) * V, sizeof(float) * V);
-    rg_batch_free(&b);
-    free(all);
-    return last;
-}
-
 /* Prefill of n prompts in one pass, then decode steps with random tokens;
  * every step's logits against the recomputation. */
 static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config cfg, int block_size) {
@@ -63,7 +51,7 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
     TRY_OK(rg_model_forward_kv(m, g, kv, true, N, ids, cu, tokens, got));
     double worst = 0;
     for (int step = 0; step <= steps; step++) {
-        float *ref = full_logits(m, N, seqs, lens, V, cfg.max_seq_len);
+        float *ref = tm_last_logits(m, N, seqs, lens, V, cfg.max_seq_len);
         for (int i = 0; i < N; i++) {
             double e = rg_rel_err(got + (size_t)i * V, ref + (size_t)i * V, (size_t)V);
             if (e > worst) worst = e;
@@ -170,7 +158,7 @@ static void test_batch_equals_single(rg_rng *rng) {
         bool ok = true;
         for (int k = 0; k < NEW; k++) {
             int32_t l = lens[i] + k, *one[1] = {full};
-            float *lg = full_logits(m, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
+            float *lg = tm_last_logits(m, 1, one, &l, cfg.vocab_size, cfg.max_seq_len);
             int32_t best = 0;
             for (int v = 1; v < cfg.vocab_size; v++) if (lg[v] > lg[best]) best = v;
             ok = ok && best == batched[i][k];

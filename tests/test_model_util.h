@@ -59,6 +59,20 @@ static inline rg_batch tm_batch(rg_batch_layout layout, int n, int32_t *const *s
     return b;
 }
 
+/* Logits of the last token of each of n sequences, recomputed from scratch in
+ * one packed batch: (n, V) fp32, malloc'd. */
+static inline float *tm_last_logits(rg_model *m, int n, int32_t *const *seqs, const int32_t *lens, int V,
+                                    int max_len) {
+    rg_batch b = tm_batch(RG_LAYOUT_PACKED, n, seqs, lens, V, max_len);
+    float *all = malloc(sizeof(float) * (size_t)b.n_tokens * V), *last = malloc(sizeof(float) * (size_t)n * V);
+    TRY_OK(rg_model_logits(m, &b, all));
+    for (int i = 0; i < n; i++)
+        memcpy(last + (size_t)i * V, all + (size_t)(b.cu_seqlens[i + 1] - 1) * V, sizeof(float) * V);
+    rg_batch_free(&b);
+    free(all);
+    return last;
+}
+
 static inline rg_model *tm_model(rg_backend *be, const rg_model_config *cfg, uint64_t seed) {
     rg_model *m;
     TRY_OK(rg_model_init(be, cfg, seed, &m));
