@@ -77,6 +77,7 @@ void rg_kv_cache_free(rg_kv_cache *kv) {
     rg_free(kv->seqs);
     rg_free(kv->free_list);
     rg_free(kv->h_buf);
+    rg_free(kv->idx);
     rg_buffer_free(kv->be, kv->d_buf);
     rg_buffer_free(kv->be, kv->pool);
     rg_free(kv);
@@ -167,12 +168,26 @@ static rg_status lookup_ids(const rg_kv_cache *kv, const char *fn, int32_t n, co
     return RG_OK;
 }
 
+/* kv->idx with room for n indices (grown, never shrunk: a step allocates
+ * only when its batch is the largest so far). */
+static rg_status idx_scratch(rg_kv_cache *kv, int32_t n, int32_t **out) {
+    if (n > kv->idx_cap) {
+        int32_t *p;
+        RG_TRY(rg_alloc((void **)&p, (size_t)n, sizeof(int32_t), "kv cache batch indices"));
+        rg_free(kv->idx);
+        kv->idx = p;
+        kv->idx_cap = n;
+    }
+    *out = kv->idx;
+    return RG_OK;
+}
+
 rg_status rg_kv_cache_append(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids, const int32_t *n_new) {
     const char *fn = "rg_kv_cache_append";
     if (!kv || !seq_ids || !n_new) return rg_fail(RG_ERR_INVALID_ARG, "%s: kv, seq_ids or n_new is NULL", fn);
     if (n_seqs < 1) return rg_fail(RG_ERR_INVALID_ARG, "%s: n_seqs = %d, expected >= 1", fn, n_seqs);
     int32_t *idx;
-    RG_TRY(rg_alloc((void **)&idx, (size_t)n_seqs, sizeof(int32_t), "rg_kv_cache_append indices"));
+    RG_TRY(idx_scratch(kv, n_seqs, &idx));
     rg_status s = lookup_ids(kv, fn, n_seqs, seq_ids, idx);
     int64_t total = 0;
     for (int32_t b = 0; s == RG_OK && b < n_seqs; b++)
@@ -208,7 +223,6 @@ rg_status rg_kv_cache_append(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq
         }
         kv->version++;
     }
-    rg_free(idx);
     return s;
 }
 
@@ -276,7 +290,7 @@ rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *
     if (n_seqs < 1) return rg_fail(RG_ERR_INVALID_ARG, "%s: n_seqs = %d, expected >= 1", fn, n_seqs);
     if (cu_new[0] != 0) return rg_fail(RG_ERR_INVALID_ARG, "%s: cu_new[0] = %d, expected 0", fn, cu_new[0]);
     int32_t *idx;
-    RG_TRY(rg_alloc((void **)&idx, (size_t)n_seqs, sizeof(int32_t), "rg_kv_cache_set_batch indices"));
+    RG_TRY(idx_scratch(kv, n_seqs, &idx));
     rg_status s = lookup_ids(kv, fn, n_seqs, seq_ids, idx);
     int32_t max_blocks = 1, max_len = 0;
     for (int32_t b = 0; s == RG_OK && b < n_seqs; b++) {
@@ -334,7 +348,6 @@ rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *
             kv->b_max_len = max_len;
         }
     }
-    rg_free(idx);
     return s;
 }
 

@@ -32,6 +32,8 @@ struct rg_kv_cache {
     size_t h_cap;          /* int32 elements of h_buf */
     int32_t *d_buf;        /* backend copy of h_buf */
     size_t d_cap;
+    int32_t *idx;          /* (idx_cap) host scratch: the step's sequence indices, kept between steps */
+    int32_t idx_cap;
 };
 
 /* The K or V pool of a layer (which = 0 for K, 1 for V): (n_blocks, block_size, h_kv, d). */
