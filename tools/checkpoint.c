@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,39 +39,71 @@ static void kv_free(kvlist *l) {
     free(l->kv);
 }
 
-static const char *b2s(bool b) { return b ? "true" : "false"; }
+/* ---- the configuration in the metadata: one table serves writing and reading ---- */
+typedef enum { F_I32, F_I64, F_F32, F_BOOL, F_ENUM } field_kind;
+typedef struct meta_field {
+    const char *key;
+    field_kind kind;
+    bool optim;               /* a field of rg_optim_config, else of rg_model_config */
+    size_t off;               /* offsetof in that struct */
+    const char *word[2];      /* F_ENUM: the names of value[0] and value[1] */
+    int value[2];
+} meta_field;
 
-static void describe_model(kvlist *l, const rg_model_config *c) {
-    kv_add(l, "model.n_layers", "%d", c->n_layers);
-    kv_add(l, "model.d_model", "%d", c->d_model);
-    kv_add(l, "model.n_heads", "%d", c->n_heads);
-    kv_add(l, "model.n_kv_heads", "%d", c->n_kv_heads);
-    kv_add(l, "model.vocab_size", "%d", c->vocab_size);
-    kv_add(l, "model.max_seq_len", "%d", c->max_seq_len);
-    kv_add(l, "model.mlp_ratio", "%d", c->mlp_ratio);
-    kv_add(l, "model.ln_bias", "%s", b2s(c->ln_bias));
-    kv_add(l, "model.linear_bias", "%s", b2s(c->linear_bias));
-    kv_add(l, "model.final_ln", "%s", b2s(c->final_ln));
-    kv_add(l, "model.tied_embeddings", "%s", b2s(c->tied_embeddings));
-    kv_add(l, "model.lm_head_bias", "%s", b2s(c->lm_head_bias));
-    kv_add(l, "model.gelu", "%s", c->gelu == RG_GELU_KIND_TANH ? "tanh" : "erf");
-    kv_add(l, "model.ln_eps", "%.9g", c->ln_eps);
-    kv_add(l, "model.init", "%s", c->init == RG_INIT_GPT2 ? "gpt2" : "torch");
+#define MODEL(key, kind, field) {key, kind, false, offsetof(rg_model_config, field), {NULL, NULL}, {0, 0}}
+#define OPTIM(key, kind, field) {key, kind, true, offsetof(rg_optim_config, field), {NULL, NULL}, {0, 0}}
+_Static_assert(sizeof(rg_gelu_kind) == sizeof(int) && sizeof(rg_init_kind) == sizeof(int) &&
+               sizeof(rg_optim_kind) == sizeof(int), "F_ENUM fields are read and written as int");
+static const meta_field fields[] = {
+    MODEL("model.n_layers", F_I32, n_layers),
+    MODEL("model.d_model", F_I32, d_model),
+    MODEL("model.n_heads", F_I32, n_heads),
+    MODEL("model.n_kv_heads", F_I32, n_kv_heads),
+    MODEL("model.vocab_size", F_I32, vocab_size),
+    MODEL("model.max_seq_len", F_I32, max_seq_len),
+    MODEL("model.mlp_ratio", F_I32, mlp_ratio),
+    MODEL("model.ln_bias", F_BOOL, ln_bias),
+    MODEL("model.linear_bias", F_BOOL, linear_bias),
+    MODEL("model.final_ln", F_BOOL, final_ln),
+    MODEL("model.tied_embeddings", F_BOOL, tied_embeddings),
+    MODEL("model.lm_head_bias", F_BOOL, lm_head_bias),
+    {"model.gelu", F_ENUM, false, offsetof(rg_model_config, gelu), {"erf", "tanh"},
+     {RG_GELU_KIND_ERF, RG_GELU_KIND_TANH}},
+    MODEL("model.ln_eps", F_F32, ln_eps),
+    {"model.init", F_ENUM, false, offsetof(rg_model_config, init), {"gpt2", "torch"}, {RG_INIT_GPT2, RG_INIT_TORCH}},
+    {"optim.kind", F_ENUM, true, offsetof(rg_optim_config, kind), {"sgd", "adamw"}, {RG_OPTIM_SGD, RG_OPTIM_ADAMW}},
+    OPTIM("optim.lr", F_F32, lr),
+    OPTIM("optim.min_lr", F_F32, min_lr),
+    OPTIM("optim.warmup_steps", F_I64, warmup_steps),
+    OPTIM("optim.total_steps", F_I64, total_steps),
+    OPTIM("optim.momentum", F_F32, momentum),
+    OPTIM("optim.beta1", F_F32, beta1),
+    OPTIM("optim.beta2", F_F32, beta2),
+    OPTIM("optim.eps", F_F32, eps),
+    OPTIM("optim.weight_decay", F_F32, weight_decay),
+    OPTIM("optim.decay_matrices_only", F_BOOL, decay_matrices_only),
+    OPTIM("optim.clip_norm", F_F32, clip_norm),
+};
+#undef MODEL
+#undef OPTIM
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static void *field_at(const meta_field *f, const rg_model_config *c, const rg_optim_config *o) {
+    return (char *)(f->optim ? (const void *)o : (const void *)c) + f->off;
 }
 
-static void describe_optim(kvlist *l, const rg_optim_config *o) {
-    kv_add(l, "optim.kind", "%s", o->kind == RG_OPTIM_ADAMW ? "adamw" : "sgd");
-    kv_add(l, "optim.lr", "%.9g", o->lr);
-    kv_add(l, "optim.min_lr", "%.9g", o->min_lr);
-    kv_add(l, "optim.warmup_steps", "%" PRId64, o->warmup_steps);
-    kv_add(l, "optim.total_steps", "%" PRId64, o->total_steps);
-    kv_add(l, "optim.momentum", "%.9g", o->momentum);
-    kv_add(l, "optim.beta1", "%.9g", o->beta1);
-    kv_add(l, "optim.beta2", "%.9g", o->beta2);
-    kv_add(l, "optim.eps", "%.9g", o->eps);
-    kv_add(l, "optim.weight_decay", "%.9g", o->weight_decay);
-    kv_add(l, "optim.decay_matrices_only", "%s", b2s(o->decay_matrices_only));
-    kv_add(l, "optim.clip_norm", "%.9g", o->clip_norm);
+static void describe_config(kvlist *l, const rg_model_config *c, const rg_optim_config *o) {
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        const meta_field *f = &fields[i];
+        const void *p = field_at(f, c, o);
+        switch (f->kind) {
+        case F_I32: kv_add(l, f->key, "%d", *(const int32_t *)p); break;
+        case F_I64: kv_add(l, f->key, "%" PRId64, *(const int64_t *)p); break;
+        case F_F32: kv_add(l, f->key, "%.9g", *(const float *)p); break;
+        case F_BOOL: kv_add(l, f->key, "%s", *(const bool *)p ? "true" : "false"); break;
+        case F_ENUM: kv_add(l, f->key, "%s", f->word[*(const int *)p == f->value[1]]); break;
+        }
+    }
 }
 
 /* Optimizer states the model keeps: 0 none, 1 m, 2 m and v. */
@@ -119,8 +152,7 @@ int ckpt_save(const char *path, rg_model *m, const char *const *extra_kv, size_t
     kv_add(&meta, "format", "%s", CKPT_FORMAT);
     kv_add(&meta, "ragged_version", "%s", rg_version());
     kv_add(&meta, "step", "%" PRId64, rg_model_optim_step(m));
-    describe_model(&meta, rg_model_get_config(m));
-    describe_optim(&meta, &opt);
+    describe_config(&meta, rg_model_get_config(m), &opt);
     for (size_t i = 0; i < n_extra; i++) kv_add(&meta, extra_kv[2 * i], "%s", extra_kv[2 * i + 1]);
     if (meta.oom) { snprintf(err, err_size, "out of memory"); goto done; }
     if (rg_safetensors_write(path, views, nv, (const char *const *)meta.kv, meta.n / 2) != RG_OK) {
@@ -219,39 +251,25 @@ int ckpt_open(const char *path, rg_safetensors **out, rg_model_config *c, rg_opt
         snprintf(err, n, "%s: metadata 'format' = '%s', expected '%s'", path, fmt, CKPT_FORMAT);
         ok = false;
     }
-    int gelu = 0, init = 0, kind = 0;
     memset(c, 0, sizeof *c);
     memset(o, 0, sizeof *o);
-    ok = ok && get_i64(st, path, "step", 0, INT64_MAX, step, err, n) &&
-         get_i32(st, path, "model.n_layers", &c->n_layers, err, n) &&
-         get_i32(st, path, "model.d_model", &c->d_model, err, n) &&
-         get_i32(st, path, "model.n_heads", &c->n_heads, err, n) &&
-         get_i32(st, path, "model.n_kv_heads", &c->n_kv_heads, err, n) &&
-         get_i32(st, path, "model.vocab_size", &c->vocab_size, err, n) &&
-         get_i32(st, path, "model.max_seq_len", &c->max_seq_len, err, n) &&
-         get_i32(st, path, "model.mlp_ratio", &c->mlp_ratio, err, n) &&
-         get_bool(st, path, "model.ln_bias", &c->ln_bias, err, n) &&
-         get_bool(st, path, "model.linear_bias", &c->linear_bias, err, n) &&
-         get_bool(st, path, "model.final_ln", &c->final_ln, err, n) &&
-         get_bool(st, path, "model.tied_embeddings", &c->tied_embeddings, err, n) &&
-         get_bool(st, path, "model.lm_head_bias", &c->lm_head_bias, err, n) &&
-         get_word(st, path, "model.gelu", "erf", "tanh", &gelu, err, n) &&
-         get_f32(st, path, "model.ln_eps", &c->ln_eps, err, n) &&
-         get_word(st, path, "model.init", "gpt2", "torch", &init, err, n) &&
-         get_word(st, path, "optim.kind", "sgd", "adamw", &kind, err, n) &&
-         get_f32(st, path, "optim.lr", &o->lr, err, n) && get_f32(st, path, "optim.min_lr", &o->min_lr, err, n) &&
-         get_i64(st, path, "optim.warmup_steps", 0, INT64_MAX, &o->warmup_steps, err, n) &&
-         get_i64(st, path, "optim.total_steps", 0, INT64_MAX, &o->total_steps, err, n) &&
-         get_f32(st, path, "optim.momentum", &o->momentum, err, n) &&
-         get_f32(st, path, "optim.beta1", &o->beta1, err, n) && get_f32(st, path, "optim.beta2", &o->beta2, err, n) &&
-         get_f32(st, path, "optim.eps", &o->eps, err, n) &&
-         get_f32(st, path, "optim.weight_decay", &o->weight_decay, err, n) &&
-         get_bool(st, path, "optim.decay_matrices_only", &o->decay_matrices_only, err, n) &&
-         get_f32(st, path, "optim.clip_norm", &o->clip_norm, err, n);
+    ok = ok && get_i64(st, path, "step", 0, INT64_MAX, step, err, n);
+    for (size_t i = 0; ok && i < N_FIELDS; i++) {
+        const meta_field *f = &fields[i];
+        void *p = field_at(f, c, o);
+        int w;
+        switch (f->kind) {
+        case F_I32: ok = get_i32(st, path, f->key, p, err, n); break;
+        case F_I64: ok = get_i64(st, path, f->key, 0, INT64_MAX, p, err, n); break;
+        case F_F32: ok = get_f32(st, path, f->key, p, err, n); break;
+        case F_BOOL: ok = get_bool(st, path, f->key, p, err, n); break;
+        case F_ENUM:
+            ok = get_word(st, path, f->key, f->word[0], f->word[1], &w, err, n);
+            if (ok) *(int *)p = f->value[w];
+            break;
+        }
+    }
     if (ok) {
-        c->gelu = gelu ? RG_GELU_KIND_TANH : RG_GELU_KIND_ERF;
-        c->init = init ? RG_INIT_TORCH : RG_INIT_GPT2;
-        o->kind = kind ? RG_OPTIM_ADAMW : RG_OPTIM_SGD;
         if (rg_model_config_validate(c) != RG_OK || rg_optim_config_validate(o) != RG_OK) {
             snprintf(err, n, "%s: metadata: %s", path, rg_last_error());
             ok = false;
