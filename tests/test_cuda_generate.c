@@ -165,15 +165,8 @@ static void test_argmax(rg_rng *rng) {
     static const int Vs[] = {1, 7, 1000, 50257};
     for (size_t k = 0; k < sizeof Vs / sizeof Vs[0]; k++) {
         const int V = Vs[k], n = 65;
-        float *x = malloc(sizeof(float) * (size_t)n * V);
         int32_t ref[65], got[65];
-        for (int i = 0; i < n * V; i++) x[i] = (float)((int)rg_rng_below(rng, 17) - 8);
-        for (int j = 0; j < V; j++) x[(size_t)3 * V + j] = -INFINITY;
-        for (int i = 0; i < n; i++) {
-            ref[i] = 0;
-            for (int j = 1; j < V; j++)
-                if (x[(size_t)i * V + j] > x[(size_t)i * V + ref[i]]) ref[i] = j;
-        }
+        float *x = tm_argmax_case(rng, n, V, 3, ref);
         void *dx, *dout;
         TRY_OK(rg_buffer_alloc(gpu, sizeof(uint16_t) * (size_t)n * V, &dx));
         TRY_OK(rg_buffer_alloc(gpu, sizeof(int32_t) * n, &dout));

@@ -314,17 +314,11 @@ static void test_argmax(rg_rng *rng) {
     static const int Vs[] = {1, 7, 1000, 50257};
     for (size_t k = 0; k < sizeof Vs / sizeof Vs[0]; k++) {
         const int V = Vs[k], n = 9;
-        float *x = malloc(sizeof(float) * (size_t)n * V);
+        int32_t ref[9];
+        float *x = tm_argmax_case(rng, n, V, 2, ref);
         float *guard = rg_guarded_alloc(n);   /* n int32 in a guarded float buffer */
-        int32_t *out = (int32_t *)guard, ref[9];
-        for (int i = 0; i < n * V; i++) x[i] = (float)((int)rg_rng_below(rng, 17) - 8);
-        for (int j = 0; j < V; j++) x[(size_t)2 * V + j] = -INFINITY;
+        int32_t *out = (int32_t *)guard;
         bool ok = true;
-        for (int i = 0; i < n; i++) {
-            ref[i] = 0;
-            for (int j = 1; j < V; j++)
-                if (x[(size_t)i * V + j] > x[(size_t)i * V + ref[i]]) ref[i] = j;
-        }
         TRY_OK(be->ops->argmax_rows(be, out, x, n, V));
         for (int i = 0; i < n; i++) ok = ok && out[i] == ref[i];
         CHECK(ok && rg_guarded_ok(guard, n, "argmax out"), "argmax_rows, V = %d: the first maximum of each row", V);

@@ -73,6 +73,21 @@ static inline float *tm_last_logits(rg_model *m, int n, int32_t *const *seqs, co
     return last;
 }
 
+/* A case for argmax_rows: x (n, V) of small integers (exact in bf16, so many
+ * ties, where the first maximum must win), row `neg_inf_row` all -inf; ref (n)
+ * the first index of each row's maximum. x is malloc'd. */
+static inline float *tm_argmax_case(rg_rng *rng, int n, int V, int neg_inf_row, int32_t *ref) {
+    float *x = malloc(sizeof(float) * (size_t)n * V);
+    for (int64_t i = 0; i < (int64_t)n * V; i++) x[i] = (float)((int)rg_rng_below(rng, 17) - 8);
+    for (int j = 0; j < V; j++) x[(size_t)neg_inf_row * V + j] = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        ref[i] = 0;
+        for (int j = 1; j < V; j++)
+            if (x[(size_t)i * V + j] > x[(size_t)i * V + ref[i]]) ref[i] = j;
+    }
+    return x;
+}
+
 static inline rg_model *tm_model(rg_backend *be, const rg_model_config *cfg, uint64_t seed) {
     rg_model *m;
     TRY_OK(rg_model_init(be, cfg, seed, &m));
