@@ -940,7 +940,7 @@ static int build_cases(opcase *cs) {
     mk_mm_fwd(&cs[n++], 5, 3, 7, true, RG_GELU_NONE);
     mk_mm_fwd(&cs[n++], 33, 67, 130, true, RG_GELU_ERF);
     mk_mm_fwd(&cs[n++], 17, 40, 9, false, RG_GELU_TANH);
-    mk_mm_fwd(&cs[n++], 1, 77, 1000, true, RG_GELU_ERF);
+    mk_mm_fwd(&cs[n++], 1, 77, 1000, true, RG_GELU_ERF);  /* one row: the CPU's gemv path */
     mk_mm_fwd(&cs[n++], bigT, quick ? 96 : 320, quick ? 200 : 1000, true, RG_GELU_ERF);
     mk_mm_bwd(&cs[n++], 1, 1, 1, true, true);
     mk_mm_bwd(&cs[n++], 5, 3, 7, false, true);
@@ -956,6 +956,7 @@ static int build_cases(opcase *cs) {
         mk_gelu_bwd(&cs[n++], 100003, g);
     }
     mk_mm_res(&cs[n++], 1, 1, 1, false, false);
+    mk_mm_res(&cs[n++], 1, 96, 130, true, true);  /* one row: the CPU's gemv path, in place */
     mk_mm_res(&cs[n++], 5, 3, 7, true, true);
     mk_mm_res(&cs[n++], 33, 67, 130, true, false);
     mk_mm_res(&cs[n++], 17, 40, 16, false, true);

@@ -10,6 +10,21 @@
  * (one chunk for any realistic batch). */
 #define RG_BLAS_MAX_ROWS ((int64_t)INT_MAX)
 
+/* out (T,OC) = inp (T,C) @ w^T + beta * out. One row (a decode step) goes
+ * through sgemv: sgemm would pack the whole weight first, reading it about
+ * three times where once is all the product needs. */
+static void product(float *out, const float *inp, const float *w, int64_t T, int C, int OC, float beta) {
+    if (T == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, OC, C, 1.0f, w, C, inp, 1, beta, out, 1);
+        return;
+    }
+    for (int64_t t0 = 0; t0 < T; t0 += RG_BLAS_MAX_ROWS) {
+        int64_t rows = T - t0 < RG_BLAS_MAX_ROWS ? T - t0 : RG_BLAS_MAX_ROWS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, OC, C, 1.0f, inp + t0 * C, C, w, C, beta,
+                    out + t0 * OC, OC);
+    }
+}
+
 /* out (T,OC) = inp (T,C) @ weight^T (+ bias); with gelu, pre_gelu (T,OC)
  * keeps the pre-activation and out = gelu(pre_gelu). */
 rg_status rg_cpu_matmul_forward(rg_backend *be, void *out_, void *pre_gelu_, const void *inp_,
@@ -18,11 +33,7 @@ rg_status rg_cpu_matmul_forward(rg_backend *be, void *out_, void *pre_gelu_, con
     (void)be;
     float *out = out_, *pre = pre_gelu_;
     const float *inp = inp_, *w = weight_, *bias = bias_;
-    for (int64_t t0 = 0; t0 < T; t0 += RG_BLAS_MAX_ROWS) {
-        int64_t rows = T - t0 < RG_BLAS_MAX_ROWS ? T - t0 : RG_BLAS_MAX_ROWS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, OC, C, 1.0f, inp + t0 * C, C,
-                    w, C, 0.0f, out + t0 * OC, OC);
-    }
+    product(out, inp, w, T, C, OC, 0.0f);
     if (!bias && gelu == RG_GELU_NONE) return RG_OK;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < T; t++) {
@@ -79,11 +90,7 @@ rg_status rg_cpu_matmul_forward_residual(rg_backend *be, void *out_, const void 
 #pragma omp simd
         for (int j = 0; j < OC; j++) o[j] = r[j] + (bias ? bias[j] : 0.0f);
     }
-    for (int64_t t0 = 0; t0 < T; t0 += RG_BLAS_MAX_ROWS) {
-        int64_t rows = T - t0 < RG_BLAS_MAX_ROWS ? T - t0 : RG_BLAS_MAX_ROWS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, OC, C, 1.0f, inp + t0 * C, C,
-                    w, C, 1.0f, out + t0 * OC, OC);
-    }
+    product(out, inp, w, T, C, OC, 1.0f);
     return RG_OK;
 }
 
