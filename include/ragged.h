@@ -969,8 +969,8 @@ rg_status rg_kv_cache_write(rg_kv_cache *kv, int32_t layer, const void *k, int32
  * i / (h / h_kv)); d the cache's head_dim; stride_q the row stride of q in
  * elements (0 = h * d); softmax_scale <= 0 means 1/sqrt(d). A sequence of
  * length 0 outputs zeros. Long contexts are split over the KV length
- * (partitions of RG_ATTN_DECODE_PARTITION keys, then a reduction). On the
- * CPU this allocates a scratch buffer per call. */
+ * (partitions of RG_ATTN_DECODE_PARTITION keys, then a reduction). Scratch
+ * comes from a buffer the backend keeps, grown to the largest call so far. */
 #define RG_ATTN_DECODE_PARTITION 256
 rg_status rg_attn_decode(rg_backend *be, const rg_kv_cache *kv, int32_t layer, int32_t n_heads,
                          float softmax_scale, const void *q, int32_t stride_q, void *o);

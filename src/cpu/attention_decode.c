@@ -54,7 +54,6 @@ static void decode_part(const rg_attn_decode_args *a, const float *q, const floa
 
 rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o_, const void *q_,
                              const void *k_cache, const void *v_cache) {
-    (void)be;
     const float *q = q_, *kc = k_cache, *vc = v_cache;
     float *o = o_;
     const int32_t S = a->n_seqs, h = a->n_heads, hkv = a->n_kv_heads, d = a->head_dim;
@@ -70,7 +69,7 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
         n_acc > SIZE_MAX / sizeof(float) - n_sc)
         return rg_fail(RG_ERR_OVERFLOW, "rg_attn_decode: scratch size overflows");
     float *ws;
-    RG_TRY(rg_alloc((void **)&ws, n_acc + n_sc, sizeof(float), "rg_attn_decode scratch"));
+    RG_TRY(rg_cpu_scratch(be, (n_acc + n_sc) * sizeof(float), (void **)&ws));
     float *pm = ws, *pl = pm + n_part, *pacc = pl + n_part, *scores = pacc + n_part * (size_t)d;
 
 #pragma omp parallel for schedule(dynamic, 1)
@@ -105,7 +104,6 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
         float inv = 1.0f / L;
         for (int32_t c = 0; c < d; c++) out[c] *= inv;
     }
-    rg_free(ws);
     return RG_OK;
 }
 

@@ -9,7 +9,33 @@
 #include <omp.h>
 #endif
 
-static void cpu_destroy(rg_backend *be) { free(be); }
+/* The backend's state: one scratch buffer grown on demand, so that ops
+ * needing temporary space (decode attention) stop allocating once a step of
+ * the largest size has run. */
+typedef struct cpu_state {
+    void *scratch;
+    size_t scratch_bytes;
+} cpu_state;
+
+rg_status rg_cpu_scratch(rg_backend *be, size_t bytes, void **out) {
+    cpu_state *st = be->impl;
+    if (bytes > st->scratch_bytes) {
+        void *p;
+        RG_TRY(rg_alloc(&p, bytes, 1, "CPU backend scratch"));
+        rg_free(st->scratch);
+        st->scratch = p;
+        st->scratch_bytes = bytes;
+    }
+    *out = st->scratch;
+    return RG_OK;
+}
+
+static void cpu_destroy(rg_backend *be) {
+    cpu_state *st = be->impl;
+    if (st) rg_free(st->scratch);
+    free(st);
+    free(be);
+}
 
 static rg_status cpu_alloc(rg_backend *be, size_t bytes, void **out) {
     (void)be;
@@ -80,6 +106,12 @@ static const rg_backend_ops cpu_ops = {
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {
     rg_backend *be = calloc(1, sizeof *be);
     if (!be) return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the CPU backend");
+    cpu_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        free(be);
+        return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the CPU backend");
+    }
+    be->impl = st;
     be->ops = &cpu_ops;
     be->kind = RG_BACKEND_CPU;
 #ifdef _OPENMP

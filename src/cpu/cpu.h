@@ -10,6 +10,10 @@
 #define RG_CPU_H
 #include "backend.h"
 
+/* bytes of scratch owned by the backend (grown, never shrunk; contents not
+ * kept between calls); valid until the next call. One op at a time. */
+rg_status rg_cpu_scratch(rg_backend *be, size_t bytes, void **out);
+
 rg_status rg_cpu_attn_forward_ref(const rg_attn_args *a, const float *q, const float *k,
                                   const float *v, float *o, float *lse);
 rg_status rg_cpu_attn_backward_ref(const rg_attn_args *a, const float *q, const float *k,
