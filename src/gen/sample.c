@@ -79,11 +79,13 @@ static int cmp_cand(const void *pa, const void *pb) {
 /* True when a ranks after b in cmp_cand's order. */
 static bool after(rg_sample_cand a, rg_sample_cand b) { return cmp_cand(&a, &b) > 0; }
 
-static void sift_down(rg_sample_cand *h, int32_t n, int32_t i) {
+/* Restores a heap below i: with best_on_top the root is the first candidate of
+ * cmp_cand's order, otherwise the last. */
+static void sift_down(rg_sample_cand *h, int32_t n, int32_t i, bool best_on_top) {
     for (;;) {
         int32_t l = 2 * i + 1, r = l + 1, w = i;
-        if (l < n && after(h[l], h[w])) w = l;
-        if (r < n && after(h[r], h[w])) w = r;
+        if (l < n && (best_on_top ? after(h[w], h[l]) : after(h[l], h[w]))) w = l;
+        if (r < n && (best_on_top ? after(h[w], h[r]) : after(h[r], h[w]))) w = r;
         if (w == i) return;
         rg_sample_cand t = h[i]; h[i] = h[w]; h[w] = t;
         i = w;
@@ -94,14 +96,45 @@ static void sift_down(rg_sample_cand *h, int32_t n, int32_t i) {
  * whose root is the worst kept one, O(V log k) instead of a full sort. */
 static void top_k(rg_sample_cand *c, const float *logits, int32_t V, int32_t k) {
     for (int32_t i = 0; i < k; i++) c[i] = (rg_sample_cand){logits[i], i};
-    for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i);
+    for (int32_t i = k / 2 - 1; i >= 0; i--) sift_down(c, k, i, false);
     for (int32_t i = k; i < V; i++) {
         rg_sample_cand x = {logits[i], i};
         if (after(x, c[0])) continue;
         c[0] = x;
-        sift_down(c, k, 0);
+        sift_down(c, k, 0, false);
     }
     qsort(c, (size_t)k, sizeof *c, cmp_cand);
+}
+
+/* top-p without top-k: candidates leave a heap of the whole vocabulary in
+ * cmp_cand's order until their mass reaches top_p of the total, O(V + kept
+ * log V) rather than a sort of V for every token. The popped candidates
+ * collect at the end of the heap's array, best last. */
+static int32_t pick_top_p(rg_sample_ws *ws, const rg_sampling *s, rg_rng *rng, const float *logits) {
+    const int32_t V = ws->V;
+    rg_sample_cand *h = ws->cand;
+    double *p = ws->p, inv_t = 1.0 / (double)s->temperature, total = 0;
+    for (int32_t i = 0; i < V; i++) h[i] = (rg_sample_cand){logits[i], i};
+    for (int32_t i = V / 2 - 1; i >= 0; i--) sift_down(h, V, i, true);
+    const double mx = (double)h[0].v;
+    for (int32_t i = 0; i < V; i++) total += exp(((double)logits[i] - mx) * inv_t);
+    /* Smallest prefix whose probability reaches top_p (HF: drop the tail of mass <= 1 - top_p). */
+    double target = (double)s->top_p * total, cum = 0;
+    int32_t n = V, keep = 0;
+    do {
+        rg_sample_cand top = h[0];
+        h[0] = h[--n];
+        h[n] = top;
+        sift_down(h, n, 0, true);
+        p[keep] = exp(((double)top.v - mx) * inv_t);
+        cum += p[keep++];
+    } while (n > 0 && cum < target);
+    double u = rg_rng_uniform(rng) * cum, acc = 0;
+    for (int32_t k = 0; k < keep; k++) {
+        acc += p[k];
+        if (u < acc) return h[V - 1 - k].id;
+    }
+    return h[V - keep].id;   /* rounding left u at the very top */
 }
 
 bool rg_sample_is_greedy(const rg_sampling *s) { return s->greedy || s->temperature <= 0.0f || s->top_k == 1; }
@@ -109,17 +142,17 @@ bool rg_sample_is_greedy(const rg_sampling *s) { return s->greedy || s->temperat
 int32_t rg_sample_pick(rg_sample_ws *ws, const rg_sampling *s, rg_rng *rng, const float *logits) {
     const int32_t V = ws->V;
     if (rg_sample_is_greedy(s)) return argmax(logits, V);
+    bool by_k = s->top_k > 0 && s->top_k < V;
+    if (!by_k && s->top_p < 1.0f) return pick_top_p(ws, s, rng, logits);
     rg_sample_cand *c = ws->cand;
     double *p = ws->p;
     int32_t n = V;
-    /* Only top-k / top-p need the order: a heap selection for top-k, a full
-     * sort of the V candidates for top-p alone. */
-    if (s->top_k > 0 && s->top_k < V) {
+    /* Only top-k needs an order here: a heap selection of the k first. */
+    if (by_k) {
         n = s->top_k;
         top_k(c, logits, V, n);
     } else {
         for (int32_t i = 0; i < V; i++) c[i] = (rg_sample_cand){logits[i], i};
-        if (s->top_p < 1.0f) qsort(c, (size_t)V, sizeof *c, cmp_cand);
     }
     double mx = -INFINITY, inv_t = 1.0 / (double)s->temperature, sum = 0;
     for (int32_t i = 0; i < n; i++) mx = fmax(mx, (double)c[i].v);
