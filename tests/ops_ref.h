@@ -7,6 +7,7 @@
 #define RG_TEST_OPS_REF_H
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #define REF_PI 3.14159265358979323846
 
@@ -161,6 +162,36 @@ static inline void ref_adamw(double *p, double *m, double *v, const double *grad
         double mhat = m[i] / (1.0 - pow(b1, (double)t)), vhat = v[i] / (1.0 - pow(b2, (double)t));
         p[i] -= lr * mhat / (sqrt(vhat) + eps);
     }
+}
+
+/* Decode attention: o (n, h, d) = for each sequence b, its query (h, d) at
+ * q + b*sq attending over rows koff[b] .. koff[b] + lens[b] of k, v (rows of
+ * (hkv, d)); query head i reads kv head i / (h / hkv); length 0 gives zeros. */
+static inline void ref_attn_decode(double *o, const float *q, int64_t sq, const float *k, const float *v,
+                                   const int32_t *lens, const int32_t *koff, int32_t n, int32_t h, int32_t hkv,
+                                   int32_t d, double scale) {
+    const int32_t g = h / hkv;
+    for (int32_t b = 0; b < n; b++)
+        for (int32_t hh = 0; hh < h; hh++) {
+            const float *qr = q + (int64_t)b * sq + (int64_t)hh * d;
+            double *out = o + ((int64_t)b * h + hh) * d, mx = -INFINITY, sum = 0;
+            double *s = malloc(sizeof(double) * (size_t)(lens[b] ? lens[b] : 1));
+            if (!s) abort();  /* test code: a reference without memory cannot answer */
+            for (int32_t j = 0; j < lens[b]; j++) {
+                const float *kr = k + ((int64_t)(koff[b] + j) * hkv + hh / g) * d;
+                double dot = 0;
+                for (int32_t c = 0; c < d; c++) dot += (double)qr[c] * kr[c];
+                s[j] = dot * scale;
+                mx = s[j] > mx ? s[j] : mx;
+            }
+            for (int32_t j = 0; j < lens[b]; j++) sum += s[j] = exp(s[j] - mx);
+            for (int32_t c = 0; c < d; c++) {
+                double acc = 0;
+                for (int32_t j = 0; j < lens[b]; j++) acc += s[j] * v[((int64_t)(koff[b] + j) * hkv + hh / g) * d + c];
+                out[c] = lens[b] ? acc / sum : 0.0;
+            }
+            free(s);
+        }
 }
 
 #endif

@@ -5,6 +5,7 @@
  * one query per sequence) when that op exists, and bad arguments. */
 #include "check.h"
 #include "kv_util.h"
+#include "ops_ref.h"
 #include "ragged.h"
 #include <math.h>
 #include <stdio.h>
@@ -18,33 +19,6 @@ static float *randn(rg_rng *r, size_t n) {
     float *x = malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++) x[i] = (float)rg_rng_normal(r);
     return x;
-}
-
-/* o (n, h, d): query b (h, d) at q + b*sq over keys/values of sequence b, rows
- * koff[b].. of k, v (total, hkv, d); double accumulation. */
-static void decode_ref(int32_t n, const int32_t *lens, const int32_t *koff, int32_t h, int32_t hkv, int32_t d,
-                       float scale, const float *q, int32_t sq, const float *k, const float *v, float *o) {
-    int32_t g = h / hkv;
-    for (int32_t b = 0; b < n; b++)
-        for (int32_t hh = 0; hh < h; hh++) {
-            const float *qr = q + (size_t)b * sq + (size_t)hh * d;
-            float *out = o + ((size_t)b * h + hh) * d;
-            double *s = malloc(sizeof(double) * (size_t)(lens[b] ? lens[b] : 1)), mx = -INFINITY, sum = 0;
-            for (int32_t j = 0; j < lens[b]; j++) {
-                const float *kr = k + ((size_t)(koff[b] + j) * hkv + hh / g) * d;
-                double dot = 0;
-                for (int32_t c = 0; c < d; c++) dot += (double)qr[c] * kr[c];
-                s[j] = dot * scale;
-                if (s[j] > mx) mx = s[j];
-            }
-            for (int32_t j = 0; j < lens[b]; j++) sum += s[j] = exp(s[j] - mx);
-            for (int32_t c = 0; c < d; c++) {
-                double acc = 0;
-                for (int32_t j = 0; j < lens[b]; j++) acc += s[j] * v[((size_t)(koff[b] + j) * hkv + hh / g) * d + c];
-                out[c] = lens[b] ? (float)(acc / sum) : 0.0f;
-            }
-            free(s);
-        }
 }
 
 typedef struct dcase {
@@ -142,11 +116,13 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
 
     size_t no = (size_t)n * h * d;
     float *o = rg_guarded_alloc(no), *ref = malloc(sizeof(float) * (no ? no : 1));
+    double *ref64 = malloc(sizeof(double) * (no ? no : 1));
     float scale = c->scale > 0 ? c->scale : 1.0f / sqrtf((float)d);
     if (ok) {
         rg_status s = rg_attn_decode(be, kv, 1, h, c->scale, qkv, c->fused ? fw : 0, o);
         if (CHECK(s == RG_OK, "%s: decode: %s", label, rg_last_error())) {
-            decode_ref(n, c->lens, koff, h, hkv, d, scale, qkv, sq, k[1], v[1], ref);
+            ref_attn_decode(ref64, qkv, sq, k[1], v[1], c->lens, koff, n, h, hkv, d, scale);
+            for (size_t i = 0; i < no; i++) ref[i] = (float)ref64[i];
             char what[160];
             snprintf(what, sizeof what, "%s: decode vs reference", label);
             CHECK_CLOSE(what, o, ref, no, 1e-5);
@@ -180,6 +156,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
 
     rg_guarded_free(o);
     free(ref);
+    free(ref64);
     free(qkv);
     for (int l = 0; l < 2; l++) { free(k[l]); free(v[l]); free(pk[l]); free(pv[l]); free(nk[l]); free(nv[l]); }
     free(ids); free(cnt); free(cu); free(koff);

@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "check.h"
 #include "kv_util.h"
+#include "ops_ref.h"
 #include "core/dtype.h"
 #include "gen/kv_cache.h"
 #include "ragged.h"
@@ -66,32 +67,6 @@ static void *to_gpu(const float *x, size_t n) {
         return NULL;
     }
     return d;
-}
-
-/* o (n, h, d): query b (h, d) at q + b*sq over rows koff[b].. of k, v (total, hkv, d), in double. */
-static void decode_ref(int32_t n, const int32_t *lens, const int32_t *koff, int32_t h, int32_t hkv, int32_t d,
-                       double scale, const float *q, int64_t sq, const float *k, const float *v, double *o) {
-    const int32_t g = h / hkv;
-    for (int32_t b = 0; b < n; b++)
-        for (int32_t hh = 0; hh < h; hh++) {
-            const float *qr = q + (int64_t)b * sq + (int64_t)hh * d;
-            double *out = o + ((int64_t)b * h + hh) * d, mx = -INFINITY, sum = 0;
-            double *s = xmalloc(sizeof(double) * (size_t)(lens[b] ? lens[b] : 1));
-            for (int32_t j = 0; j < lens[b]; j++) {
-                const float *kr = k + ((int64_t)(koff[b] + j) * hkv + hh / g) * d;
-                double dot = 0;
-                for (int32_t c = 0; c < d; c++) dot += (double)qr[c] * kr[c];
-                s[j] = dot * scale;
-                mx = s[j] > mx ? s[j] : mx;
-            }
-            for (int32_t j = 0; j < lens[b]; j++) sum += s[j] = exp(s[j] - mx);
-            for (int32_t c = 0; c < d; c++) {
-                double acc = 0;
-                for (int32_t j = 0; j < lens[b]; j++) acc += s[j] * v[((int64_t)(koff[b] + j) * hkv + hh / g) * d + c];
-                out[c] = lens[b] ? acc / sum : 0.0;
-            }
-            free(s);
-        }
 }
 
 /* Per-sequence relative L2 of got against ref (n, h*d); exact zeros where ref is 0. */
@@ -263,7 +238,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         float *o = xmalloc(sizeof(float) * no), *oc = xmalloc(sizeof(float) * no);
         for (size_t i = 0; i < no; i++) o[i] = rg_bf16_to_f32(host[GUARD + i]);
         double *ref = xmalloc(sizeof(double) * no), scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
-        decode_ref(n, c->lens, koff, h, hkv, d, scale, qkv, sq, k[1], v[1], ref);
+        ref_attn_decode(ref, qkv, sq, k[1], v[1], c->lens, koff, n, h, hkv, d, scale);
         compare(label, "cuda vs double reference", o, ref, n, (int64_t)h * d, &worst_gpu);
         /* The same with another split over the keys (the smallest partition,
          * an odd one, or none): the result must not depend on it. */
