@@ -157,25 +157,14 @@ static void free_vocab(vocab *v) {
     free(v->rank);
 }
 
+static const void *token_of(const void *vp, int i, int *len) {
+    const vocab *v = vp;
+    *len = v->len[i];
+    return v->bytes[i];
+}
+
 static void write_files(const vocab *v) {
-    FILE *f = fopen(vocab_path, "wb");
-    fprintf(f, "{");
-    for (int i = 0; i < v->n; i++) {
-        fprintf(f, "%s\n  \"", i ? "," : "");
-        tt_put_token(f, v->bytes[i], v->len[i], true, i % 2);
-        fprintf(f, "\": %d", i);
-    }
-    fprintf(f, "\n}\n");
-    fclose(f);
-    f = fopen(merges_path, "wb");
-    fprintf(f, "#version: 0.2\n");
-    for (int m = 0; m < v->n_merges; m++) {
-        tt_put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
-        fputc(' ', f);
-        tt_put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
-        fputc('\n', f);
-    }
-    fclose(f);
+    tt_write_vocab_merges(vocab_path, merges_path, v, v->n, token_of, v->n_merges, v->ma, v->mb, true);
 }
 
 /* ---- references ---- */

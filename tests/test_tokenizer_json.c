@@ -71,25 +71,14 @@ static void make_vocab(rg_rng *r, vocab *v, int n_merges) {
     v->len[v->eot] = 13;
 }
 
+static const void *token_of(const void *vp, int i, int *len) {
+    const vocab *v = vp;
+    *len = v->len[i];
+    return v->bytes[i];
+}
+
 static void write_pair(const vocab *v, const char *vp, const char *mp) {
-    FILE *f = fopen(vp, "wb");
-    fprintf(f, "{");
-    for (int i = 0; i < v->n; i++) {
-        fprintf(f, "%s\"", i ? ", " : "");
-        tt_put_token(f, v->bytes[i], v->len[i], true, false);
-        fprintf(f, "\": %d", i);
-    }
-    fprintf(f, "}\n");
-    fclose(f);
-    f = fopen(mp, "wb");
-    fprintf(f, "#version: 0.2\n");
-    for (int m = 0; m < v->n_merges; m++) {
-        tt_put_token(f, v->bytes[v->ma[m]], v->len[v->ma[m]], false, false);
-        fputc(' ', f);
-        tt_put_token(f, v->bytes[v->mb[m]], v->len[v->mb[m]], false, false);
-        fputc('\n', f);
-    }
-    fclose(f);
+    tt_write_vocab_merges(vp, mp, v, v->n, token_of, v->n_merges, v->ma, v->mb, false);
 }
 
 /* Overrides of tokenizer.json's parts: NULL keeps GPT-2's value. */
