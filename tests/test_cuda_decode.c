@@ -7,7 +7,9 @@
  * tiny, batches of 1 to 64, MHA/GQA/MQA, head dims 8 to 256, block sizes 16
  * and odd ones, q as a view into a fused qkv buffer, a fragmented pool
  * poisoned with NaN (a read of an unwritten slot shows), sentinels around
- * every device output, the automatic split over the keys and a forced one.
+ * every device output, the automatic split over the keys and a forced one,
+ * each call into freshly poisoned output (a split sequence whose merge
+ * counter a previous call left set would skip its merge and show).
  * Skips (77) without a CUDA device.
  *
  * Threshold, relative L2 per sequence and head group: 1.25u with u = 2^-8

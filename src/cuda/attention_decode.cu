@@ -348,26 +348,33 @@ static int partition_budget(const rg_cuda_state *st, int64_t ctas_per_part) {
     return nw < 1 ? 1 : (int)nw;
 }
 
-/* The decode workspace: partials (n_items x h x (d + 2) fp32) then counters
- * (n_seqs x ctas_per_part int32, zero). Grown (zeroed) outside a capture
- * only: a graph that baked the old buffer in sees st->ws_gen change. */
+/* The decode workspace: a region of counters (at least n_seqs x
+ * ctas_per_part int32), zero between calls, then the partials (n_items x h x
+ * (d + 2) fp32). The counters' region never moves or shrinks while the
+ * buffer lives, so that no call's partials land on a counter another call
+ * will read. Grown (zeroed) outside a capture only: a graph that baked the
+ * old buffer in sees st->ws_gen change. */
+static size_t counter_bytes(size_t counters) { return (counters * sizeof(int) + 255) / 256 * 256; }
+
 static rg_status dec_ws_reserve(rg_cuda_state *st, size_t floats, size_t counters, float **part, int **count) {
     const char *fn = "rg_attn_decode (cuda)";
-    size_t need = (floats * sizeof(float) + 255) / 256 * 256 + counters * sizeof(int);
-    if (need > st->dec_ws_bytes) {
+    size_t n_cnt = counters > st->dec_ws_counters ? counters + counters / 4 : st->dec_ws_counters;
+    size_t need = counter_bytes(n_cnt) + floats * sizeof(float);
+    if (need > st->dec_ws_bytes || n_cnt != st->dec_ws_counters) {
         cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
         RG_CUDA_TRY(cudaStreamIsCapturing(st->stream, &cs));
         if (cs != cudaStreamCaptureStatusNone)
             return rg_fail(RG_ERR_UNSUPPORTED, "%s: the decode workspace must grow to %zu bytes during a graph "
                            "capture (run the step once without a graph first)", fn, need);
-        size_t want = need + need / 4;
+        size_t want = counter_bytes(n_cnt) + (floats + floats / 4) * sizeof(float);
         /* Running work may still use the old buffer: freeing it synchronises. */
         if (st->dec_ws) RG_CUDA_TRY(cudaFree(st->dec_ws));
         st->dec_ws = NULL;
-        st->dec_ws_bytes = 0;
+        st->dec_ws_bytes = st->dec_ws_counters = 0;
         st->ws_gen++;
         cudaError_t e = cudaMalloc(&st->dec_ws, want);
-        if (e == cudaSuccess) e = cudaMemset(st->dec_ws, 0, want);
+        /* On the backend's stream (non-blocking: a plain cudaMemset would not order before the kernel). */
+        if (e == cudaSuccess) e = cudaMemsetAsync(st->dec_ws, 0, counter_bytes(n_cnt), st->stream);
         if (e != cudaSuccess) {
             cudaGetLastError();
             cudaFree(st->dec_ws);
@@ -376,9 +383,10 @@ static rg_status dec_ws_reserve(rg_cuda_state *st, size_t floats, size_t counter
                            "%s: cannot allocate a %zu-byte decode workspace: %s", fn, want, cudaGetErrorString(e));
         }
         st->dec_ws_bytes = want;
+        st->dec_ws_counters = n_cnt;
     }
-    *part = (float *)st->dec_ws;
-    *count = (int *)((char *)st->dec_ws + (floats * sizeof(float) + 255) / 256 * 256);
+    *count = (int *)st->dec_ws;
+    *part = (float *)((char *)st->dec_ws + counter_bytes(st->dec_ws_counters));
     return RG_OK;
 }
 
@@ -444,7 +452,7 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.scale_log2 = a->scale * RG_LOG2E;
     /* m, l and acc of every (item, head), fp32; a counter per (sequence, head group). */
     size_t n_ml = (size_t)n_items * (size_t)a->n_heads;
-    float *part;
+    float *part = NULL;
     RG_TRY(dec_ws_reserve(st, n_ml * (size_t)(d + 2), (size_t)a->n_seqs * (size_t)cpp, &part, &p.count));
     p.pm = part;
     p.pl = p.pm + n_ml;

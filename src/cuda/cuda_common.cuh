@@ -33,8 +33,8 @@ typedef struct rg_cuda_state {
     /* decode step graphs (graph.cu): the decode attention's own workspace
      * (attention_decode.cu) and a counter bumped whenever it moves, so that a
      * graph that baked the old address in is known stale */
-    void *dec_ws;
-    size_t dec_ws_bytes;
+    void *dec_ws;                 /* counters (dec_ws_counters int32, zero between calls), then partials */
+    size_t dec_ws_bytes, dec_ws_counters;
     uint64_t ws_gen;
 } rg_cuda_state;
 
