@@ -7,8 +7,8 @@
  * stride stride_q; k_cache, v_cache (n_blocks, block_size, h_kv, d) bf16;
  * block_tables (n_seqs, max_blocks), seq_lens (n_seqs) int32; o (n_seqs, h, d).
  *
- * Work items: a grid of (n_seqs + NW) x (kv heads x groups of G query heads)
- * CTAs. Every CTA first reads all the device lengths and derives the
+ * Work items: a grid of (kv heads x groups of G query heads) x (n_seqs + NW)
+ * CTAs (x, y). Every CTA first reads all the device lengths and derives the
  * partition size P = max(STEP, total keys / NW rounded up to STEP), so that
  * the whole step is about NW CTAs' worth of keys per head, and then which
  * (sequence, partition) its item is: sequence b owns max(1, ceil(len_b / P))
@@ -79,7 +79,7 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
 #define DEC_M0 (-1e30f)
 
 /* Warp 0 of a CTA: the partition size P from the device lengths, and which
- * (sequence, partition) work item blockIdx.x is (file comment). out: sequence
+ * (sequence, partition) work item blockIdx.y is (file comment). out: sequence
  * (-1 when the item is past the last one), partition, partitions of that
  * sequence, P. */
 __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
@@ -89,7 +89,7 @@ __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
     long long per = (total + p.nw - 1) / p.nw;
     int P = p.force_part ? p.force_part : (int)max((long long)step, (per + step - 1) / step * step);
-    const int item = blockIdx.x;
+    const int item = blockIdx.y;
     int before = 0, b = -1, part = 0, np = 0;
     for (int base = 0; base < p.n_seqs && b < 0; base += 32) {
         int i = base + lane, len = i < p.n_seqs ? max(p.lens[i], 0) : 0;
@@ -122,7 +122,7 @@ __device__ void merge_if_last(const dec_params &p, int b, int first, int np, int
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        int *cnt = p.count + (int64_t)b * gridDim.y + blockIdx.y;
+        int *cnt = p.count + (int64_t)b * gridDim.x + blockIdx.x;
         int done = atomicAdd(cnt, 1) + 1;
         s_last = done == np;
         if (done == np) *cnt = 0;
@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
     __shared__ float sm[DEC_WARPS][G], sl[DEC_WARPS][G];
     __shared__ int s_item[4];   /* sequence, partition, partitions of it, P; sequence -1: no item */
 
-    const int kvh = blockIdx.y / p.n_groups, grp = blockIdx.y % p.n_groups;
+    const int kvh = blockIdx.x / p.n_groups, grp = blockIdx.x % p.n_groups;
     const int h0 = kvh * p.g + grp * G, ng = min(G, p.g - grp * G);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     if (warp == 0) find_item(p, STEP, lane, s_item);
@@ -289,12 +289,12 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
         if (np == 1) {
             p.o[row * p.d + c] = __float2bfloat16_rn(x / Ls);
         } else {
-            int64_t at = (int64_t)blockIdx.x * p.h + h0 + gi;
+            int64_t at = (int64_t)blockIdx.y * p.h + h0 + gi;
             p.pacc[at * p.d + c] = x;
             if (c == 0) { p.pm[at] = M; p.pl[at] = Ls; }
         }
     }
-    if (np > 1) merge_if_last(p, b, blockIdx.x - part, np, h0, ng);
+    if (np > 1) merge_if_last(p, b, blockIdx.y - part, np, h0, ng);
 }
 
 typedef void (*dec_kernel_t)(const dec_params);
@@ -427,7 +427,7 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     } else if (fp) {
         return rg_fail(RG_ERR_INVALID_ARG, "%s: a forced partition needs seq_lens_host", fn);
     }
-    if (n_items > INT32_MAX || cpp > 65535)
+    if (n_items > 65535 || cpp > INT32_MAX)
         return rg_fail(RG_ERR_UNSUPPORTED, "%s: %lld work items x %lld head groups exceed one grid", fn,
                        (long long)n_items, (long long)cpp);
 
@@ -457,7 +457,9 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.pm = part;
     p.pl = p.pm + n_ml;
     p.pacc = p.pl + n_ml;
-    dim3 grid((unsigned)n_items, (unsigned)cpp);
+    /* Head groups along x, items along y: CTAs are dispatched x first, so every
+     * real item is issued before the empty ones at the end of y. */
+    dim3 grid((unsigned)cpp, (unsigned)n_items);
     kern.fn<<<grid, DEC_THREADS, 0, st->stream>>>(p);
     RG_CUDA_CHECK_LAUNCH("decode attention");
     return RG_OK;
