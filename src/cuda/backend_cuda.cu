@@ -108,6 +108,7 @@ static rg_backend_ops make_ops(void) {
     o.matmul_forward_residual = rg_cuda_matmul_forward_residual;
     o.gelu_backward_dbias = rg_cuda_gelu_backward_dbias;
     o.layernorm_backward_sum = rg_cuda_layernorm_backward_sum;
+    o.linear_infer = rg_cuda_linear_infer;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();
