@@ -19,6 +19,7 @@ static void cuda_state_free(rg_cuda_state *st) {
     rg_cuda_prof_destroy(st);
     rg_cuda_matmul_destroy(st);
     rg_cuda_attn_ws_free(st->attn);
+    if (st->dec_ws) cudaFree(st->dec_ws);
     if (st->lt) cublasLtDestroy(st->lt);
     if (st->lt_workspace) cudaFree(st->lt_workspace);
     if (st->scratch) cudaFree(st->scratch);
@@ -108,6 +109,10 @@ static rg_backend_ops make_ops(void) {
     o.matmul_forward_residual = rg_cuda_matmul_forward_residual;
     o.gelu_backward_dbias = rg_cuda_gelu_backward_dbias;
     o.layernorm_backward_sum = rg_cuda_layernorm_backward_sum;
+    o.graph_begin = rg_cuda_graph_begin;
+    o.graph_end = rg_cuda_graph_end;
+    o.graph_launch = rg_cuda_graph_launch;
+    o.graph_free = rg_cuda_graph_free;
     o.linear_infer = rg_cuda_linear_infer;
     return o;
 }
@@ -168,6 +173,7 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
     }
     rg_status s = rg_cuda_matmul_init(st);
     if (s == RG_OK) s = rg_cuda_gelu_init(st);
+    if (s == RG_OK) s = rg_cuda_linear_infer_init(st);
     if (s == RG_OK && profile_requested()) {
         s = rg_cuda_prof_create(st);
         be->ops = &cuda_ops_profiled;
