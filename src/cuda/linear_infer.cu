@@ -373,14 +373,20 @@ static bool fused_pays(const rg_cuda_state *st, int64_t T, int C, int blocks, in
     return per_warp <= LI_U && T <= rg_cuda_linear_infer_max_t;
 }
 
+/* Every instantiation may use all the shared memory a block can have: set
+ * once at backend creation (not on first use, which may be inside a graph capture). */
+rg_status rg_cuda_linear_infer_init(rg_cuda_state *st) {
+    int cap = (int)st->prop.sharedMemPerBlockOptin;
+    cudaFuncAttribute at = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<1>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<2>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<4>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<8>, at, cap));
+    return RG_OK;
+}
+
 template <int NG>
 static rg_status launch_fused(rg_cuda_state *st, const li_args &a, size_t smem) {
-    static bool attr_done = false; /* one per instantiation: the attribute belongs to the kernel */
-    if (smem > 48 * 1024 && !attr_done) {
-        RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<NG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)st->prop.sharedMemPerBlockOptin));
-        attr_done = true;
-    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((a.OC + a.mt * 16 - 1) / (a.mt * 16) * a.ksplit));
     cfg.blockDim = dim3(LI_THREADS);
