@@ -6,11 +6,12 @@
  * kernel), C in {8, 24, 768} (and 20: C % 8 != 0), OC in {1, 7, 37, 50257/7},
  * every combination of LN, GELU (erf, tanh), bias, residual and out aliasing
  * the residual on the small shapes; GPT-2's decode projections (qkv, proj,
- * fc1, fc2, LM head 768 -> 50257) at T = 1, 4, 16, 64; misaligned pointers;
- * sentinel bytes around every output; the fused kernel bit-identical run to
- * run, and right with K split over clusters of blocks; a chain of projections replayed from a CUDA graph (programmatic
- * dependent launch: each kernel reads its input only after the previous one
- * is done) bit-identical to the same calls issued one by one.
+ * fc1, fc2 at T = 1, 4, 16, 64; LM head 768 -> 50257 at T = 1, 16);
+ * misaligned pointers; sentinel bytes around every output; the fused kernel
+ * bit-identical run to run, and right with K split over clusters of blocks;
+ * a chain of projections replayed from a CUDA graph (programmatic dependent
+ * launch: each kernel reads its input only after the previous one is done)
+ * bit-identical to the same calls issued one by one.
  * Threshold: the error over the terms' L2 size (linear_infer_ref.h), in units
  * of u = 2^-8, bf16's unit roundoff. Each rounding is at most u relative and
  * about 0.5u in L2 over many elements; the fused kernel rounds twice (LN rows,
@@ -257,7 +258,7 @@ int main(void) {
                 int C = Cs[ic], OC = OCs[io];
                 bool big = T * C * OC > 200000;
                 for (int f = 0; f < 36; f++) {
-                    if ((big || quick) && (f + variant) % (big ? 12 : 3) != 0) continue;
+                    if ((big || quick) && (f + variant) % (big ? 18 : 3) != 0) continue;
                     li_case c = {T, C, OC, f % 3, (f / 3) % 3, (f / 9) % 2 == 1, f / 18 == 1, false, 0};
                     run_case(&c, 7);
                     if (c.resid) {
@@ -284,7 +285,7 @@ int main(void) {
             {T, 3072, 768, 0, RG_GELU_NONE, true, true, true, 0},   {T, 768, 50257, 2, RG_GELU_NONE, false, false, false, 0},
         };
         for (int k = 0; k < 6; k++)
-            if (k < 5 || T == 1 || !quick) run_case(&g[k], 6);
+            if (k < 5 || T == 1 || (T == 16 && !quick)) run_case(&g[k], 6); /* the head's reference is slow */
     }
     test_graph_chain(1);
     test_graph_chain(16);
