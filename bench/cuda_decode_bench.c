@@ -11,8 +11,9 @@
  * blocks) that L2 cannot serve repeats.
  * Built only with the CUDA backend; prints a markdown table.
  * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
- * automatic choice); then kv_write and gather_rows at a decode step's size.
- *   usage: cuda_decode_bench [seed]            (default seed 1) */
+ * automatic choice); then kv_write and gather_rows at a decode step's size;
+ * then the inference projection (linear_infer) at GPT-2's decode shapes.
+ *   usage: cuda_decode_bench [seed] [proj]     (default seed 1; "proj": only the projections) */
 #include "backend.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -26,6 +27,9 @@ void *rg_cuda_stream_of(rg_backend *be);  /* the backend's stream (src/cuda/atte
 /* Lab hooks of src/cuda/attention_decode.cu. */
 void rg_cuda_decode_force_partition(int keys);
 int rg_cuda_decode_last_partition(void);
+/* Lab hook of src/cuda/linear_infer.cu: 0 picks, 1 the fused kernel, 2 LN + cuBLASLt. */
+extern int rg_cuda_linear_infer_mode;
+extern int rg_cuda_linear_infer_ksplit; /* 0 picks the cluster split of K, n > 0 asks for n blocks */
 
 #define REPS 9
 #define ITERS 50
@@ -281,9 +285,159 @@ static void bench_copies(void) {
     free(perm);
 }
 
+/* ---- the inference projection (linear_infer) at GPT-2 124M's decode shapes ---- */
+
+typedef struct proj_shape {
+    const char *name;
+    int C, OC, ln, gelu, bias, resid;
+} proj_shape;
+
+static const proj_shape gpt2_proj[5] = {
+    {"qkv (LN1)", 768, 2304, 1, RG_GELU_NONE, 1, 0},
+    {"attn proj (+res)", 768, 768, 0, RG_GELU_NONE, 1, 1},
+    {"fc1 (LN2, tanh GELU)", 768, 3072, 1, RG_GELU_TANH, 1, 0},
+    {"fc2 (+res)", 3072, 768, 0, RG_GELU_NONE, 1, 1},
+    {"LM head (LNf)", 768, 50257, 1, RG_GELU_NONE, 0, 0},
+};
+
+typedef struct proj_ctx {
+    const proj_shape *s;
+    int64_t T;
+    int sets;
+    void *w[ITERS];                        /* weight copies cycled through (L2 cannot serve repeats) */
+    void *inp, *out, *res, *ln_w, *ln_b, *bias;
+} proj_ctx;
+
+static void proj_run(int i, void *c_) {
+    proj_ctx *c = c_;
+    const proj_shape *s = c->s;
+    must(be->ops->linear_infer(be, c->out, c->inp, s->ln ? c->ln_w : NULL, s->ln ? c->ln_b : NULL, 1e-5f,
+                               c->w[i % c->sets], s->bias ? c->bias : NULL, s->resid ? c->res : NULL, c->T, s->C,
+                               s->OC, s->gelu),
+         "linear_infer");
+}
+
+/* A decode step's projections: 12 layers (own weights each) and the LM head. */
+typedef struct chain_ctx {
+    int64_t T;
+    void *w[12][4], *lm, *x, *x1, *qkv, *atty, *h, *logits, *ln_w, *ln_b, *bias;
+} chain_ctx;
+
+static void chain_run(int i, void *c_) {
+    (void)i;
+    chain_ctx *c = c_;
+    const int64_t T = c->T;
+    for (int l = 0; l < 12; l++) {
+        must(be->ops->linear_infer(be, c->qkv, c->x, c->ln_w, c->ln_b, 1e-5f, c->w[l][0], c->bias, NULL, T, 768, 2304,
+                                   RG_GELU_NONE), "qkv");
+        must(be->ops->linear_infer(be, c->x1, c->atty, NULL, NULL, 0.0f, c->w[l][1], c->bias, c->x, T, 768, 768,
+                                   RG_GELU_NONE), "proj");
+        must(be->ops->linear_infer(be, c->h, c->x1, c->ln_w, c->ln_b, 1e-5f, c->w[l][2], c->bias, NULL, T, 768, 3072,
+                                   RG_GELU_TANH), "fc1");
+        must(be->ops->linear_infer(be, c->x, c->h, NULL, NULL, 0.0f, c->w[l][3], c->bias, c->x1, T, 3072, 768,
+                                   RG_GELU_NONE), "fc2");
+    }
+    must(be->ops->linear_infer(be, c->logits, c->x, c->ln_w, c->ln_b, 1e-5f, c->lm, NULL, NULL, T, 768, 50257,
+                               RG_GELU_NONE), "lm head");
+}
+
+static void bench_projections(void) {
+    printf("\ninference projection (linear_infer), GPT-2 124M decode shapes; us per call from a CUDA graph of %d\n"
+           "back-to-back calls (launch cost excluded; the fused kernel overlaps the next call's weight loads with\n"
+           "programmatic dependent launch); GB/s and floor: weight bytes only, floor at the copy bandwidth\n\n",
+           ITERS);
+    printf("| projection | C -> OC | T | fused us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
+           "of copy | floor us | auto picks |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    const int64_t Ts[] = {1, 4, 16, 64};
+    double layer_t1[2] = {0, 0}; /* T = 1: 12 x (qkv + proj + fc1 + fc2) + LM head, fused / unfused */
+    for (int k = 0; k < 5; k++) {
+        const proj_shape *s = &gpt2_proj[k];
+        proj_ctx c = {.s = s};
+        const double wbytes = 2.0 * s->C * s->OC;
+        c.sets = (int)(ROTATE_BYTES / wbytes) + 1;
+        if (c.sets > ITERS) c.sets = ITERS;
+        for (int i = 0; i < c.sets; i++) c.w[i] = dev_uniform((size_t)s->C * s->OC);
+        c.inp = dev_uniform((size_t)64 * s->C);
+        c.res = dev_uniform((size_t)64 * s->OC);
+        must(rg_buffer_alloc(be, (size_t)64 * s->OC * 2, &c.out), "alloc");
+        c.ln_w = dev_uniform(s->C);
+        c.ln_b = dev_uniform(s->C);
+        c.bias = dev_uniform(s->OC);
+        for (int it = 0; it < 4; it++) {
+            c.T = Ts[it];
+            double t[2], t_split, t_auto;
+            for (int m = 0; m < 2; m++) {
+                rg_cuda_linear_infer_mode = m + 1;
+                t[m] = time_graph(proj_run, &c);
+            }
+            rg_cuda_linear_infer_mode = 1;
+            rg_cuda_linear_infer_ksplit = 4;
+            t_split = time_graph(proj_run, &c);
+            rg_cuda_linear_infer_ksplit = 0;
+            rg_cuda_linear_infer_mode = 0;
+            t_auto = time_graph(proj_run, &c);
+            if (c.T == 1)
+                for (int m = 0; m < 2; m++) layer_t1[m] += t[m] * (k == 4 ? 1 : 12);
+            printf("| %-20s | %d -> %d | %lld | %7.2f | %7.2f | %7.2f | %5.2fx | %6.0f | %5.1f%% | %5.2f | %7.2f us |\n",
+                   s->name, s->C, s->OC, (long long)c.T, t[0] * 1e6, t_split * 1e6, t[1] * 1e6, t[1] / t[0],
+                   wbytes / t[0] / 1e9, 100.0 * wbytes / t[0] / 1e9 / copy_gbs, wbytes / copy_gbs / 1e3, t_auto * 1e6);
+        }
+        for (int i = 0; i < c.sets; i++) rg_buffer_free(be, c.w[i]);
+        rg_buffer_free(be, c.inp);
+        rg_buffer_free(be, c.res);
+        rg_buffer_free(be, c.out);
+        rg_buffer_free(be, c.ln_w);
+        rg_buffer_free(be, c.ln_b);
+        rg_buffer_free(be, c.bias);
+    }
+    const double step_bytes = 2.0 * (12.0 * 768 * (2304 + 768 + 3072 + 3072) + 768.0 * 50257);
+    const double floor_us = step_bytes / copy_gbs / 1e3;
+    printf("\nT = 1, sum of the rows above, 12 x (qkv + proj + fc1 + fc2) + LM head: fused %.1f us, LN + cuBLASLt "
+           "%.1f us; floor %.1f us (%.1f MB of weights at %.0f GB/s)\n",
+           layer_t1[0] * 1e6, layer_t1[1] * 1e6, floor_us, step_bytes / 1e6, copy_gbs);
+
+    /* the same chain in one graph, each layer with its own weights, as a decode step runs it */
+    chain_ctx ch;
+    memset(&ch, 0, sizeof ch);
+    for (int l = 0; l < 12; l++) {
+        ch.w[l][0] = dev_uniform((size_t)768 * 2304);
+        ch.w[l][1] = dev_uniform((size_t)768 * 768);
+        ch.w[l][2] = dev_uniform((size_t)768 * 3072);
+        ch.w[l][3] = dev_uniform((size_t)3072 * 768);
+    }
+    ch.lm = dev_uniform((size_t)768 * 50257);
+    ch.x = dev_uniform((size_t)64 * 768);
+    ch.x1 = dev_uniform((size_t)64 * 768);
+    ch.atty = dev_uniform((size_t)64 * 768);
+    ch.qkv = dev_uniform((size_t)64 * 2304);
+    ch.h = dev_uniform((size_t)64 * 3072);
+    ch.logits = dev_uniform((size_t)64 * 50257);
+    ch.ln_w = dev_uniform(3072);
+    ch.ln_b = dev_uniform(3072);
+    ch.bias = dev_uniform(3072);
+    printf("\n| decode step's projections (one graph) | T | fused us | LN + cuBLASLt us | auto us | floor us | auto / floor |\n"
+           "|---|---|---|---|---|---|---|\n");
+    for (int it = 0; it < 4; it++) {
+        ch.T = Ts[it];
+        double t[3];
+        for (int m = 0; m < 3; m++) {
+            rg_cuda_linear_infer_mode = (m + 1) % 3; /* fused, unfused, then the automatic choice */
+            t[m] = time_graph(chain_run, &ch);
+        }
+        rg_cuda_linear_infer_mode = 0;
+        printf("| 12 layers + LM head | %lld | %7.1f | %7.1f | %7.1f | %6.1f | %4.2fx |\n", (long long)ch.T, t[0] * 1e6,
+               t[1] * 1e6, t[2] * 1e6, floor_us, t[2] * 1e6 / floor_us);
+    }
+    for (int l = 0; l < 12; l++)
+        for (int j = 0; j < 4; j++) rg_buffer_free(be, ch.w[l][j]);
+    void *bufs[] = {ch.lm, ch.x, ch.x1, ch.atty, ch.qkv, ch.h, ch.logits, ch.ln_w, ch.ln_b, ch.bias};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) rg_buffer_free(be, bufs[i]);
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     rg_rng_seed(&rng, argc > 1 ? strtoull(argv[1], NULL, 10) : 1);
+    const int only_proj = argc > 2 && strcmp(argv[2], "proj") == 0;
     if (!rg_backend_available(RG_BACKEND_CUDA)) {
         fprintf(stderr, "cuda_decode_bench: no CUDA device\n");
         return 77;
@@ -302,6 +456,11 @@ int main(int argc, char **argv) {
     rg_buffer_free(be, cc.b);
     printf("cuda_decode_bench: device copy %.0f GB/s (1 GiB, read + write, spread %.1f%%); median of %d x %d calls\n\n",
            copy_gbs, sp * 100, REPS, ITERS);
+    if (only_proj) {
+        bench_projections();
+        rg_backend_free(be);
+        return 0;
+    }
     printf("us/call: host = calls issued back to back (host launch cost included), graph = the same calls\n"
            "replayed from a CUDA graph (GPU time); GB/s, of copy: from the graph time\n\n");
     printf("| case | shape | partition | host us | spread | graph us | MB moved | GB/s | of copy | floor us |\n"
@@ -326,6 +485,7 @@ int main(int argc, char **argv) {
     lens[7] = 4000;
     bench_case("gpt2 63 tiny + one 4000", 64, lens, 12, 12, 64, all_parts, n_all);
     bench_copies();
+    bench_projections();
     rg_backend_free(be);
     return 0;
 }

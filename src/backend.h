@@ -191,6 +191,15 @@ typedef struct rg_backend_ops {
     rg_status (*graph_launch)(rg_backend *be, void *graph, bool *stale);
     void (*graph_free)(rg_backend *be, void *graph);
 
+    /* ---- inference projection (issue 6; appended) ---- */
+    /* Inference projection (generation): out (T,OC) = act(LN(inp) @ weight^T + bias) + residual.
+     * LN over C with ln_w (C) and ln_b (C, may be NULL) and eps, skipped when ln_w is NULL;
+     * act is GELU when gelu != RG_GELU_NONE, else identity; bias and residual (T,OC) may be NULL.
+     * Nothing is saved for a backward. out must not alias inp; out may alias residual. */
+    rg_status (*linear_infer)(rg_backend *be, void *out, const void *inp, const void *ln_w,
+                              const void *ln_b, float eps, const void *weight, const void *bias,
+                              const void *residual, int64_t T, int C, int OC, int gelu);
+
     /* ---- per-op profile (ragged.h section 2); NULL when the backend is not profiling ---- */
     rg_status (*profile_reset)(rg_backend *be);
     rg_status (*profile_read)(rg_backend *be, rg_profile_entry *out, int cap, int *n);

@@ -101,6 +101,7 @@ static const rg_backend_ops cpu_ops = {
     .matmul_forward_residual = rg_cpu_matmul_forward_residual,
     .gelu_backward_dbias = rg_cpu_gelu_backward_dbias,
     .layernorm_backward_sum = rg_cpu_layernorm_backward_sum,
+    .linear_infer = rg_cpu_linear_infer,
 };
 
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out) {

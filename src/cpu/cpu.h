@@ -2,6 +2,7 @@
  *   attention_ref.c    plain-loop attention with optional mask (the definition of right)
  *   attention_flash.c  tiled online-softmax attention, forward and backward (OpenMP)
  *   attention_decode.c decode attention over a paged KV cache (split over the KV length) and its writes
+ *   linear_infer.c     the inference projection (LN, matmul, GELU, residual composed)
  *   gather.c           row gather (the rows whose logits generation needs), row argmax
  *   embedding.c layernorm.c matmul.c gelu.c add.c xent.c optimizer.c memory.c
  *                      the model ops of rg_backend_ops (signatures and conventions there)
@@ -92,6 +93,12 @@ rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const vo
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 rg_status rg_cpu_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
 rg_status rg_cpu_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
+
+/* out (T,OC) = act(LN(inp) @ weight^T + bias) + residual (linear_infer.c): the
+ * composition of layernorm, matmul and add, the reference of the fused op. */
+rg_status rg_cpu_linear_infer(rg_backend *be, void *out, const void *inp, const void *ln_w, const void *ln_b,
+                              float eps, const void *weight, const void *bias, const void *residual, int64_t T,
+                              int C, int OC, int gelu);
 
 /* Backward schedule of the flash kernel: 0 picks (default), 1 forces the
  * single pass, 2 the two passes. Tests set it to cover both; not thread-safe. */

@@ -113,6 +113,7 @@ static rg_backend_ops make_ops(void) {
     o.graph_end = rg_cuda_graph_end;
     o.graph_launch = rg_cuda_graph_launch;
     o.graph_free = rg_cuda_graph_free;
+    o.linear_infer = rg_cuda_linear_infer;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();
@@ -172,6 +173,7 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
     }
     rg_status s = rg_cuda_matmul_init(st);
     if (s == RG_OK) s = rg_cuda_gelu_init(st);
+    if (s == RG_OK) s = rg_cuda_linear_infer_init(st);
     if (s == RG_OK && profile_requested()) {
         s = rg_cuda_prof_create(st);
         be->ops = &cuda_ops_profiled;

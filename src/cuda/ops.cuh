@@ -67,6 +67,12 @@ rg_status rg_cuda_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, 
 rg_status rg_cuda_layernorm_backward_sum(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
                                          const void *dout, const void *inp, const void *weight, const float *mean,
                                          const float *rstd, int64_t T, int C);
+/* (linear_infer.cu) the inference projection of generation; see backend.h. */
+rg_status rg_cuda_linear_infer(rg_backend *be, void *out, const void *inp, const void *ln_w, const void *ln_b,
+                               float eps, const void *weight, const void *bias, const void *residual, int64_t T,
+                               int C, int OC, int gelu);
+/* (linear_infer.cu) kernel attributes, at backend creation. */
+rg_status rg_cuda_linear_infer_init(rg_cuda_state *st);
 /* (matmul.cu) dbias (OC) += sum_t dout (T,OC) over bf16 rows, deterministic;
  * uses the scratch area. */
 rg_status rg_cuda_bias_grad(rg_cuda_state *st, float *dbias, const bf16 *dout, int64_t T, int OC);
