@@ -126,7 +126,8 @@ static int ref_rows(int64_t T, int C, int OC, int64_t *rows) {
     }
     const int64_t fixed[] = {0, 1, 63, 64, 127, 128, 129, 255, 256, T / 2, T - 2, T - 1};
     int n = 0;
-    for (int i = 0; i < 12; i++) rows[n++] = fixed[i];
+    for (int i = 0; i < 12; i++)
+        if (fixed[i] < T) rows[n++] = fixed[i];
     while (n < MAX_REF_ROWS) rows[n++] = (int64_t)(rg_rng_uniform(&rng) * (double)T) % T;
     return n;
 }

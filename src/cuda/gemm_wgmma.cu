@@ -33,7 +33,9 @@
 #define A_BYTES (BM * BK * 2)
 #define B_BYTES (BN * BK * 2)
 #define STAGE_BYTES (A_BYTES + B_BYTES)
-#define SMEM_BYTES (1024 + STAGES * STAGE_BYTES + 2 * STAGES * 8) /* 1024: slack to align the tiles */
+#define GL_N (2 * 22 * 128) /* entries of the exact-GELU table (below) */
+/* 1024: slack to align the tiles; then the stages, the barriers, the GELU table */
+#define SMEM_BYTES (1024 + STAGES * STAGE_BYTES + 2 * STAGES * 8 + GL_N * 2)
 #define THREADS 384     /* producer warpgroup + two consumer warpgroups */
 #define GROUP_M 16      /* m-tiles per group of the tile order */
 
@@ -156,10 +158,11 @@ __device__ __forceinline__ void fence_regs(float (&d)[128]) {
     for (int i = 0; i < 128; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-/* erf GELU of a bf16 pattern through gelu.cu's table (L1-resident, 11 KB). */
-__device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, const uint16_t *lut) {
+/* erf GELU of a bf16 pattern through gelu.cu's table, staged in shared memory
+ * (v1 read it through L1: scattered 2-byte loads cost ~20 us per tile). */
+__device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, const uint16_t *tab) {
     uint32_t e = (b >> 7) & 0xFFu, k = e - GL_E_LO;
-    if (k < GL_NEXP) return __ldg(lut + ((((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu)));
+    if (k < GL_NEXP) return tab[(((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu)];
     float x = __uint_as_float((uint32_t)b << 16);
     float g = e < GL_E_LO ? fmaf(x * x, INV_SQRT_2PI, 0.5f * x) : (x > 0.0f ? x : x * 0.0f);
     return __bfloat16_as_ushort(__float2bfloat16_rn(g));
@@ -179,45 +182,87 @@ __device__ __forceinline__ void tile_coords(int t, const gemm_args &a, int &mt, 
     nt = r / gm;
 }
 
-/* The epilogue of one consumer warpgroup: its 64 x 256 accumulators (rows
- * row0 + 16 * warp + lane / 4 (+ 8), columns col0 + 8 i + 2 (lane % 4) (+ 1),
- * wgmma's fragment layout) -> bias, GELU / residual -> bf16 pairs in global. */
-template <int EPI>
-__device__ __forceinline__ void epilogue(const float (&d)[128], const gemm_args &a, int row0, int col0) {
-    int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
-    int r0 = row0 + warp * 16 + lane / 4, cbase = col0 + 2 * (lane % 4);
+/* The bias pairs of this thread's 32 column pairs (columns col0 + 8 i +
+ * 2 (lane % 4)), loaded before the tile's main loop so that their latency
+ * hides behind it (in v1 each load waited behind the stores before it:
+ * out may alias nothing the compiler can prove). */
+__device__ __forceinline__ void load_bias(uint32_t (&bias2)[32], const gemm_args &a, int col0) {
+    int cbase = col0 + 2 * (threadIdx.x % 4);
 #pragma unroll
     for (int i = 0; i < 32; i++) {
         int c = cbase + 8 * i;
-        if (c >= a.OC) continue; /* OC is even, so c + 1 < OC too */
-        float b0 = 0.0f, b1 = 0.0f;
-        if (a.bias) {
-            __nv_bfloat162 bb = *reinterpret_cast<const __nv_bfloat162 *>(a.bias + c);
-            b0 = __low2float(bb), b1 = __high2float(bb);
+        bias2[i] = a.bias && c < a.OC ? __ldg(reinterpret_cast<const unsigned int *>(a.bias + c)) : 0u;
+    }
+}
+
+/* Asks L2 for this warpgroup's 64 x 256 residual block (rows row0.., columns
+ * col0..) while the main loop runs: 64 rows x 4 lines of 128 bytes, 2 a thread. */
+__device__ __forceinline__ void prefetch_resid(const gemm_args &a, int row0, int col0) {
+    int t = threadIdx.x % 128;
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        int q = t + 128 * j, r = row0 + q / 4, c = col0 + 64 * (q % 4);
+        if (r < a.T && c < a.OC)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(a.resid + (size_t)r * a.OC + c));
+    }
+}
+
+__device__ __forceinline__ float2 bf2_to_f2(uint32_t u) {
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xFFFF0000u));
+}
+
+/* The epilogue of one consumer warpgroup: its 64 x 256 accumulators (rows
+ * row0 + 16 * warp + lane / 4 (+ 8), columns col0 + 8 i + 2 (lane % 4) (+ 1),
+ * wgmma's fragment layout) -> bias, GELU / residual -> bf16 pairs in global.
+ * Residual loads go 8 column pairs x 2 rows at a time ahead of their stores. */
+template <int EPI>
+__device__ __forceinline__ void epilogue(const float (&d)[128], const uint32_t (&bias2)[32], const gemm_args &a,
+                                         const uint16_t *tab, int row0, int col0) {
+    int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
+    int r0 = row0 + warp * 16 + lane / 4, cbase = col0 + 2 * (lane % 4);
+    bool row_ok[2] = {r0 < a.T, r0 + 8 < a.T};
+#pragma unroll
+    for (int i0 = 0; i0 < 32; i0 += 8) {
+        uint32_t res[8][2];
+        if (EPI == EPI_RESID) {
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int c = cbase + 8 * (i0 + i);
+                    res[i][h] = row_ok[h] && c < a.OC
+                                    ? *reinterpret_cast<const uint32_t *>(a.resid + (size_t)(r0 + 8 * h) * a.OC + c)
+                                    : 0u;
+                }
         }
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int r = r0 + 8 * h;
-            if (r >= a.T) continue;
-            size_t off = (size_t)r * a.OC + c;
-            float x0 = d[4 * i + 2 * h] + b0, x1 = d[4 * i + 2 * h + 1] + b1;
-            if (EPI == EPI_RESID) {
-                __nv_bfloat162 rr = *reinterpret_cast<const __nv_bfloat162 *>(a.resid + off);
-                x0 += __low2float(rr), x1 += __high2float(rr);
-            }
-            __nv_bfloat162 v = __floats2bfloat162_rn(x0, x1);
-            if (EPI == EPI_ERF || EPI == EPI_TANH) {
-                *reinterpret_cast<__nv_bfloat162 *>(a.pre + off) = v;
-                /* GELU of the stored (rounded) pre-activation, as the backward sees it */
-                if (EPI == EPI_ERF) {
-                    uint16_t g0 = gelu_erf_bits(__bfloat16_as_ushort(v.x), a.lut);
-                    uint16_t g1 = gelu_erf_bits(__bfloat16_as_ushort(v.y), a.lut);
-                    v = __halves2bfloat162(__ushort_as_bfloat16(g0), __ushort_as_bfloat16(g1));
-                } else {
-                    v = __floats2bfloat162_rn(gelu_tanh_f(__low2float(v)), gelu_tanh_f(__high2float(v)));
+        for (int i = 0; i < 8; i++) {
+            int c = cbase + 8 * (i0 + i);
+            if (c >= a.OC) continue; /* OC is even, so c + 1 < OC too */
+            float2 b = bf2_to_f2(bias2[i0 + i]);
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                if (!row_ok[h]) continue;
+                size_t off = (size_t)(r0 + 8 * h) * a.OC + c;
+                float x0 = d[4 * (i0 + i) + 2 * h] + b.x, x1 = d[4 * (i0 + i) + 2 * h + 1] + b.y;
+                if (EPI == EPI_RESID) {
+                    float2 rr = bf2_to_f2(res[i][h]);
+                    x0 += rr.x, x1 += rr.y;
                 }
+                __nv_bfloat162 v = __floats2bfloat162_rn(x0, x1);
+                if (EPI == EPI_ERF || EPI == EPI_TANH) {
+                    *reinterpret_cast<__nv_bfloat162 *>(a.pre + off) = v;
+                    /* GELU of the stored (rounded) pre-activation, as the backward sees it */
+                    if (EPI == EPI_ERF) {
+                        uint16_t g0 = gelu_erf_bits(__bfloat16_as_ushort(v.x), tab);
+                        uint16_t g1 = gelu_erf_bits(__bfloat16_as_ushort(v.y), tab);
+                        v = __halves2bfloat162(__ushort_as_bfloat16(g0), __ushort_as_bfloat16(g1));
+                    } else {
+                        v = __floats2bfloat162_rn(gelu_tanh_f(__low2float(v)), gelu_tanh_f(__high2float(v)));
+                    }
+                }
+                *reinterpret_cast<__nv_bfloat162 *>(a.out + off) = v;
             }
-            *reinterpret_cast<__nv_bfloat162 *>(a.out + off) = v;
         }
     }
 }
@@ -233,7 +278,11 @@ __global__ void __launch_bounds__(THREADS, 1)
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint8_t *sa = smem, *sb = smem + STAGES * A_BYTES;
     uint64_t *full = (uint64_t *)(smem + STAGES * STAGE_BYTES), *empty = full + STAGES;
+    uint16_t *tab = (uint16_t *)(empty + STAGES);
     int wg = threadIdx.x / 128;
+    if (EPI == EPI_ERF)
+        for (int i = threadIdx.x; i < GL_N / 2; i += THREADS)
+            reinterpret_cast<uint32_t *>(tab)[i] = reinterpret_cast<const uint32_t *>(a.lut)[i];
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(&full[s], 1);  /* the producer's arrive + the TMA bytes */
@@ -268,6 +317,9 @@ __global__ void __launch_bounds__(THREADS, 1)
         for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
             int mt, nt;
             tile_coords(t, a, mt, nt);
+            uint32_t bias2[32];
+            load_bias(bias2, a, nt * BN);
+            if (EPI == EPI_RESID) prefetch_resid(a, mt * BM + g * 64, nt * BN);
             float d[128];
 #pragma unroll
             for (int i = 0; i < 128; i++) d[i] = 0.0f;
@@ -289,7 +341,7 @@ __global__ void __launch_bounds__(THREADS, 1)
             wgmma_wait<0>();
             fence_regs(d);
             if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
-            epilogue<EPI>(d, a, mt * BM + g * 64, nt * BN);
+            epilogue<EPI>(d, bias2, a, tab, mt * BM + g * 64, nt * BN);
         }
     }
 #endif
