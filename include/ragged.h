@@ -1016,6 +1016,8 @@ typedef struct rg_generator_opts {
     int32_t max_prefill_tokens; /* prompt tokens per prefill pass (>= max_seq_len); 0: max_seq_len */
     rg_gen_token_fn on_token; /* may be NULL (poll with rg_generator_tokens) */
     void *user;
+    bool no_graph;            /* decode op by op even where the backend can replay a recorded step
+                                 (CUDA graphs; also off with RG_NO_GRAPH=1 or RG_PROFILE=1) */
 } rg_generator_opts;
 
 /* One request: prompt ids (copied), 1 <= prompt_len, 1 <= max_new_tokens and

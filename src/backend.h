@@ -21,7 +21,9 @@ typedef struct rg_attn_args {
 /* Decode attention over a paged KV cache (rg_attn_decode, ragged.h section 9).
  * k_cache, v_cache (n_blocks, block_size, h_kv, d) of one layer; block_tables
  * (n_seqs, max_blocks) and seq_lens (n_seqs) int32 in backend memory, with
- * seq_lens_host the same lengths on the host (to size the split). */
+ * seq_lens_host the same lengths on the host (a backend may size its split
+ * from them; the CUDA one derives it on the device, so that a recorded graph
+ * stays right when the lengths change). */
 typedef struct rg_attn_decode_args {
     int32_t n_seqs, n_heads, n_kv_heads, head_dim;
     int32_t block_size, max_blocks;
@@ -168,6 +170,26 @@ typedef struct rg_backend_ops {
     rg_status (*layernorm_backward_sum)(rg_backend *be, void *dinp, float *dweight, float *dbias, float *dinp_sum,
                                         const void *dout, const void *inp, const void *weight, const float *mean,
                                         const float *rstd, int64_t T, int C);
+
+    /* ---- replayable op sequences (issue 6: the decode step as one CUDA graph; appended) ----
+     * NULL where unsupported (the CPU backend, CUDA with RG_PROFILE=1).
+     * graph_begin starts recording: the ops called until graph_end are
+     * recorded, not run, each with the pointers and sizes it was given baked
+     * in, so they must take nothing from the host that is meant to change
+     * between replays (upload such values into fixed buffers before each
+     * graph_launch). An op that must not be recorded (e.g. it would allocate)
+     * fails. graph_end stops recording: with failed = true (an op failed) it
+     * discards the recording and returns RG_OK with *out = NULL; otherwise
+     * *out receives an opaque graph, or an error is returned with *out = NULL
+     * when the backend cannot make one. Either way nothing is recording after
+     * graph_end. graph_launch runs the graph on the stream (asynchronous, as
+     * the ops) unless a buffer of the backend's own that it baked in has moved
+     * since (a grown workspace): then it runs nothing and sets *stale, and the
+     * caller records a new one. graph_free releases a graph (NULL is fine). */
+    rg_status (*graph_begin)(rg_backend *be);
+    rg_status (*graph_end)(rg_backend *be, bool failed, void **out);
+    rg_status (*graph_launch)(rg_backend *be, void *graph, bool *stale);
+    void (*graph_free)(rg_backend *be, void *graph);
 
     /* ---- per-op profile (ragged.h section 2); NULL when the backend is not profiling ---- */
     rg_status (*profile_reset)(rg_backend *be);

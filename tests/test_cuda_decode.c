@@ -7,7 +7,9 @@
  * tiny, batches of 1 to 64, MHA/GQA/MQA, head dims 8 to 256, block sizes 16
  * and odd ones, q as a view into a fused qkv buffer, a fragmented pool
  * poisoned with NaN (a read of an unwritten slot shows), sentinels around
- * every device output, the automatic split over the keys and a forced one.
+ * every device output, the automatic split over the keys and a forced one,
+ * each call into freshly poisoned output (a split sequence whose merge
+ * counter a previous call left set would skip its merge and show).
  * Skips (77) without a CUDA device.
  *
  * Threshold, relative L2 per sequence and head group: 1.25u with u = 2^-8
@@ -227,7 +229,12 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
     ok = ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK,
                      "%s: decode: %s", label, rg_last_error());
     ok = ok && CHECK(rg_buffer_download(gpu, host, dout, 2 * tot) == RG_OK, "%s: download: %s", label, rg_last_error());
-    ok = ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
+    /* Sentinels again first: a call that skipped the merge (a split
+     * sequence's counter not reset by the previous call) would otherwise
+     * leave the first call's output in place and pass. */
+    for (size_t i = 0; i < tot; i++) again[i] = SENT_BF16;
+    ok = ok && CHECK(rg_buffer_upload(gpu, dout, again, 2 * tot) == RG_OK &&
+                     rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
                      rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: decode again: %s", label,
                      rg_last_error());
     if (ok) {
@@ -244,9 +251,11 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
          * an odd one, or none): the result must not depend on it. */
         int forced = (int[]){1, 200, 1 << 30}[rg_rng_below(r, 3)];
         rg_cuda_decode_force_partition(forced);
+        for (size_t i = 0; i < tot; i++) again[i] = SENT_BF16;
+        ok = CHECK(rg_buffer_upload(gpu, dout, again, 2 * tot) == RG_OK, "%s: sentinels: %s", label, rg_last_error());
         char what[64];
         snprintf(what, sizeof what, "cuda (partition %d) vs double reference", forced);
-        if (CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
+        if (ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
                   rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: forced partition: %s", label,
                   rg_last_error())) {
             float *o2 = xmalloc(sizeof(float) * no);

@@ -21,7 +21,9 @@
  * ones make attention scores of ~100 whose bf16 rounding alone flips the
  * softmax. A greedy token may differ from the fp32 argmax only where the
  * two best logits are closer than 4x that forward's error (in units of the
- * logits' rms). */
+ * logits' rms). Decode steps go through recorded CUDA graphs (the default),
+ * and test_graph_replay checks them against op-by-op decoding bit for bit
+ * while the batch size changes and the buffers they baked in move. */
 #include "test_model_util.h"
 #include "model/model.h"
 #include <math.h>
@@ -159,6 +161,142 @@ static void test_engine_greedy(rg_rng *rng) {
     rg_model_free(mc);
 }
 
+/* The first maximum of x (V). */
+static int32_t first_argmax(const float *x, int V) {
+    int32_t best = 0;
+    for (int v = 1; v < V; v++)
+        if (x[v] > x[best]) best = v;
+    return best;
+}
+
+/* Grows the CUDA decode attention's workspace (a wide call on a cache of its
+ * own), which makes every recorded decode graph stale. */
+static void grow_decode_workspace(void) {
+    enum { S = 4, HKV = 8, H = 32, D = 128, LEN = 20 };
+    rg_kv_cache *kx;
+    TRY_OK(rg_kv_cache_init(gpu, 1, HKV, D, 16, 64, &kx));
+    int32_t ids[S], lens[S], cu[S + 1] = {0};
+    for (int i = 0; i < S; i++) {
+        ids[i] = i;
+        lens[i] = LEN;
+        cu[i + 1] = 0;
+        TRY_OK(rg_kv_cache_add_seq(kx, i));
+    }
+    TRY_OK(rg_kv_cache_append(kx, S, ids, lens));
+    TRY_OK(rg_kv_cache_set_batch(kx, S, ids, cu));
+    void *q, *o;
+    TRY_OK(rg_buffer_alloc(gpu, sizeof(uint16_t) * S * H * D, &q));
+    TRY_OK(rg_buffer_alloc(gpu, sizeof(uint16_t) * S * H * D, &o));
+    TRY_OK(gpu->ops->zero(gpu, q, sizeof(uint16_t) * S * H * D));
+    TRY_OK(rg_attn_decode(gpu, kx, 0, H, 0.0f, q, 0, o));
+    TRY_OK(rg_backend_sync(gpu));
+    rg_buffer_free(gpu, q);
+    rg_buffer_free(gpu, o);
+    rg_kv_cache_free(kx);
+}
+
+/* Decode through recorded graphs against the same steps op by op, on the
+ * same model: the greedy tokens and the logits must be identical (the same
+ * kernels on the same data; any difference is a graph that baked in a stale
+ * value). Continuous batching changes S between steps (1, 3, 1, 4, 3); the
+ * prefills of new prompts grow the cache's table buffer mid-run (a new
+ * address: the graph of that S is recorded again), and a wide decode call
+ * grows the backend's decode workspace (the graph reports itself stale and
+ * is recorded again). The graph statistics must follow the documented rule:
+ * first step of a layout direct, second recorded, then replayed. */
+static void test_graph_replay(rg_rng *rng) {
+    enum { N = 4 };
+    rg_model_config cfg = tm_gpt2_like(3, 4, 2, 101, 320);
+    cfg.d_model = 256; /* 4 heads of 64, 2 kv heads */
+    const int V = cfg.vocab_size, bs = 5;
+    rg_model *mc = tm_model(cpu, &cfg, rg_rng_u64(rng));
+    tm_randomize(mc, rng, 0.2);
+    rg_model *mg = gpu_copy(mc, &cfg);
+    rg_model_free(mc);
+    int32_t plen[N] = {5, 17, 40, 300};
+    int32_t **prompts = tm_random_seqs(rng, N, plen, V);
+    rg_kv_cache *kv[2];
+    rg_gen_scratch *g[2];
+    float *logits[2];
+    int32_t next[2][N];  /* each run's greedy token per sequence */
+    for (int r = 0; r < 2; r++) {
+        TRY_OK(rg_kv_cache_init(gpu, cfg.n_layers, cfg.n_kv_heads, cfg.d_model / cfg.n_heads, bs, 512, &kv[r]));
+        TRY_OK(rg_gen_scratch_init(mg, 400, N, &g[r]));
+        rg_gen_scratch_use_graphs(g[r], r == 0);
+        logits[r] = malloc(sizeof(float) * N * V);
+    }
+    /* Each phase prefills some prompts, then decodes the listed subsets. */
+    static const struct { int first, n_new; int n_steps; int subset[6][N + 1]; } phases[] = {
+        {0, 1, 5, {{1, 0}, {1, 0}, {1, 0}, {1, 0}, {1, 0}}},                     /* S = 1, workspace grown at step 3 */
+        {1, 2, 5, {{3, 0, 1, 2}, {3, 0, 1, 2}, {3, 0, 1, 2}, {1, 1}, {1, 1}}},   /* S = 3, then 1 */
+        {3, 1, 6, {{4, 0, 1, 2, 3}, {4, 0, 1, 2, 3}, {4, 0, 1, 2, 3}, {3, 0, 2, 3}, {3, 0, 2, 3}, {3, 0, 2, 3}}},
+    };
+    bool same_tokens = true, same_logits = true;
+    int steps = 0;
+    for (size_t ph = 0; ph < sizeof phases / sizeof phases[0]; ph++) {
+        int f = phases[ph].first, n = phases[ph].n_new;
+        int32_t ids[N], cu[N + 1] = {0}, tok[400];
+        for (int i = 0; i < n; i++) {
+            ids[i] = f + i;
+            memcpy(tok + cu[i], prompts[f + i], sizeof(int32_t) * plen[f + i]);
+            cu[i + 1] = cu[i] + plen[f + i];
+        }
+        for (int r = 0; r < 2; r++) {
+            for (int i = 0; i < n; i++) TRY_OK(rg_kv_cache_add_seq(kv[r], ids[i]));
+            TRY_OK(rg_kv_cache_append(kv[r], n, ids, plen + f));
+            TRY_OK(rg_model_forward_kv(mg, g[r], kv[r], true, n, ids, cu, tok, logits[r]));
+            for (int i = 0; i < n; i++) next[r][f + i] = first_argmax(logits[r] + (size_t)i * V, V);
+        }
+        for (int st = 0; st < phases[ph].n_steps; st++) {
+            if (ph == 0 && st == 3) grow_decode_workspace();
+            int S = phases[ph].subset[st][0];
+            int32_t sid[N], ones[N], dcu[N + 1], dtok[2][N];
+            for (int b = 0; b < S; b++) {
+                sid[b] = phases[ph].subset[st][1 + b];
+                ones[b] = 1;
+                dcu[b] = b;
+                for (int r = 0; r < 2; r++) dtok[r][b] = next[r][sid[b]];
+                same_tokens = same_tokens && dtok[0][b] == dtok[1][b];
+            }
+            dcu[S] = S;
+            for (int r = 0; r < 2; r++) {
+                TRY_OK(rg_kv_cache_append(kv[r], S, sid, ones));
+                TRY_OK(rg_model_forward_kv(mg, g[r], kv[r], false, S, sid, dcu, dtok[r], logits[r]));
+                for (int b = 0; b < S; b++) next[r][sid[b]] = first_argmax(logits[r] + (size_t)b * V, V);
+            }
+            bool eq = memcmp(logits[0], logits[1], sizeof(float) * (size_t)S * V) == 0;
+            if (!eq && same_logits)
+                printf("  first difference: phase %zu step %d (S = %d), relative error %.2e\n", ph, st, S,
+                       rg_rel_err(logits[0], logits[1], (size_t)S * V));
+            same_logits = same_logits && eq;
+            steps++;
+        }
+    }
+    CHECK(same_tokens, "graph replay: the same greedy tokens as op-by-op decoding over %d steps", steps);
+    CHECK(same_logits, "graph replay: logits identical to op-by-op decoding over %d steps", steps);
+    rg_gen_graph_stats gs, gd;
+    rg_gen_scratch_graph_stats(g[0], &gs);
+    rg_gen_scratch_graph_stats(g[1], &gd);
+    printf("graph replay: %lld recorded, %lld replayed, %lld direct, %lld failed%s%s\n", (long long)gs.captures,
+           (long long)gs.replays, (long long)gs.direct, (long long)gs.fallbacks, gs.fallbacks ? ": " : "",
+           gs.fallbacks ? gs.last_fallback : "");
+    /* S = 1: direct, record, replay, [workspace grown] stale -> record, replay (2 recorded, 4 launched, 1 direct);
+     * S = 3: direct, record, replay; S = 1 (tables moved): direct, record; S = 4: direct, record, replay;
+     * S = 3 (tables moved): direct, record, replay. */
+    CHECK(gs.captures == 6 && gs.replays == 11 && gs.direct == 5 && gs.fallbacks == 0,
+          "graph statistics: recorded %lld (want 6), replayed %lld (11), direct %lld (5), failed %lld (0)",
+          (long long)gs.captures, (long long)gs.replays, (long long)gs.direct, (long long)gs.fallbacks);
+    CHECK(gd.captures == 0 && gd.replays == 0, "graphs off: nothing recorded (%lld) or replayed (%lld)",
+          (long long)gd.captures, (long long)gd.replays);
+    for (int r = 0; r < 2; r++) {
+        free(logits[r]);
+        rg_gen_scratch_free(g[r]);
+        rg_kv_cache_free(kv[r]);
+    }
+    tm_free_seqs(prompts, N);
+    rg_model_free(mg);
+}
+
 /* argmax_rows on CUDA against the first-maximum loop: bf16 rows of small
  * integers (exact in bf16, many ties), an all -inf row, V = 1, 7, 50257. */
 static void test_argmax(rg_rng *rng) {
@@ -198,6 +336,7 @@ int main(void) {
     gqa.d_model = 256; /* 4 heads of 64, 2 kv heads */
     test_cached_logits(&rng, "gpt2-like GQA 4/2 x 64, block 5", gqa, 5);
     test_engine_greedy(&rng);
+    test_graph_replay(&rng);
     test_argmax(&rng);
     rg_backend_free(gpu);
     rg_backend_free(cpu);

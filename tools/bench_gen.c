@@ -25,7 +25,7 @@ typedef struct gb_opts {
     model_flags model;
     const char *model_dir, *batches, *prompts_out, *backend, *output;
     int min_len, max_len, max_new, seed, block_size, threads, bw_mib;
-    bool quiet;
+    bool quiet, no_graph;
     /* derived */
     int sizes[MAX_SIZES], n_sizes, max_b;
     report_format format;
@@ -60,6 +60,8 @@ static int parse_opts(gb_opts *o, int argc, char **argv) {
          "write the prompts (one per line, token ids separated by spaces) for a PyTorch/HF replay", "none"},
         {"Run", "threads", 't', ARG_INT, &o->threads, "N", 0, INT_MAX, "CPU threads", "0 = every core"},
         {NULL, "backend", 0, ARG_CHOICE, &o->backend, "cpu|cuda", 1, 0, "device", NULL},
+        {NULL, "no-graph", 0, ARG_BOOL, &o->no_graph, NULL, 1, 0,
+         "decode op by op instead of replaying each step as one CUDA graph (for comparison)", "graphs on"},
         {NULL, "bandwidth-mib", 0, ARG_INT, &o->bw_mib, "MIB", 1, 16384,
          "buffer size of the bandwidth measurement (three buffers)", NULL},
         {"Output", "output", 'o', ARG_CHOICE, &o->output, "md|json|csv", 1, 0, "result format on stdout", NULL},
@@ -141,7 +143,7 @@ static int run_size(const gb_opts *o, rg_model *m, const rg_model_config *cfg, s
     int64_t per_seq = ((int64_t)o->max_len + o->max_new + o->block_size - 1) / o->block_size;
     int64_t budget = r->prompt_tokens > cfg->max_seq_len ? r->prompt_tokens : cfg->max_seq_len;
     rg_generator_opts go = {.max_batch = B, .block_size = o->block_size, .n_blocks = (int32_t)(per_seq * B),
-                            .max_prefill_tokens = (int32_t)budget};
+                            .max_prefill_tokens = (int32_t)budget, .no_graph = o->no_graph};
     rg_generator *g;
     rg_status s = rg_generator_create(m, &go, &g);
     if (s != RG_OK) return msg_fail(s, "batch %d: creating the generator", B);
@@ -292,6 +294,7 @@ static int run_all(const gb_opts *o, const rg_model_config *cfg) {
         report_param(&rep, "max_new_tokens", "%d", o->max_new);
         report_param(&rep, "seed", "%d", o->seed);
         report_param(&rep, "block_size", "%d", o->block_size);
+        report_param(&rep, "decode_graphs", "%s", o->no_graph ? "off" : "on (where the backend has them)");
         report_param(&rep, "bandwidth_gb_s", "%.2f", bw / 1e9);
         report_param(&rep, "weight_mib", "%.2f", weight_bytes(cfg, act) / 1048576.0);
         report_note(&rep, "model: %s: %s (%s weights)", o->model_dir ? o->model_dir : o->model.preset, desc,

@@ -38,6 +38,58 @@ struct bwd_params {
 
 enum { MODE_ALL = 0, MODE_DV = 1, MODE_DKDQ = 2 };
 
+/* acc (16 rows x BM as QT n8 tiles) = A (the warp's 16 rows: held fragments
+ * areg when REG, else ldmatrix from As) times Bs^T, Bs (BM x D) in shared
+ * memory: S^T = K Q^T and dP^T = V dO^T. PART skips the 16-row chunks of Bs
+ * outside [c_lo, c_hi) (their acc tiles stay 0). */
+template <bool PART, bool REG, int QT, int KS, int STR>
+__device__ __forceinline__ void rows_times_blockT(float (*acc)[4], const uint32_t (*areg)[4], const rg_bf16 *As,
+                                                  const rg_bf16 *Bs, int a_row, int a_col, int b_row, int b_col,
+                                                  int c_lo, int c_hi) {
+#pragma unroll
+    for (int i = 0; i < QT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        uint32_t af[4];
+        if (REG) {
+            af[0] = areg[REG ? ks : 0][0]; af[1] = areg[REG ? ks : 0][1];
+            af[2] = areg[REG ? ks : 0][2]; af[3] = areg[REG ? ks : 0][3];
+        } else {
+            rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(As + a_row * STR + ks * 16 + a_col));
+        }
+#pragma unroll
+        for (int np = 0; np < QT / 2; np++) {
+            if (PART && (np < c_lo || np >= c_hi)) continue;
+            uint32_t b0, b1, b2, b3;
+            rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Bs + (np * 16 + b_row) * STR + ks * 16 + b_col));
+            rg_mma16816(acc[2 * np], af, b0, b1);
+            rg_mma16816(acc[2 * np + 1], af, b2, b3);
+        }
+    }
+}
+
+/* acc (16 rows x D as DT n8 tiles) += bf16(s) (16 x BM, the C layout of
+ * rows_times_blockT) times Bs (BM x D) in shared memory: dV += P^T dO and
+ * dK += dS^T Q. PART skips the chunks outside [c_lo, c_hi). */
+template <bool PART, int BM, int DT, int STR>
+__device__ __forceinline__ void rows_acc_times_block(float (*acc)[4], const float (*s)[4], const rg_bf16 *Bs,
+                                                     int v_row, int v_col, int c_lo, int c_hi) {
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) {
+        if (PART && (kk < c_lo || kk >= c_hi)) continue;
+        uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
+                          rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                          rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < DT / 2; dp++) {
+            uint32_t b0, b1, b2, b3;
+            rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Bs + (kk * 16 + v_row) * STR + dp * 16 + v_col));
+            rg_mma16816(acc[2 * dp], pf, b0, b1);
+            rg_mma16816(acc[2 * dp + 1], pf, b2, b3);
+        }
+    }
+}
+
 template <int D, int BM, int NW, bool KVR> struct bwd_cfg {
     static constexpr int BN = 16 * NW;          /* keys per CTA, 16 per warp */
     static constexpr int STR = rg_tile<D>::STR;
@@ -154,26 +206,8 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_bwd_kernel(const bwd_param
             constexpr bool PART = decltype(part)::value;
             /* S^T = K Q^T: 16 keys x BM queries per warp */
             float s[QT][4];
-#pragma unroll
-            for (int i = 0; i < QT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-            for (int ks = 0; ks < KS; ks++) {
-                uint32_t af[4];
-                if (C::KVREG) {
-                    af[0] = kf[C::KVREG ? ks : 0][0]; af[1] = kf[C::KVREG ? ks : 0][1];
-                    af[2] = kf[C::KVREG ? ks : 0][2]; af[3] = kf[C::KVREG ? ks : 0][3];
-                } else {
-                    rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Ks + (krow + a_row) * STR + ks * 16 + a_col));
-                }
-#pragma unroll
-                for (int np = 0; np < QT / 2; np++) {
-                    if (PART && (np < c_lo || np >= c_hi)) continue;
-                    uint32_t b0, b1, b2, b3;
-                    rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(Qb + (np * 16 + b_row) * STR + ks * 16 + b_col));
-                    rg_mma16816(s[2 * np], af, b0, b1);
-                    rg_mma16816(s[2 * np + 1], af, b2, b3);
-                }
-            }
+            rows_times_blockT<PART, C::KVREG, QT, KS, STR>(s, kf, Ks + krow * STR, Qb, a_row, a_col, b_row, b_col,
+                                                           c_lo, c_hi);
 
             /* P^T = exp(scale * S^T - lse); masked: queries past the sequence,
              * keys past the sequence, and (causal) keys after the query's diagonal */
@@ -194,46 +228,15 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_bwd_kernel(const bwd_param
                 }
             }
 
-            if (DO_DV) {
+            if constexpr (DO_DV) {
                 /* dV += P^T dO */
-#pragma unroll
-                for (int kk = 0; kk < BM / 16; kk++) {
-                    if (PART && (kk < c_lo || kk >= c_hi)) continue;
-                    uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                      rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                      rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-                    for (int dp = 0; dp < DT / 2; dp++) {
-                        uint32_t b0, b1, b2, b3;
-                        rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(dOb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
-                        rg_mma16816(dv_acc[DO_DV ? 2 * dp : 0], pf, b0, b1);
-                        rg_mma16816(dv_acc[DO_DV ? 2 * dp + 1 : 0], pf, b2, b3);
-                    }
-                }
+                rows_acc_times_block<PART, BM, DT, STR>(dv_acc, s, dOb, v_row, v_col, c_lo, c_hi);
             }
-            if (DO_DK) {
+            if constexpr (DO_DK) {
                 /* dP^T = V dO^T */
                 float dp_[QT][4];
-#pragma unroll
-                for (int i = 0; i < QT; i++) dp_[i][0] = dp_[i][1] = dp_[i][2] = dp_[i][3] = 0.f;
-#pragma unroll
-                for (int ks = 0; ks < KS; ks++) {
-                    uint32_t af[4];
-                    if (C::KVREG) {
-                        af[0] = vf[C::KVREG && DO_DK ? ks : 0][0]; af[1] = vf[C::KVREG && DO_DK ? ks : 0][1];
-                        af[2] = vf[C::KVREG && DO_DK ? ks : 0][2]; af[3] = vf[C::KVREG && DO_DK ? ks : 0][3];
-                    } else {
-                        rg_ldsm_x4(af[0], af[1], af[2], af[3], rg_smem_u32(Vs + (krow + a_row) * STR + ks * 16 + a_col));
-                    }
-#pragma unroll
-                    for (int np = 0; np < QT / 2; np++) {
-                        if (PART && (np < c_lo || np >= c_hi)) continue;
-                        uint32_t b0, b1, b2, b3;
-                        rg_ldsm_x4(b0, b1, b2, b3, rg_smem_u32(dOb + (np * 16 + b_row) * STR + ks * 16 + b_col));
-                        rg_mma16816(dp_[2 * np], af, b0, b1);
-                        rg_mma16816(dp_[2 * np + 1], af, b2, b3);
-                    }
-                }
+                rows_times_blockT<PART, C::KVREG, QT, KS, STR>(dp_, vf, Vs + krow * STR, dOb, a_row, a_col, b_row,
+                                                               b_col, c_lo, c_hi);
                 /* dS^T = P^T (dP^T - D), kept in s; also staged (bf16) for dQ */
 #pragma unroll
                 for (int nt = 0; nt < QT; nt++) {
@@ -248,20 +251,7 @@ __global__ void __launch_bounds__(NW * 32, MINB) attn_bwd_kernel(const bwd_param
                         rg_pack_bf16(s[nt][2], s[nt][3]);
                 }
                 /* dK += dS^T Q */
-#pragma unroll
-                for (int kk = 0; kk < BM / 16; kk++) {
-                    if (PART && (kk < c_lo || kk >= c_hi)) continue;
-                    uint32_t pf[4] = {rg_pack_bf16(s[2 * kk][0], s[2 * kk][1]), rg_pack_bf16(s[2 * kk][2], s[2 * kk][3]),
-                                      rg_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                      rg_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-                    for (int dp = 0; dp < DT / 2; dp++) {
-                        uint32_t b0, b1, b2, b3;
-                        rg_ldsm_x4_t(b0, b1, b2, b3, rg_smem_u32(Qb + (kk * 16 + v_row) * STR + dp * 16 + v_col));
-                        rg_mma16816(dk_acc[DO_DK ? 2 * dp : 0], pf, b0, b1);
-                        rg_mma16816(dk_acc[DO_DK ? 2 * dp + 1 : 0], pf, b2, b3);
-                    }
-                }
+                rows_acc_times_block<PART, BM, DT, STR>(dk_acc, s, Qb, v_row, v_col, c_lo, c_hi);
             }
         };
         if (!SKIP || (c_lo == 0 && c_hi == BM / 16)) part1(rg_bool<false>{});

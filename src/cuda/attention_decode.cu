@@ -1,24 +1,35 @@
 /* attention_decode.cu — decode attention over the paged KV cache on CUDA (one
- * query token per sequence), split over the KV length as in flash-decoding.
+ * query token per sequence), split over the KV length as in flash-decoding,
+ * in one kernel whose launch depends on no per-step host value (so that a
+ * CUDA graph of the decode step can replay it).
  *
  * Layouts (backend.h, rg_attn_decode_args): q (n_seqs, h, d) bf16 with row
  * stride stride_q; k_cache, v_cache (n_blocks, block_size, h_kv, d) bf16;
  * block_tables (n_seqs, max_blocks), seq_lens (n_seqs) int32; o (n_seqs, h, d).
  *
- * One CTA per (sequence, partition of P keys, kv head, group of G query heads
- * of that kv head): K and V rows of the partition are read from global memory
- * once for all G heads. A key row (d bf16) is read by D/8 lanes, 16 bytes
- * each, K and V of several keys in flight per lane; the scores (fp32, log2
- * units, the scale folded into q) are reduced across the row's lanes and fed
- * to an online softmax per lane group, and the groups and warps are merged at
- * the end. A sequence that fits in one partition writes o directly; longer
- * ones leave (m, l, acc) partials in the attention workspace and a second
- * kernel combines them. P is chosen per call from the host lengths by a
- * small cost model (pick_partition), so that batches of short sequences run
- * in one kernel and a long one is still split. Length 0 gives zeros.
+ * Work items: a grid of (kv heads x groups of G query heads) x (n_seqs + NW)
+ * CTAs (x, y). Every CTA first reads all the device lengths and derives the
+ * partition size P = max(STEP, total keys / NW rounded up to STEP), so that
+ * the whole step is about NW CTAs' worth of keys per head, and then which
+ * (sequence, partition) its item is: sequence b owns max(1, ceil(len_b / P))
+ * consecutive items, and since sum ceil(len_b / P) <= total / P + n_seqs <=
+ * NW + n_seqs every item fits in the grid; CTAs past the last item exit.
+ * NW is chosen on the host from the GPU's size and the batch's shape only.
+ * So a batch of short sequences runs unsplit, a long one alone is split
+ * finely, and one huge among many tiny is split while the tiny ones are not.
+ *
+ * A CTA reads the K and V rows of its partition once for all G heads. A key
+ * row (d bf16) is read by D/8 lanes, 16 bytes each, K and V of several keys in
+ * flight per lane; the scores (fp32, log2 units, the scale folded into q) are
+ * reduced across the row's lanes and fed to an online softmax per lane group,
+ * and the groups and warps are merged at the end. A sequence of one partition
+ * writes o directly; otherwise each CTA leaves (m, l, acc) partials in the
+ * decode workspace, and the last CTA of a (sequence, head group) to finish
+ * (a per-row counter, which that CTA resets to 0 for the next call) combines
+ * them in partition order (deterministic). Length 0 gives zeros.
  * Memory-bound: the bytes are K + V of every sequence, q and o
  * (measurements in bench/cuda_attention_NOTES.md). No host sync; the
- * partials' scratch is the attention workspace, grown on demand. */
+ * workspace (partials and counters) is grown only outside a graph capture. */
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 
@@ -43,9 +54,12 @@ struct dec_params {
     const rg_bf16 *q, *kc, *vc;
     rg_bf16 *o;
     const int32_t *tables, *lens;
-    float *pm, *pl, *pacc;      /* partials: m, l (n_seqs, h, n_parts); acc (n_seqs, h, n_parts, d) */
+    float *pm, *pl, *pacc;      /* partials: m, l (n_items, h); acc (n_items, h, d) */
+    int *count;                 /* (n_seqs, h_kv * n_groups) CTAs done, 0 between calls */
     int h, hkv, d, g, n_groups; /* n_groups: CTAs per kv head (ceil(g / G)) */
-    int bs, max_blocks, part, n_parts;
+    int bs, max_blocks, n_seqs;
+    int nw;                     /* partition budget: P >= total keys / nw */
+    int force_part;             /* lab: P in keys (a multiple of STEP), 0 = derived */
     int64_t stride_q;
     float scale_log2;           /* softmax scale * log2(e) */
 };
@@ -64,6 +78,73 @@ __device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
  * exp2(M0 - M0) = 1, so empty lanes need no special case (-inf would give NaN). */
 #define DEC_M0 (-1e30f)
 
+/* Warp 0 of a CTA: the partition size P from the device lengths, and which
+ * (sequence, partition) work item blockIdx.y is (file comment). out: sequence
+ * (-1 when the item is past the last one), partition, partitions of that
+ * sequence, P. */
+__device__ void find_item(const dec_params &p, int step, int lane, int *out) {
+    long long total = 0;
+    for (int i = lane; i < p.n_seqs; i += 32) total += max(p.lens[i], 0);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+    long long per = (total + p.nw - 1) / p.nw;
+    int P = p.force_part ? p.force_part : (int)max((long long)step, (per + step - 1) / step * step);
+    const int item = blockIdx.y;
+    int before = 0, b = -1, part = 0, np = 0;
+    for (int base = 0; base < p.n_seqs && b < 0; base += 32) {
+        int i = base + lane, len = i < p.n_seqs ? max(p.lens[i], 0) : 0;
+        int mine = i < p.n_seqs ? max(1, (len + P - 1) / P) : 0, incl = mine;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            int t = __shfl_up_sync(0xffffffffu, incl, o);
+            if (lane >= o) incl += t;
+        }
+        /* The lane whose items cover `item`, if any in this chunk of 32 sequences. */
+        unsigned hit = __ballot_sync(0xffffffffu, mine > 0 && item >= before + incl - mine && item < before + incl);
+        if (hit) {
+            int src = __ffs(hit) - 1;
+            b = base + src;
+            part = item - (before + __shfl_sync(0xffffffffu, incl - mine, src));
+            np = __shfl_sync(0xffffffffu, mine, src);
+        }
+        before += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    if (lane == 0) { out[0] = b; out[1] = part; out[2] = np; out[3] = P; }
+}
+
+/* After a CTA has written its partials: the last of the np CTAs of sequence b
+ * and this head group (items first..first+np-1) combines them,
+ * o = sum_p 2^(m_p - M) acc_p / sum_p 2^(m_p - M) l_p, in partition order, and
+ * resets the counter. The fences order the partials before the count (the
+ * writers) and the count before the reads (the last CTA); reads go to L2. */
+__device__ void merge_if_last(const dec_params &p, int b, int first, int np, int h0, int ng) {
+    __shared__ int s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *cnt = p.count + (int64_t)b * gridDim.x + blockIdx.x;
+        int done = atomicAdd(cnt, 1) + 1;
+        s_last = done == np;
+        if (done == np) *cnt = 0;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    for (int i = threadIdx.x; i < ng * p.d; i += DEC_THREADS) {
+        const int hh = h0 + i / p.d, c = i % p.d;
+        float M = -INFINITY;
+        for (int q = 0; q < np; q++) M = fmaxf(M, __ldcg(p.pm + (int64_t)(first + q) * p.h + hh));
+        float x = 0.0f, Ls = 0.0f;
+        for (int q = 0; q < np; q++) {
+            const int64_t at = (int64_t)(first + q) * p.h + hh;
+            const float a = exp2f(__ldcg(p.pm + at) - M);
+            Ls = fmaf(a, __ldcg(p.pl + at), Ls);
+            x = fmaf(a, __ldcg(p.pacc + at * p.d + c), x);
+        }
+        p.o[((int64_t)b * p.h + hh) * p.d + c] = __float2bfloat16_rn(x / Ls);
+    }
+}
+
 template <int D, int G>
 __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p) {
     constexpr int L = D / 8;              /* lanes per key row, 16 bytes each */
@@ -74,22 +155,22 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
     __shared__ __align__(16) float sq[G][D];        /* q * scale * log2(e), zero past d */
     __shared__ __align__(16) float sacc[DEC_WARPS][G][D];
     __shared__ float sm[DEC_WARPS][G], sl[DEC_WARPS][G];
+    __shared__ int s_item[4];   /* sequence, partition, partitions of it, P; sequence -1: no item */
 
-    const int b = blockIdx.x / p.n_parts, part = blockIdx.x % p.n_parts;
-    const int kvh = blockIdx.y / p.n_groups, grp = blockIdx.y % p.n_groups;
+    const int kvh = blockIdx.x / p.n_groups, grp = blockIdx.x % p.n_groups;
     const int h0 = kvh * p.g + grp * G, ng = min(G, p.g - grp * G);
-    const int len = p.lens[b], j0 = part * p.part;
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-
+    if (warp == 0) find_item(p, STEP, lane, s_item);
+    __syncthreads();
+    const int b = s_item[0], part = s_item[1], np = s_item[2], P = s_item[3];
+    if (b < 0) return;
+    const int len = p.lens[b], j0 = part * P;
     if (len <= 0) {
-        if (part == 0)
-            for (int i = tid; i < ng * p.d; i += DEC_THREADS)
-                p.o[((int64_t)b * p.h + h0 + i / p.d) * p.d + i % p.d] = __float2bfloat16_rn(0.0f);
+        for (int i = tid; i < ng * p.d; i += DEC_THREADS)
+            p.o[((int64_t)b * p.h + h0 + i / p.d) * p.d + i % p.d] = __float2bfloat16_rn(0.0f);
         return;
     }
-    if (j0 >= len) return;
-    const int n = min(p.part, len - j0);
-    const int np = (len + p.part - 1) / p.part;
+    const int n = min(P, len - j0);
     const int32_t *table = p.tables + (int64_t)b * p.max_blocks;
 
     for (int i = tid; i < G * D; i += DEC_THREADS) {
@@ -208,47 +289,19 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
         if (np == 1) {
             p.o[row * p.d + c] = __float2bfloat16_rn(x / Ls);
         } else {
-            int64_t at = row * p.n_parts + part;
+            int64_t at = (int64_t)blockIdx.y * p.h + h0 + gi;
             p.pacc[at * p.d + c] = x;
             if (c == 0) { p.pm[at] = M; p.pl[at] = Ls; }
         }
     }
-}
-
-/* Combines the partitions of every (sequence, head) with more than one:
- * o = sum_p 2^(m_p - M) acc_p / sum_p 2^(m_p - M) l_p. One warp per row. */
-__global__ void __launch_bounds__(DEC_THREADS) decode_reduce_kernel(const dec_params p, int64_t rows) {
-    const int64_t row = (int64_t)blockIdx.x * DEC_WARPS + threadIdx.x / 32;
-    const int lane = threadIdx.x % 32;
-    if (row >= rows) return;
-    const int len = p.lens[row / p.h];
-    const int np = (len + p.part - 1) / p.part;
-    if (np <= 1) return;  /* written by decode_kernel */
-    const float *pm = p.pm + row * p.n_parts, *pl = p.pl + row * p.n_parts;
-    float M = -INFINITY;
-    for (int i = lane; i < np; i += 32) M = fmaxf(M, pm[i]);
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
-    float Ls = 0.0f;
-    for (int i = lane; i < np; i += 32) Ls += exp2f(pm[i] - M) * pl[i];
-    const float inv = 1.0f / rg_warp_sum(Ls);
-    const float *acc = p.pacc + row * p.n_parts * p.d;
-    for (int c = lane; c < p.d; c += 32) {
-        float x = 0.0f;
-        for (int i = 0; i < np; i++) x = fmaf(exp2f(pm[i] - M), acc[(int64_t)i * p.d + c], x);
-        p.o[row * p.d + c] = __float2bfloat16_rn(x * inv);
-    }
+    if (np > 1) merge_if_last(p, b, blockIdx.y - part, np, h0, ng);
 }
 
 typedef void (*dec_kernel_t)(const dec_params);
-/* A kernel, its keys per load batch, and its resident CTAs per SM (0 until
- * first asked: a property of the device kind, the same for every backend). */
-struct dec_kernel { dec_kernel_t fn; int step; int *per_sm; };
+/* A kernel and its keys per load batch. */
+struct dec_kernel { dec_kernel_t fn; int step; };
 
-template <int D, int G> dec_kernel make_kernel() {
-    static int per_sm = 0;
-    return {decode_kernel<D, G>, dec_step<D, G>::value, &per_sm};
-}
+template <int D, int G> dec_kernel make_kernel() { return {decode_kernel<D, G>, dec_step<D, G>::value}; }
 
 template <int D> dec_kernel pick_g(int G) {
     constexpr int GM = dec_gmax<D>::value;
@@ -274,54 +327,67 @@ int heads_per_cta(int D, int g) {
 } // namespace
 
 /* Kernel lab hooks (bench/cuda_decode_bench.c): force the partition size in
- * keys (rounded up to the kernel's step; 0 = automatic) and read the last one
- * used. Process-wide and unsynchronised: for the benchmark only. */
+ * keys (rounded up to the kernel's step; 0 = derived on the device) and read
+ * the last one used (when derived: the host's replay of the device rule over
+ * seq_lens_host). Process-wide and unsynchronised: for the benchmark only. */
 static int force_part, last_part;
 extern "C" void rg_cuda_decode_force_partition(int keys) { force_part = keys > 0 ? keys : 0; }
 extern "C" int rg_cuda_decode_last_partition(void) { return last_part; }
 
-/* The partition size P (keys per CTA), from a cost model fitted to the
- * lab's H100 numbers (bench/cuda_attention_NOTES.md), in microseconds:
- *   max(bytes / 2.5 TB/s,                  the whole step at the copy rate,
- *       longest CTA's load batches x 1.5,  a CTA is a chain of load round trips,
- *       all batches x 1.5 / CTAs at once)  latency-bound while the GPU is not full
- *   + 4 if any sequence is split           the reduction kernel and its partials.
- * Candidates: step x 2^k (step = keys of one load batch) and no split; among
- * estimates within 5% of the best the largest P wins (fewer partials, and a
- * grid of fewer waves did better in the lab). */
-static int pick_partition(const rg_attn_decode_args *a, int step, int64_t ctas_per_part, int64_t slots) {
-    const double t_batch = 1.5, t_reduce = 4.0, bytes_per_us = 2.5e6;
-    int64_t keys = 0;
-    for (int32_t b = 0; b < a->n_seqs; b++) keys += a->seq_lens_host[b];
-    const double t_bytes = (double)keys * ctas_per_part * a->head_dim * 4 / bytes_per_us;
-    const int max_len = a->max_seq_len > step ? a->max_seq_len : step;
-    double best_t = 1e30;
-    int best = max_len;
-    double est[40];
-    int cand[40], n = 0;
-    for (int64_t P = step;; P *= 2) {
-        int Pc = P < max_len ? (int)P : max_len;
-        int64_t ctas = 0, batches = 0;
-        for (int32_t b = 0; b < a->n_seqs; b++) {
-            int64_t len = a->seq_lens_host[b], full = len / Pc, rest = len % Pc;
-            ctas += full + (rest > 0);
-            batches += full * ((Pc + step - 1) / step) + (rest + step - 1) / step;
+/* The partition budget NW: the device picks P so that all the keys of the
+ * step make about NW partitions per head group, i.e. about 2 CTAs per SM in
+ * all (ctas_per_part = kv heads x head groups). The lab's H100 numbers
+ * (bench/results/cuda_decode_2026-11-22_h100.md) put the best P of every case
+ * there within a few percent of total keys x ctas_per_part / (2 x SMs):
+ * batch 1 of 604 keys -> 128, one of 8192 -> 384 (best 512, 256 close),
+ * batch 64 of 21056 keys -> no split, GQA 16 x 2048 -> 1024, 63 tiny + 4000
+ * -> 256 (best 512, 256 within 12%). It depends on no length, so the launch
+ * is the same at every step of a graph. */
+static int partition_budget(const rg_cuda_state *st, int64_t ctas_per_part) {
+    int64_t nw = 2 * (int64_t)st->prop.multiProcessorCount / ctas_per_part;
+    return nw < 1 ? 1 : (int)nw;
+}
+
+/* The decode workspace: a region of counters (at least n_seqs x
+ * ctas_per_part int32), zero between calls, then the partials (n_items x h x
+ * (d + 2) fp32). The counters' region never moves or shrinks while the
+ * buffer lives, so that no call's partials land on a counter another call
+ * will read. Grown (zeroed) outside a capture only: a graph that baked the
+ * old buffer in sees st->ws_gen change. */
+static size_t counter_bytes(size_t counters) { return (counters * sizeof(int) + 255) / 256 * 256; }
+
+static rg_status dec_ws_reserve(rg_cuda_state *st, size_t floats, size_t counters, float **part, int **count) {
+    const char *fn = "rg_attn_decode (cuda)";
+    size_t n_cnt = counters > st->dec_ws_counters ? counters + counters / 4 : st->dec_ws_counters;
+    size_t need = counter_bytes(n_cnt) + floats * sizeof(float);
+    if (need > st->dec_ws_bytes || n_cnt != st->dec_ws_counters) {
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        RG_CUDA_TRY(cudaStreamIsCapturing(st->stream, &cs));
+        if (cs != cudaStreamCaptureStatusNone)
+            return rg_fail(RG_ERR_UNSUPPORTED, "%s: the decode workspace must grow to %zu bytes during a graph "
+                           "capture (run the step once without a graph first)", fn, need);
+        size_t want = counter_bytes(n_cnt) + (floats + floats / 4) * sizeof(float);
+        /* Running work may still use the old buffer: freeing it synchronises. */
+        if (st->dec_ws) RG_CUDA_TRY(cudaFree(st->dec_ws));
+        st->dec_ws = NULL;
+        st->dec_ws_bytes = st->dec_ws_counters = 0;
+        st->ws_gen++;
+        cudaError_t e = cudaMalloc(&st->dec_ws, want);
+        /* On the backend's stream (non-blocking: a plain cudaMemset would not order before the kernel). */
+        if (e == cudaSuccess) e = cudaMemsetAsync(st->dec_ws, 0, counter_bytes(n_cnt), st->stream);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            cudaFree(st->dec_ws);
+            st->dec_ws = NULL;
+            return rg_fail(e == cudaErrorMemoryAllocation ? RG_ERR_OUT_OF_MEMORY : RG_ERR_BACKEND,
+                           "%s: cannot allocate a %zu-byte decode workspace: %s", fn, want, cudaGetErrorString(e));
         }
-        ctas *= ctas_per_part;
-        batches *= ctas_per_part;
-        double t = (double)((Pc + step - 1) / step) * t_batch;
-        double t_fill = ctas ? (double)batches * t_batch / (double)(ctas < slots ? ctas : slots) : 0;
-        t = t_bytes > t ? t_bytes : t;
-        t = t_fill > t ? t_fill : t;
-        if (Pc < a->max_seq_len) t += t_reduce;
-        est[n] = t;
-        cand[n++] = Pc;
-        if (t < best_t) best_t = t;
-        if (Pc == max_len || n == 40) break;
+        st->dec_ws_bytes = want;
+        st->dec_ws_counters = n_cnt;
     }
-    for (int i = 0; i < n; i++)
-        if (est[i] <= best_t * 1.05) best = cand[i];  /* candidates grow: the last one within 5% */
-    return best;
+    *count = (int *)st->dec_ws;
+    *part = (float *)((char *)st->dec_ws + counter_bytes(st->dec_ws_counters));
+    return RG_OK;
 }
 
 rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
@@ -336,22 +402,34 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     const int G = heads_per_cta(D, g), n_groups = (g + G - 1) / G;
     const dec_kernel kern = D == 32 ? pick_g<32>(G) : D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G)
                                                                                        : pick_g<256>(G);
-    if (*kern.per_sm <= 0) {
-        int per_sm = 0;
-        RG_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern.fn, DEC_THREADS, 0));
-        *kern.per_sm = per_sm > 0 ? per_sm : 1;
-    }
-    int P = pick_partition(a, kern.step, (int64_t)a->n_kv_heads * n_groups,
-                           (int64_t)*kern.per_sm * st->prop.multiProcessorCount);
+    const int64_t cpp = (int64_t)a->n_kv_heads * n_groups;
+    const int nw = partition_budget(st, cpp);
+    int fp = 0;
     if (force_part) {
         int64_t f = ((int64_t)force_part + kern.step - 1) / kern.step * kern.step;
-        P = f < a->max_seq_len ? (int)f : (a->max_seq_len > kern.step ? a->max_seq_len : kern.step);
+        fp = f < (1 << 30) ? (int)f : 1 << 30;
     }
-    last_part = P;
-    const int n_parts = a->max_seq_len > 0 ? (a->max_seq_len + P - 1) / P : 1;
-    if ((int64_t)a->n_seqs * n_parts > INT32_MAX || (int64_t)a->n_kv_heads * n_groups > 65535)
-        return rg_fail(RG_ERR_UNSUPPORTED, "%s: %d sequences x %d partitions x %d kv heads exceed one grid", fn,
-                       a->n_seqs, n_parts, a->n_kv_heads);
+    /* Items: n_seqs + nw cover any lengths when P is derived; a forced P is
+     * sized from the host lengths (lab only). */
+    int64_t n_items = (int64_t)a->n_seqs + nw, total = 0;
+    if (a->seq_lens_host) {
+        for (int32_t b = 0; b < a->n_seqs; b++) total += a->seq_lens_host[b];
+        int64_t per = (total + nw - 1) / nw, P = fp ? fp : (per + kern.step - 1) / kern.step * kern.step;
+        if (P < kern.step) P = kern.step;
+        last_part = (int)(P < a->max_seq_len ? P : a->max_seq_len);
+        if (fp) {
+            n_items = 0;
+            for (int32_t b = 0; b < a->n_seqs; b++) {
+                int64_t np = (a->seq_lens_host[b] + P - 1) / P;
+                n_items += np > 1 ? np : 1;
+            }
+        }
+    } else if (fp) {
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: a forced partition needs seq_lens_host", fn);
+    }
+    if (n_items > 65535 || cpp > INT32_MAX)
+        return rg_fail(RG_ERR_UNSUPPORTED, "%s: %lld work items x %lld head groups exceed one grid", fn,
+                       (long long)n_items, (long long)cpp);
 
     dec_params p;
     p.q = (const rg_bf16 *)q;
@@ -360,7 +438,6 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.o = (rg_bf16 *)o;
     p.tables = a->block_tables;
     p.lens = a->seq_lens;
-    p.pm = p.pl = p.pacc = NULL;
     p.h = a->n_heads;
     p.hkv = a->n_kv_heads;
     p.d = d;
@@ -368,26 +445,22 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.n_groups = n_groups;
     p.bs = a->block_size;
     p.max_blocks = a->max_blocks;
-    p.part = P;
-    p.n_parts = n_parts;
+    p.n_seqs = a->n_seqs;
+    p.nw = nw;
+    p.force_part = fp;
     p.stride_q = a->stride_q;
     p.scale_log2 = a->scale * RG_LOG2E;
-    const int64_t rows = (int64_t)a->n_seqs * a->n_heads;
-    if (n_parts > 1) {
-        /* m, l and acc of every (sequence, head, partition), fp32. */
-        size_t n_ml = (size_t)rows * (size_t)n_parts, bytes = n_ml * (size_t)(d + 2) * sizeof(float);
-        void *ws;
-        RG_TRY(rg_cuda_attn_ws_reserve(be, bytes, &ws));
-        p.pm = (float *)ws;
-        p.pl = p.pm + n_ml;
-        p.pacc = p.pl + n_ml;
-    }
-    dim3 grid((unsigned)(a->n_seqs * n_parts), (unsigned)(a->n_kv_heads * n_groups));
+    /* m, l and acc of every (item, head), fp32; a counter per (sequence, head group). */
+    size_t n_ml = (size_t)n_items * (size_t)a->n_heads;
+    float *part = NULL;
+    RG_TRY(dec_ws_reserve(st, n_ml * (size_t)(d + 2), (size_t)a->n_seqs * (size_t)cpp, &part, &p.count));
+    p.pm = part;
+    p.pl = p.pm + n_ml;
+    p.pacc = p.pl + n_ml;
+    /* Head groups along x, items along y: CTAs are dispatched x first, so every
+     * real item is issued before the empty ones at the end of y. */
+    dim3 grid((unsigned)cpp, (unsigned)n_items);
     kern.fn<<<grid, DEC_THREADS, 0, st->stream>>>(p);
     RG_CUDA_CHECK_LAUNCH("decode attention");
-    if (n_parts > 1) {
-        decode_reduce_kernel<<<(unsigned)((rows + DEC_WARPS - 1) / DEC_WARPS), DEC_THREADS, 0, st->stream>>>(p, rows);
-        RG_CUDA_CHECK_LAUNCH("decode attention reduction");
-    }
     return RG_OK;
 }

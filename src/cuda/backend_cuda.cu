@@ -19,6 +19,7 @@ static void cuda_state_free(rg_cuda_state *st) {
     rg_cuda_prof_destroy(st);
     rg_cuda_matmul_destroy(st);
     rg_cuda_attn_ws_free(st->attn);
+    if (st->dec_ws) cudaFree(st->dec_ws);
     if (st->lt) cublasLtDestroy(st->lt);
     if (st->lt_workspace) cudaFree(st->lt_workspace);
     if (st->scratch) cudaFree(st->scratch);
@@ -108,6 +109,10 @@ static rg_backend_ops make_ops(void) {
     o.matmul_forward_residual = rg_cuda_matmul_forward_residual;
     o.gelu_backward_dbias = rg_cuda_gelu_backward_dbias;
     o.layernorm_backward_sum = rg_cuda_layernorm_backward_sum;
+    o.graph_begin = rg_cuda_graph_begin;
+    o.graph_end = rg_cuda_graph_end;
+    o.graph_launch = rg_cuda_graph_launch;
+    o.graph_free = rg_cuda_graph_free;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();

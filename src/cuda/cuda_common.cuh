@@ -30,6 +30,12 @@ typedef struct rg_cuda_state {
     struct rg_cuda_mm_cache *mm;
     struct rg_cuda_attn_ws *attn;   /* attention workspace, grown on demand (attention_common.cuh) */
     rg_cuda_prof *prof;           /* NULL unless RG_PROFILE=1 at creation (profile.cu) */
+    /* decode step graphs (graph.cu): the decode attention's own workspace
+     * (attention_decode.cu) and a counter bumped whenever it moves, so that a
+     * graph that baked the old address in is known stale */
+    void *dec_ws;                 /* counters (dec_ws_counters int32, zero between calls), then partials */
+    size_t dec_ws_bytes, dec_ws_counters;
+    uint64_t ws_gen;
 } rg_cuda_state;
 
 static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)be->impl; }

@@ -52,6 +52,13 @@ rg_status rg_cuda_kv_write(rg_backend *be, void *k_cache, void *v_cache, const v
 rg_status rg_cuda_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
 rg_status rg_cuda_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
 
+/* Replayable op sequences (graph.cu). */
+typedef struct rg_cuda_graph rg_cuda_graph;
+rg_status rg_cuda_graph_begin(rg_backend *be);
+rg_status rg_cuda_graph_end(rg_backend *be, bool failed, void **out);
+rg_status rg_cuda_graph_launch(rg_backend *be, void *graph, bool *stale);
+void rg_cuda_graph_free(rg_backend *be, void *graph);
+
 rg_status rg_cuda_matmul_forward_residual(rg_backend *be, void *out, const void *inp, const void *weight,
                                           const void *bias, const void *residual, int64_t T, int C, int OC);
 rg_status rg_cuda_gelu_backward_dbias(rg_backend *be, void *dinp, float *dbias, const void *inp, const void *dout,

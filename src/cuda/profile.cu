@@ -383,5 +383,10 @@ rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     if (base->argmax_rows) o.argmax_rows = p_argmax_rows;
     o.profile_reset = p_reset;
     o.profile_read = p_read;
+    /* Timing each op needs it run on its own: the profile runs without graphs. */
+    o.graph_begin = NULL;
+    o.graph_end = NULL;
+    o.graph_launch = NULL;
+    o.graph_free = NULL;
     return o;
 }

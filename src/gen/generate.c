@@ -75,6 +75,7 @@ rg_status rg_generator_create(rg_model *m, const rg_generator_opts *opts, rg_gen
     g->V = c->vocab_size;
     g->max_len = c->max_seq_len;
     rg_status s = rg_gen_scratch_init(m, o.max_prefill_tokens, o.max_batch, &g->scratch);
+    if (s == RG_OK && o.no_graph) rg_gen_scratch_use_graphs(g->scratch, false);
     if (s == RG_OK)
         s = rg_kv_cache_init(m->be, c->n_layers, c->n_kv_heads, m->hd, o.block_size, o.n_blocks, &g->kv);
     if (s == RG_OK) s = rg_sample_ws_init(g->V, &g->ws);

@@ -285,14 +285,20 @@ rg_status rg_kv_cache_block_table(const rg_kv_cache *kv, int32_t n_seqs, const i
 }
 
 rg_status rg_kv_cache_set_batch(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids, const int32_t *cu_new) {
+    return rg_kv_set_batch_wide(kv, n_seqs, seq_ids, cu_new, 1);
+}
+
+rg_status rg_kv_set_batch_wide(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids, const int32_t *cu_new,
+                               int32_t min_blocks) {
     const char *fn = "rg_kv_cache_set_batch";
     if (!kv || !seq_ids || !cu_new) return rg_fail(RG_ERR_INVALID_ARG, "%s: kv, seq_ids or cu_new is NULL", fn);
     if (n_seqs < 1) return rg_fail(RG_ERR_INVALID_ARG, "%s: n_seqs = %d, expected >= 1", fn, n_seqs);
     if (cu_new[0] != 0) return rg_fail(RG_ERR_INVALID_ARG, "%s: cu_new[0] = %d, expected 0", fn, cu_new[0]);
+    if (min_blocks < 1) return rg_fail(RG_ERR_INVALID_ARG, "%s: min_blocks = %d, expected >= 1", fn, min_blocks);
     int32_t *idx;
     RG_TRY(idx_scratch(kv, n_seqs, &idx));
     rg_status s = lookup_ids(kv, fn, n_seqs, seq_ids, idx);
-    int32_t max_blocks = 1, max_len = 0;
+    int32_t max_blocks = min_blocks, max_len = 0;
     for (int32_t b = 0; s == RG_OK && b < n_seqs; b++) {
         const rg_kv_seq *sq = &kv->seqs[idx[b]];
         int64_t nn = (int64_t)cu_new[b + 1] - cu_new[b];

@@ -38,6 +38,11 @@ struct rg_kv_cache {
 
 /* The K or V pool of a layer (which = 0 for K, 1 for V): (n_blocks, block_size, h_kv, d). */
 void *rg_kv_pool(const rg_kv_cache *kv, int32_t layer, int which);
+/* rg_kv_cache_set_batch with block tables at least min_blocks wide: a caller
+ * that replays recorded ops (a decode graph) fixes the width, so that the
+ * tables' layout in d_buf depends on the batch size only. */
+rg_status rg_kv_set_batch_wide(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids, const int32_t *cu_new,
+                               int32_t min_blocks);
 /* Checks that the batch exists and is current, naming fn in the message. */
 rg_status rg_kv_check_batch(const rg_kv_cache *kv, const char *fn);
 

@@ -2,12 +2,28 @@
  * prefill (the prompts of a step as one packed batch, varlen causal attention
  * over the new tokens, K/V written into the cache) and decode (one token per
  * sequence, attention over its cached blocks). Only the last row of each
- * sequence goes through the final LayerNorm and the LM head. */
+ * sequence goes through the final LayerNorm and the LM head.
+ *
+ * Decode steps replay a recorded graph of their ops where the backend has
+ * them (CUDA): per batch size S, the first step with a given layout runs the
+ * ops directly (which also grows any workspace and warms the kernels), the
+ * second records them and launches the recording, later ones only upload the
+ * step's tokens, positions and cache tables into the same buffers and launch.
+ * A recording bakes in every address and size its ops were given: the
+ * scratch (fixed per S), the model's parameters, the cache's pools and the
+ * device copy of its batch tables, whose layout depends on S and the tables'
+ * width only (fixed here at the blocks of max_seq_len). So a graph is reused
+ * while (cache, pool, table buffer, width) are the same; a grown table
+ * buffer gives a new address, and the graph is recorded again. The backend
+ * itself reports a graph stale when a workspace of its own has moved.
+ * RG_NO_GRAPH=1 (or rg_gen_scratch_use_graphs) runs every op directly. */
 #include "model/model.h"
 #include "gen/kv_cache.h"
 #include "core/alloc.h"
 #include "core/status.h"
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GEN_ALIGN 256
@@ -25,7 +41,20 @@ struct rg_gen_scratch {
     float *logits_f32;           /* (S, V) when the act dtype is not fp32: converted before the download */
     int32_t *argmax;             /* (S) greedy picks, read back instead of the logits */
     int32_t n_last;              /* sequences of the last pass (rows of logits) */
+    bool use_graphs;             /* decode through recorded graphs when the backend has them */
+    struct dec_graph *graphs;    /* (cap_seqs + 1) by batch size S */
+    rg_gen_graph_stats gstats;
 };
+
+/* The decode graph of one batch size, and what it baked in from the cache. */
+typedef struct dec_graph {
+    void *h;                     /* the backend's graph; NULL: none yet */
+    bool seen;                   /* a direct step ran with this key: record at the next one */
+    bool broken;                 /* recording failed with this key: run directly until it changes */
+    const rg_kv_cache *kv;
+    const void *pool, *tables;
+    int32_t width, block_size;
+} dec_graph;
 
 static size_t meta_len(int64_t T, int32_t S) { return 2 * (size_t)T + 2 * (size_t)S + 1; }
 
@@ -95,9 +124,12 @@ rg_status rg_gen_scratch_init(rg_model *m, int64_t max_tokens, int32_t max_seqs,
     g->m = m;
     g->cap_tokens = max_tokens;
     g->cap_seqs = max_seqs;
+    const char *env = getenv("RG_NO_GRAPH");
+    g->use_graphs = !(env && *env && strcmp(env, "0") != 0);
     size_t bytes = layout(g, NULL);
     rg_status s = rg_alloc((void **)&g->meta_host, meta_len(max_tokens, max_seqs), sizeof(int32_t),
                            "generation metadata");
+    if (s == RG_OK) s = rg_calloc((void **)&g->graphs, (size_t)max_seqs + 1, sizeof *g->graphs, "decode graphs");
     if (s == RG_OK) s = rg_buffer_alloc(m->be, bytes, &g->arena);
     if (s != RG_OK) { rg_gen_scratch_free(g); return s; }
     layout(g, g->arena);
@@ -105,8 +137,16 @@ rg_status rg_gen_scratch_init(rg_model *m, int64_t max_tokens, int32_t max_seqs,
     return RG_OK;
 }
 
+static void drop_graph(rg_gen_scratch *g, dec_graph *dg) {
+    if (dg->h) g->m->be->ops->graph_free(g->m->be, dg->h);
+    *dg = (dec_graph){0};
+}
+
 void rg_gen_scratch_free(rg_gen_scratch *g) {
     if (!g) return;
+    if (g->graphs)
+        for (int32_t S = 0; S <= g->cap_seqs; S++) drop_graph(g, &g->graphs[S]);
+    rg_free(g->graphs);
     rg_buffer_free(g->m->be, g->arena);
     rg_free(g->meta_host);
     rg_free(g);
@@ -148,29 +188,17 @@ static rg_status fill_meta(rg_gen_scratch *g, const rg_kv_cache *kv, bool prefil
     return RG_OK;
 }
 
-rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int32_t n_seqs,
-                              const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
-                              float *logits_host) {
-    const char *fn = "rg_model_forward_kv";
-    if (!m || !g || !kv || !seq_ids || !cu_new || !tokens)
-        return rg_fail(RG_ERR_INVALID_ARG, "%s: NULL argument", fn);
-    g->n_last = 0;
-    if (g->m != m || kv->be != m->be)
-        return rg_fail(RG_ERR_INVALID_ARG, "%s: scratch or cache belongs to another model or backend", fn);
+/* The ops of a pass, from the embedding to the logits (S, V) in g->logits;
+ * the metadata and the cache's batch are already on the device. Recorded
+ * as they are into a decode graph, so nothing here may take a per-step value
+ * from the host in a decode pass. */
+static rg_status run_ops(rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int64_t T, int32_t S) {
+    rg_model *m = g->m;
     const rg_model_config *c = &m->cfg;
-    if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads || kv->head_dim != m->hd)
-        return rg_fail(RG_ERR_INVALID_ARG, "%s: cache shape (%d layers, %d kv heads of %d) differs from the "
-                       "model's (%d, %d, %d)", fn, kv->n_layers, kv->n_kv_heads, kv->head_dim, c->n_layers,
-                       c->n_kv_heads, m->hd);
-    int64_t T = 0;
-    RG_TRY(fill_meta(g, kv, prefill, n_seqs, seq_ids, cu_new, tokens, &T));
-    RG_TRY(rg_kv_cache_set_batch(kv, n_seqs, seq_ids, cu_new));
-
     rg_backend *be = m->be;
     const rg_backend_ops *op = be->ops;
-    const int C = m->C, H = m->H, Q = m->Q, V = c->vocab_size, S = n_seqs;
+    const int C = m->C, H = m->H, Q = m->Q, V = c->vocab_size;
     int32_t *tok = g->meta, *pos = tok + T, *cu = pos + T, *rows = cu + S + 1;
-    RG_TRY(rg_buffer_upload(be, g->meta, g->meta_host, sizeof(int32_t) * (size_t)(2 * T + 2 * S + 1)));
 
     /* Prefill attention: each prompt is its own causal block over its new rows. */
     rg_attn_args aa = {0};
@@ -220,6 +248,97 @@ rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, b
     }
     RG_TRY(op->matmul_forward(be, g->logits, NULL, last, rg_model_p(m, m->lm_w), rg_model_p(m, m->lm_b), S, C, V,
                               RG_GELU_NONE));
+    return RG_OK;
+}
+
+/* Records the decode ops of batch size S into a graph; on any failure the
+ * recording is dropped, the reason kept in g->gstats, and *out is NULL. */
+static rg_status record(rg_gen_scratch *g, rg_kv_cache *kv, int32_t S, void **out) {
+    rg_backend *be = g->m->be;
+    *out = NULL;
+    RG_TRY(be->ops->graph_begin(be));
+    rg_status s = run_ops(g, kv, false, S, S);
+    if (s != RG_OK) snprintf(g->gstats.last_fallback, sizeof g->gstats.last_fallback, "%s", rg_last_error());
+    rg_status e = be->ops->graph_end(be, s != RG_OK, out);
+    if (e != RG_OK) snprintf(g->gstats.last_fallback, sizeof g->gstats.last_fallback, "%s", rg_last_error());
+    return s != RG_OK ? s : e;
+}
+
+/* A decode pass through the graph of batch size S (file comment): replayed
+ * when its key matches, recorded at the second step with a key, direct
+ * otherwise or when recording fails (then direct until the key changes). */
+static rg_status decode_graph(rg_gen_scratch *g, rg_kv_cache *kv, int32_t S) {
+    rg_backend *be = g->m->be;
+    dec_graph *dg = &g->graphs[S];
+    dec_graph key = {.kv = kv, .pool = kv->pool, .tables = kv->d_buf, .width = kv->b_max_blocks,
+                     .block_size = kv->block_size};
+    bool same = dg->kv == key.kv && dg->pool == key.pool && dg->tables == key.tables && dg->width == key.width &&
+                dg->block_size == key.block_size;
+    if (!same) {
+        drop_graph(g, dg);
+        *dg = key;
+    }
+    if (dg->h) {
+        bool stale = false;
+        RG_TRY(be->ops->graph_launch(be, dg->h, &stale));
+        if (!stale) {
+            g->gstats.replays++;
+            return RG_OK;
+        }
+        be->ops->graph_free(be, dg->h);
+        dg->h = NULL;
+    }
+    if (!dg->seen || dg->broken) {
+        dg->seen = true;
+        g->gstats.direct++;
+        return run_ops(g, kv, false, S, S);
+    }
+    void *h = NULL;
+    if (record(g, kv, S, &h) != RG_OK || !h) {
+        dg->broken = true;
+        g->gstats.fallbacks++;
+        g->gstats.direct++;
+        return run_ops(g, kv, false, S, S);
+    }
+    dg->h = h;
+    g->gstats.captures++;
+    bool stale = false;
+    RG_TRY(be->ops->graph_launch(be, h, &stale));
+    if (stale) {  /* cannot happen: nothing moved since the recording; run directly all the same */
+        g->gstats.direct++;
+        return run_ops(g, kv, false, S, S);
+    }
+    g->gstats.replays++;
+    return RG_OK;
+}
+
+rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int32_t n_seqs,
+                              const int32_t *seq_ids, const int32_t *cu_new, const int32_t *tokens,
+                              float *logits_host) {
+    const char *fn = "rg_model_forward_kv";
+    if (!m || !g || !kv || !seq_ids || !cu_new || !tokens)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: NULL argument", fn);
+    g->n_last = 0;
+    if (g->m != m || kv->be != m->be)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: scratch or cache belongs to another model or backend", fn);
+    const rg_model_config *c = &m->cfg;
+    if (kv->n_layers != c->n_layers || kv->n_kv_heads != c->n_kv_heads || kv->head_dim != m->hd)
+        return rg_fail(RG_ERR_INVALID_ARG, "%s: cache shape (%d layers, %d kv heads of %d) differs from the "
+                       "model's (%d, %d, %d)", fn, kv->n_layers, kv->n_kv_heads, kv->head_dim, c->n_layers,
+                       c->n_kv_heads, m->hd);
+    int64_t T = 0;
+    RG_TRY(fill_meta(g, kv, prefill, n_seqs, seq_ids, cu_new, tokens, &T));
+
+    const bool graphs = !prefill && g->use_graphs && m->be->ops->graph_begin;
+    /* A graph's tables are as wide as the longest sequence the model allows. */
+    int32_t width = graphs ? (int32_t)(((int64_t)c->max_seq_len + kv->block_size - 1) / kv->block_size) : 1;
+    RG_TRY(rg_kv_set_batch_wide(kv, n_seqs, seq_ids, cu_new, width > 0 ? width : 1));
+    rg_backend *be = m->be;
+    const rg_backend_ops *op = be->ops;
+    const int V = c->vocab_size, S = n_seqs;
+    RG_TRY(rg_buffer_upload(be, g->meta, g->meta_host, sizeof(int32_t) * (size_t)(2 * T + 2 * S + 1)));
+    if (graphs) RG_TRY(decode_graph(g, kv, S));
+    else RG_TRY(run_ops(g, kv, prefill, T, S));
     g->n_last = S;
     if (!logits_host) return RG_OK;
     /* Convert on the device: the host would otherwise widen S * V values one by one. */
@@ -237,4 +356,12 @@ rg_status rg_gen_scratch_argmax(rg_gen_scratch *g, int32_t *out_host) {
     rg_backend *be = g->m->be;
     RG_TRY(be->ops->argmax_rows(be, g->argmax, g->logits, g->n_last, g->m->cfg.vocab_size));
     return rg_buffer_download(be, out_host, g->argmax, sizeof(int32_t) * (size_t)g->n_last);
+}
+
+void rg_gen_scratch_use_graphs(rg_gen_scratch *g, bool on) {
+    if (g) g->use_graphs = on;
+}
+
+void rg_gen_scratch_graph_stats(const rg_gen_scratch *g, rg_gen_graph_stats *out) {
+    if (g && out) *out = g->gstats;
 }

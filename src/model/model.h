@@ -162,6 +162,17 @@ rg_status rg_model_forward_kv(rg_model *m, rg_gen_scratch *g, rg_kv_cache *kv, b
 /* The greedy pick (first argmax) of every sequence of the last pass, computed
  * on the backend; out_host (n_seqs of that pass) int32. */
 rg_status rg_gen_scratch_argmax(rg_gen_scratch *g, int32_t *out_host);
+/* Decode passes replay a recorded graph of their ops where the backend can
+ * (forward_kv.c); on by default unless RG_NO_GRAPH=1. What they did so far: */
+typedef struct rg_gen_graph_stats {
+    int64_t captures;            /* graphs recorded */
+    int64_t replays;             /* decode passes run as one graph launch */
+    int64_t direct;              /* decode passes with graphs on that ran op by op */
+    int64_t fallbacks;           /* recordings that failed (then op by op) */
+    char last_fallback[192];     /* why the last one failed */
+} rg_gen_graph_stats;
+void rg_gen_scratch_use_graphs(rg_gen_scratch *g, bool on);
+void rg_gen_scratch_graph_stats(const rg_gen_scratch *g, rg_gen_graph_stats *out);
 
 /* optim.c: one update with the gradients in m->grads scaled by grad_scale. */
 rg_status rg_model_apply_update(rg_model *m, float lr, float grad_scale);
