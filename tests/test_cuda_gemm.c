@@ -1,7 +1,7 @@
 /* test_cuda_gemm.c — the wgmma forward GEMM (src/cuda/gemm_wgmma.cu) against a
  * double reference and against the cuBLASLt path, every epilogue (bias, bias +
  * erf / tanh GELU with pre_gelu, bias + residual, in place too), awkward token
- * counts (1, 7, 127..129, 4097, 16385) and widths off the 128 x 256 tile (72,
+ * counts (1, 7, 127..129, 4097, 16385) and widths off the 128 x 128 tile (72,
  * 1000, 1032), the seed model's shapes, sentinels around every output.
  * Two backends: RG_GEMM=wgmma (profiled, so the test can see that the wgmma
  * kernel ran and not the fallback) and RG_GEMM=cublas.
@@ -275,7 +275,7 @@ int main(void) {
         }
     }
     bool quick = rg_test_quick();
-    /* token counts around the 128-row tile, widths off the 256-column tile and the 64-wide k step */
+    /* token counts around the 128-row tile, widths off the 128-column tile and the 64-wide k step */
     const int64_t Ts[] = {1, 7, 64, 127, 128, 129, 1000, 4097, 16385};
     const int widths[][2] = {{72, 1000}, {1000, 1032}, {1032, 72}, {64, 256}};
     int nT = quick ? 6 : 9;

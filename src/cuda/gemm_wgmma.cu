@@ -4,39 +4,40 @@
  * matmul_forward / matmul_forward_residual (src/backend.h):
  *   bias (may be NULL);  bias + GELU (erf or tanh) storing pre_gelu and out;
  *   bias + residual (residual may be out itself).
- * Both operands are K-major, wgmma's natural layout. A CTA computes 128 x 256
- * tiles of out, persistently (grid = SM count, tiles in a grouped order so
- * that neighbours share operands in L2): warpgroup 0 is the producer (one
- * thread issues TMA loads of 128 x 64 and 256 x 64 bf16 boxes into 128-byte
- * swizzled shared memory, STAGES deep, completion on an mbarrier per stage),
- * warpgroups 1 and 2 each own 64 rows of the tile and issue wgmma m64n256k16
- * (accumulators in 128 registers a thread) then apply the epilogue straight
- * from registers to global memory. The producer runs ahead into the next tile
- * while the consumers store, so loads overlap the epilogue.
+ * Both operands are K-major, wgmma's natural layout. Persistent CTAs (grid =
+ * SM count) walk 128 x 128 tiles of out in a grouped order (neighbours share
+ * operands in L2). Warpgroup 0 is the producer: one thread issues TMA loads of
+ * 128 x 64 bf16 boxes of inp and W into 128-byte swizzled shared memory, a
+ * ring of STAGES stages with a full/empty mbarrier pair each. Warpgroups 1
+ * and 2 take alternate tiles ("ping-pong"): each owns a whole tile (two
+ * wgmma m64n128k16 per 16-deep k step, 128 fp32 accumulators a thread), their
+ * main loops take turns, so one's epilogue (registers -> bias / GELU /
+ * residual -> 16-byte stores) runs while the other keeps the tensor cores busy.
  * Edges: TMA zero-fills rows past T or OC and columns past C, so the products
  * there are 0; the epilogue masks its stores to row < T, col < OC.
  * Requirements (else the caller uses cuBLASLt): an sm_90 device running this
  * file's sm_90a code, C % 8 == 0 and OC % 8 == 0 (TMA needs 16-byte row
- * strides; the epilogue stores column pairs), every pointer 16-byte aligned,
- * T < 2^31 (TMA coordinates are int32).
+ * strides; the epilogue stores 8-column blocks), every pointer 16-byte
+ * aligned, T < 2^31 (TMA coordinates are int32).
  * Tensor maps are encoded per call with cuTensorMapEncodeTiled, obtained
- * through cudaGetDriverEntryPointByVersion so that nothing links libcuda. */
+ * through cudaGetDriverEntryPointByVersion so that nothing links libcuda.
+ * Versions and their timings: bench/cuda_ops_NOTES.md, "wgmma GEMM". */
 #include "cuda/ops.cuh"
 #include <cuda.h>
 #include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
 #include <string.h>
 
-#define BM 128          /* tile rows (tokens): two consumer warpgroups of 64 */
-#define BN 256          /* tile columns (output features) */
+#define BM 128          /* tile rows (tokens) */
+#define BN 128          /* tile columns (output features) */
 #define BK 64           /* 64 bf16 = 128 bytes: one swizzle row */
-#define STAGES 4
+#define STAGES 6
 #define A_BYTES (BM * BK * 2)
 #define B_BYTES (BN * BK * 2)
 #define STAGE_BYTES (A_BYTES + B_BYTES)
 #define GL_N (2 * 22 * 128) /* entries of the exact-GELU table (below) */
 /* 1024: slack to align the tiles; then the stages, the barriers, the GELU table */
-#define SMEM_BYTES (1024 + STAGES * STAGE_BYTES + 2 * STAGES * 8 + GL_N * 2)
-#define THREADS 384     /* producer warpgroup + two consumer warpgroups */
+#define SMEM_BYTES (1024 + STAGES * STAGE_BYTES + (2 * STAGES + 2) * 8 + GL_N * 2)
+#define THREADS 384     /* producer warpgroup + two consumer warpgroups, a tile each */
 #define GROUP_M 16      /* m-tiles per group of the tile order */
 
 /* The exact-GELU table of gelu.cu (st->gelu_lut): gelu(x) correctly rounded to
@@ -112,25 +113,21 @@ __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_grou
 template <int N>
 __device__ __forceinline__ void wgmma_wait() { asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"); }
 
-/* One wgmma m64n256k16 (bf16 in, fp32 accumulate) of the warpgroup: d (64 x 256,
- * 128 fp32 registers a thread) += A (64 x 16, smem descriptor da) * B (256 x 16,
+/* One wgmma m64n128k16 (bf16 in, fp32 accumulate) of the warpgroup: d (64 x 128,
+ * 64 fp32 registers a thread) += A (64 x 16, smem descriptor da) * B (128 x 16,
  * smem descriptor db)^T, both K-major. Written out because asm needs every
  * accumulator register named. */
-__device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, uint64_t db) {
+__device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], uint64_t da, uint64_t db) {
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
-        "setp.ne.b32 p, %130, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
         "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
         "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
         "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
-        "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127"
-        "}, %128, %129, p, 1, 1, 0, 0;\n"
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+        "}, %64, %65, p, 1, 1, 0, 0;\n"
         "}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
           "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
@@ -139,30 +136,27 @@ __device__ __forceinline__ void wgmma_m64n256k16(float (&d)[128], uint64_t da, u
           "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
           "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
           "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(1));
 }
 
 /* Pins the accumulators in place around wgmma: the registers wgmma writes
  * asynchronously must not be read or moved by the compiler in between. */
-__device__ __forceinline__ void fence_regs(float (&d)[128]) {
+__device__ __forceinline__ void fence_regs(float (&d)[64]) {
 #pragma unroll
-    for (int i = 0; i < 128; i++) asm volatile("" : "+f"(d[i])::"memory");
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 /* erf GELU of a bf16 pattern through gelu.cu's table, staged in shared memory
  * (v1 read it through L1: scattered 2-byte loads cost ~20 us per tile). */
-__device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, const uint16_t *tab) {
+__device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, uint32_t tab) {
     uint32_t e = (b >> 7) & 0xFFu, k = e - GL_E_LO;
-    if (k < GL_NEXP) return tab[(((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu)];
+    if (k < GL_NEXP) { /* not volatile, no memory clobber: the table is constant, so the loads may move
+                        * past the global stores (through a generic pointer they could not) */
+        uint16_t v;
+        asm("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(tab + 2 * ((((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu))));
+        return v;
+    }
     float x = __uint_as_float((uint32_t)b << 16);
     float g = e < GL_E_LO ? fmaf(x * x, INV_SQRT_2PI, 0.5f * x) : (x > 0.0f ? x : x * 0.0f);
     return __bfloat16_as_ushort(__float2bfloat16_rn(g));
@@ -182,26 +176,27 @@ __device__ __forceinline__ void tile_coords(int t, const gemm_args &a, int &mt, 
     nt = r / gm;
 }
 
-/* The bias pairs of this thread's 32 column pairs (columns col0 + 8 i +
+/* The bias pairs of this thread's 16 column pairs (columns col0 + 8 i +
  * 2 (lane % 4)), loaded before the tile's main loop so that their latency
  * hides behind it (in v1 each load waited behind the stores before it:
  * out may alias nothing the compiler can prove). */
-__device__ __forceinline__ void load_bias(uint32_t (&bias2)[32], const gemm_args &a, int col0) {
+__device__ __forceinline__ void load_bias(uint32_t (&bias2)[16], const gemm_args &a, int col0) {
     int cbase = col0 + 2 * (threadIdx.x % 4);
 #pragma unroll
-    for (int i = 0; i < 32; i++) {
+    for (int i = 0; i < 16; i++) {
         int c = cbase + 8 * i;
         bias2[i] = a.bias && c < a.OC ? __ldg(reinterpret_cast<const unsigned int *>(a.bias + c)) : 0u;
     }
 }
 
-/* Asks L2 for this warpgroup's 64 x 256 residual block (rows row0.., columns
- * col0..) while the main loop runs: 64 rows x 4 lines of 128 bytes, 2 a thread. */
+/* Asks L2 for this warpgroup's 128 x 128 residual block (rows row0..,
+ * columns col0..) while the main loop runs: 128 rows x 2 lines of 128 bytes,
+ * 2 a thread. */
 __device__ __forceinline__ void prefetch_resid(const gemm_args &a, int row0, int col0) {
     int t = threadIdx.x % 128;
 #pragma unroll
     for (int j = 0; j < 2; j++) {
-        int q = t + 128 * j, r = row0 + q / 4, c = col0 + 64 * (q % 4);
+        int q = t + 128 * j, r = row0 + q / 2, c = col0 + 64 * (q % 2);
         if (r < a.T && c < a.OC)
             asm volatile("prefetch.global.L2 [%0];" ::"l"(a.resid + (size_t)r * a.OC + c));
     }
@@ -211,64 +206,112 @@ __device__ __forceinline__ float2 bf2_to_f2(uint32_t u) {
     return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xFFFF0000u));
 }
 
-/* The epilogue of one consumer warpgroup: its 64 x 256 accumulators (rows
- * row0 + 16 * warp + lane / 4 (+ 8), columns col0 + 8 i + 2 (lane % 4) (+ 1),
- * wgmma's fragment layout) -> bias, GELU / residual -> bf16 pairs in global.
- * Residual loads go 8 column pairs x 2 rows at a time ahead of their stores. */
+/* 4 x 4 transpose of bf16 pairs across a quad of lanes (lane % 4 = q):
+ * in: v[j] = the pair at columns 8 j + 2 q of four 8-column blocks (wgmma's
+ * layout); out: w[r] = lane r's v[q], i.e. the whole block q, 16 contiguous
+ * bytes. It is its own inverse. Three xor shuffles; the run-time indices q ^ m
+ * go through selects so that v and w stay in registers. */
+__device__ __forceinline__ uint32_t pick4(const uint32_t (&v)[4], int i) {
+    return i == 0 ? v[0] : i == 1 ? v[1] : i == 2 ? v[2] : v[3];
+}
+
+__device__ __forceinline__ void quad_transpose(uint32_t (&w)[4], const uint32_t (&v)[4]) {
+    int q = threadIdx.x % 4;
+#pragma unroll
+    for (int m = 0; m < 4; m++) {
+        uint32_t x = pick4(v, q ^ m);
+        if (m) x = __shfl_xor_sync(0xffffffffu, x, m);
+#pragma unroll
+        for (int r = 0; r < 4; r++)
+            if (r == (q ^ m)) w[r] = x;
+    }
+}
+
+__device__ __forceinline__ uint32_t pack_bf2(float x0, float x1) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(x0, x1);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* The epilogue of one consumer warpgroup: its 128 x 128 tile as two 64-row
+ * halves d0, d1 of wgmma's fragment layout (half m: rows row0 + 64 m + 16 warp
+ * + lane / 4 (+ 8 h); element 4 i + 2 h + e: column col0 + 8 i + 2 (lane % 4)
+ * + e). Per row, the 16 pairs are computed in that layout (bias, residual,
+ * GELU; all table loads before any store), then a quad transpose per group of
+ * four 8-column blocks gives each lane one whole block: 16-byte stores, each
+ * warp store 8 rows x 64 contiguous bytes (4-byte stores half-filled the
+ * 32-byte sectors and took 4x the instructions). The residual is read the
+ * same way (16 bytes, transposed back). */
 template <int EPI>
-__device__ __forceinline__ void epilogue(const float (&d)[128], const uint32_t (&bias2)[32], const gemm_args &a,
-                                         const uint16_t *tab, int row0, int col0) {
-    int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
-    int r0 = row0 + warp * 16 + lane / 4, cbase = col0 + 2 * (lane % 4);
-    bool row_ok[2] = {r0 < a.T, r0 + 8 < a.T};
+__device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1)[64], const uint32_t (&bias2)[16],
+                                         const gemm_args &a, uint32_t tab, int row0, int col0) {
+    int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4, q = lane % 4;
 #pragma unroll
-    for (int i0 = 0; i0 < 32; i0 += 8) {
-        uint32_t res[8][2];
-        if (EPI == EPI_RESID) {
+    for (int rh = 0; rh < 4; rh++) { /* rh = 2 m + h: the thread's four rows */
+        int r = row0 + 64 * (rh / 2) + warp * 16 + lane / 4 + 8 * (rh % 2);
+        bool row_ok = r < a.T;
+        uint32_t rp[16];
+        if (EPI == EPI_RESID)
 #pragma unroll
-            for (int i = 0; i < 8; i++)
+            for (int g = 0; g < 4; g++) {
+                int c = col0 + 8 * (4 * g + q);
+                uint4 u = row_ok && c < a.OC ? *reinterpret_cast<const uint4 *>(a.resid + (size_t)r * a.OC + c)
+                                             : make_uint4(0, 0, 0, 0);
+                uint32_t rv[4] = {u.x, u.y, u.z, u.w}, t[4];
+                quad_transpose(t, rv);
 #pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    int c = cbase + 8 * (i0 + i);
-                    res[i][h] = row_ok[h] && c < a.OC
-                                    ? *reinterpret_cast<const uint32_t *>(a.resid + (size_t)(r0 + 8 * h) * a.OC + c)
-                                    : 0u;
-                }
+                for (int j = 0; j < 4; j++) rp[4 * g + j] = t[j];
+            }
+        uint32_t pre[16], out[16];
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            int e = 4 * i + 2 * (rh % 2);
+            float2 b = bf2_to_f2(bias2[i]);
+            float x0 = (rh < 2 ? d0[e] : d1[e]) + b.x, x1 = (rh < 2 ? d0[e + 1] : d1[e + 1]) + b.y;
+            if (EPI == EPI_RESID) {
+                float2 rr = bf2_to_f2(rp[i]);
+                x0 += rr.x, x1 += rr.y;
+            }
+            pre[i] = pack_bf2(x0, x1);
+            if (EPI == EPI_ERF) { /* GELU of the stored (rounded) pre-activation, as the backward sees it */
+                uint32_t g0 = gelu_erf_bits((uint16_t)(pre[i] & 0xFFFFu), tab);
+                uint32_t g1 = gelu_erf_bits((uint16_t)(pre[i] >> 16), tab);
+                out[i] = g0 | (g1 << 16);
+            } else if (EPI == EPI_TANH) {
+                float2 p = bf2_to_f2(pre[i]);
+                out[i] = pack_bf2(gelu_tanh_f(p.x), gelu_tanh_f(p.y));
+            } else {
+                out[i] = pre[i];
+            }
         }
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            int c = cbase + 8 * (i0 + i);
-            if (c >= a.OC) continue; /* OC is even, so c + 1 < OC too */
-            float2 b = bf2_to_f2(bias2[i0 + i]);
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                if (!row_ok[h]) continue;
-                size_t off = (size_t)(r0 + 8 * h) * a.OC + c;
-                float x0 = d[4 * (i0 + i) + 2 * h] + b.x, x1 = d[4 * (i0 + i) + 2 * h + 1] + b.y;
-                if (EPI == EPI_RESID) {
-                    float2 rr = bf2_to_f2(res[i][h]);
-                    x0 += rr.x, x1 += rr.y;
-                }
-                __nv_bfloat162 v = __floats2bfloat162_rn(x0, x1);
-                if (EPI == EPI_ERF || EPI == EPI_TANH) {
-                    *reinterpret_cast<__nv_bfloat162 *>(a.pre + off) = v;
-                    /* GELU of the stored (rounded) pre-activation, as the backward sees it */
-                    if (EPI == EPI_ERF) {
-                        uint16_t g0 = gelu_erf_bits(__bfloat16_as_ushort(v.x), tab);
-                        uint16_t g1 = gelu_erf_bits(__bfloat16_as_ushort(v.y), tab);
-                        v = __halves2bfloat162(__ushort_as_bfloat16(g0), __ushort_as_bfloat16(g1));
-                    } else {
-                        v = __floats2bfloat162_rn(gelu_tanh_f(__low2float(v)), gelu_tanh_f(__high2float(v)));
-                    }
-                }
-                *reinterpret_cast<__nv_bfloat162 *>(a.out + off) = v;
+        for (int g = 0; g < 4; g++) {
+            int c = col0 + 8 * (4 * g + q); /* OC % 8 == 0: a block is all in or all out */
+            bool ok = row_ok && c < a.OC;
+            size_t off = (size_t)r * a.OC + c;
+            uint32_t w[4];
+            if (EPI == EPI_ERF || EPI == EPI_TANH) {
+                uint32_t v[4] = {pre[4 * g], pre[4 * g + 1], pre[4 * g + 2], pre[4 * g + 3]};
+                quad_transpose(w, v);
+                if (ok) *reinterpret_cast<uint4 *>(a.pre + off) = make_uint4(w[0], w[1], w[2], w[3]);
             }
+            uint32_t v[4] = {out[4 * g], out[4 * g + 1], out[4 * g + 2], out[4 * g + 3]};
+            quad_transpose(w, v);
+            if (ok) *reinterpret_cast<uint4 *>(a.out + off) = make_uint4(w[0], w[1], w[2], w[3]);
         }
     }
 }
 #endif /* RG_WGMMA_DEVICE */
 
-/* ma: inp as (C, T) boxes of 64 x 128; mb: W as (C, OC) boxes of 64 x 256. */
+/* ma: inp as (C, T) boxes of 64 x 128; mb: W as (C, OC) boxes of 64 x 128.
+ * The CTA's j-th tile is blockIdx.x + j gridDim.x; consumer warpgroup w takes
+ * the tiles with j % 2 == w. The producer loads every tile's k-steps in tile
+ * order through one ring of STAGES buffers (ring position of tile j's k-th
+ * step: j kt + k). The main loops take turns: a warpgroup starts tile j only
+ * after the other has waited for the last k-step of tile j - 1 (a "turn"
+ * mbarrier per warpgroup), so one warpgroup's epilogue runs while the other's
+ * products keep the tensor cores busy, and each waits on ring phases at most
+ * one ahead of the barriers' (mbarrier parity waits need that: without the
+ * turns the second warpgroup passed phases early, v3). */
 template <int EPI>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb,
@@ -277,8 +320,8 @@ __global__ void __launch_bounds__(THREADS, 1)
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
     uint8_t *sa = smem, *sb = smem + STAGES * A_BYTES;
-    uint64_t *full = (uint64_t *)(smem + STAGES * STAGE_BYTES), *empty = full + STAGES;
-    uint16_t *tab = (uint16_t *)(empty + STAGES);
+    uint64_t *full = (uint64_t *)(smem + STAGES * STAGE_BYTES), *empty = full + STAGES, *turn = empty + STAGES;
+    uint16_t *tab = (uint16_t *)(turn + 2);
     int wg = threadIdx.x / 128;
     if (EPI == EPI_ERF)
         for (int i = threadIdx.x; i < GL_N / 2; i += THREADS)
@@ -286,8 +329,10 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; s++) {
             mbar_init(&full[s], 1);  /* the producer's arrive + the TMA bytes */
-            mbar_init(&empty[s], 8); /* one arrive per consumer warp */
+            mbar_init(&empty[s], 4); /* one arrive per warp of the consuming warpgroup */
         }
+        mbar_init(&turn[0], 1);
+        mbar_init(&turn[1], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -311,37 +356,45 @@ __global__ void __launch_bounds__(THREADS, 1)
         }
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
-        int g = wg - 1, lane = threadIdx.x % 32;
-        int s = 0;
-        uint32_t phase = 0;
-        for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int w = wg - 1, lane = threadIdx.x % 32;
+        uint32_t turns = 0;
+        for (int j = w;; j += 2) {
+            int t = blockIdx.x + j * gridDim.x;
+            if (t >= tiles) break;
             int mt, nt;
             tile_coords(t, a, mt, nt);
-            uint32_t bias2[32];
+            uint32_t bias2[16];
             load_bias(bias2, a, nt * BN);
-            if (EPI == EPI_RESID) prefetch_resid(a, mt * BM + g * 64, nt * BN);
-            float d[128];
+            if (EPI == EPI_RESID) prefetch_resid(a, mt * BM, nt * BN);
+            float d0[64], d1[64];
 #pragma unroll
-            for (int i = 0; i < 128; i++) d[i] = 0.0f;
-            fence_regs(d);
+            for (int i = 0; i < 64; i++) d0[i] = 0.0f, d1[i] = 0.0f;
+            fence_regs(d0);
+            fence_regs(d1);
+            if (j > 0) mbar_wait(&turn[w], turns++ & 1u); /* the other warpgroup is on its last k-step */
             int prev = -1;
             for (int k = 0; k < kt; k++) {
-                mbar_wait(&full[s], phase);
-                uint64_t da = smem_desc(sa + s * A_BYTES + g * (64 * 128)), db = smem_desc(sb + s * B_BYTES);
+                int kb = j * kt + k, s = kb % STAGES;
+                mbar_wait(&full[s], (uint32_t)(kb / STAGES) & 1u);
+                if (k == kt - 1 && threadIdx.x % 128 == 0) mbar_arrive(&turn[1 - w]); /* your turn */
+                const uint8_t *ta = sa + s * A_BYTES;
+                uint64_t da0 = smem_desc(ta), da1 = smem_desc(ta + 64 * 128), db = smem_desc(sb + s * B_BYTES);
                 wgmma_fence();
 #pragma unroll
-                for (int kk = 0; kk < BK / 16; kk++) /* 16 bf16 = 32 bytes further along the swizzled row */
-                    wgmma_m64n256k16(d, da + 2 * kk, db + 2 * kk);
+                for (int kk = 0; kk < BK / 16; kk++) { /* 16 bf16 = 32 bytes further along the swizzled row */
+                    wgmma_m64n128k16(d0, da0 + 2 * kk, db + 2 * kk);
+                    wgmma_m64n128k16(d1, da1 + 2 * kk, db + 2 * kk);
+                }
                 wgmma_commit();
                 wgmma_wait<1>(); /* the previous stage's products are done: hand it back */
                 if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
                 prev = s;
-                if (++s == STAGES) s = 0, phase ^= 1;
             }
             wgmma_wait<0>();
-            fence_regs(d);
+            fence_regs(d0);
+            fence_regs(d1);
             if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
-            epilogue<EPI>(d, bias2, a, tab, mt * BM + g * 64, nt * BN);
+            epilogue<EPI>(d0, d1, bias2, a, smem_u32(tab), mt * BM, nt * BN);
         }
     }
 #endif

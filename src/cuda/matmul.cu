@@ -21,7 +21,7 @@
  * whose epilogue applies the exact erf GELU (no separate pass): RG_GEMM=cublas
  * or RG_GEMM=wgmma at backend creation forces one path (for comparisons and
  * tests; wgmma still falls back where it cannot run); unset, wgmma serves the
- * shapes and epilogues where it was measured faster (wgmma_wins). */
+ * shapes and epilogues where it was measured faster (wgmma_wins: none yet). */
 #include "cuda/ops.cuh"
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,11 +283,15 @@ static const char *epi_name(int gelu, bool bias) {
     return gelu == RG_GELU_ERF ? (bias ? " bias, erf gelu" : " erf gelu") : (bias ? " bias, tanh gelu" : " tanh gelu");
 }
 
-/* Where the wgmma GEMM beats cuBLASLt (+ the GELU pass), from
- * bench/cuda_ops_bench.c on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM"). */
+/* Where the wgmma GEMM beats cuBLASLt (+ the GELU pass), from `cuda_ops_bench
+ * gemm` on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM"): nowhere yet. Its
+ * best version (v5) reached 0.91-0.94x on qkv and the lm head, 0.85x on fc1 +
+ * tanh GELU, 0.63x on fc1 + erf GELU (vs cuBLASLt + the GELU pass), 0.63-0.72x
+ * with a residual; the seed model with erf fc1 on it ran eval 27.9 vs 24.3 ms.
+ * So cuBLASLt serves every shape unless RG_GEMM=wgmma. */
 static bool wgmma_wins(int64_t T, int C, int OC, int gelu, bool residual) {
-    (void)C; (void)OC; (void)residual;
-    return T >= 1024 && gelu == RG_GELU_ERF;
+    (void)T; (void)C; (void)OC; (void)gelu; (void)residual;
+    return false;
 }
 
 /* Runs the product on the wgmma GEMM when the mode and the shape allow;
