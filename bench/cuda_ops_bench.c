@@ -5,7 +5,12 @@
  * Each figure is the median of REPS timed batches of ITERS calls, after a
  * warm-up, over three rotating input sets (so L2 does not serve repeats).
  * Built only with the CUDA backend; prints a markdown table.
- *   usage: cuda_ops_bench [T]            (default T = 16384) */
+ * "gemm" mode compares the forward GEMMs of the two paths (RG_GEMM=cublas vs
+ * RG_GEMM=wgmma, our sm_90a kernel) at the seed's shapes, each with the
+ * epilogue the model uses (fc1: cuBLASLt + the GELU pass vs one fused kernel).
+ *   usage: cuda_ops_bench [T]            (default T = 16384)
+ *          cuda_ops_bench gemm [T ...]   (default T = 16384 16000) */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "backend.h"
 #include "core/dtype.h"
 #include "core/rng.h"
@@ -102,6 +107,12 @@ typedef struct mm_ctx {
 static void mm_fwd(int s, void *c_) {
     mm_ctx *c = c_;
     must(be->ops->matmul_forward(be, c->out, c->pre, c->inp[s], c->w, c->b, c->T, c->C, c->OC, c->gelu), "matmul_forward");
+}
+
+static void mm_fwd_resid(int s, void *c_) { /* in place: out is the residual stream, as in the model */
+    mm_ctx *c = c_;
+    must(be->ops->matmul_forward_residual(be, c->out, c->inp[s], c->w, c->b, c->out, c->T, c->C, c->OC),
+         "matmul_forward_residual");
 }
 
 static void mm_bwd(int s, void *c_) {
@@ -202,7 +213,66 @@ static void row(const char *op, const char *shape, double sec, double spread, do
     else printf(" %12s |\n", "");
 }
 
+static rg_backend *backend_with(const char *gemm) {
+    setenv("RG_GEMM", gemm, 1);
+    rg_backend *b = NULL;
+    must(rg_backend_init(RG_BACKEND_CUDA, 0, &b), gemm);
+    unsetenv("RG_GEMM");
+    return b;
+}
+
+/* The seed's forward products at T tokens, cuBLASLt path vs wgmma path, each
+ * timed by time_op on its own backend (same buffers, same rotating inputs). */
+static void gemm_compare(int64_t T) {
+    rg_backend *paths[2] = {backend_with("cublas"), backend_with("wgmma")};
+    const int shapes[][4] = {{1024, 3072, 0, 0}, {1024, 1024, 0, 1}, {1024, 4096, RG_GELU_ERF, 0},
+                             {1024, 4096, RG_GELU_TANH, 0}, {4096, 1024, 0, 1}, {1024, 1024, 0, 0}};
+    const char *names[] = {"qkv +bias", "attn proj +bias+resid", "fc1 +bias+erf GELU", "fc1 +bias+tanh GELU",
+                           "fc2 +bias+resid", "lm head +bias"};
+    printf("\n| T | op | shape | cuBLASLt us | TFLOP/s | wgmma us | TFLOP/s | speed-up |\n"
+           "|---|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < 6; i++) {
+        be = paths[0];
+        mm_ctx c = {.T = T, .C = shapes[i][0], .OC = shapes[i][1], .gelu = shapes[i][2]};
+        for (int s = 0; s < SETS; s++) c.inp[s] = drandn(RG_DTYPE_BF16, (size_t)T * c.C, 1.0f);
+        c.w = drandn(RG_DTYPE_BF16, (size_t)c.OC * c.C, 0.02f);
+        c.b = drandn(RG_DTYPE_BF16, c.OC, 0.02f);
+        c.out = drandn(RG_DTYPE_BF16, (size_t)T * c.OC, 1.0f);
+        must(rg_buffer_alloc(be, (size_t)T * c.OC * 2, &c.pre), "alloc");
+        must(rg_backend_sync(be), "sync");
+        double us[2], sp[2], fl = 2.0 * T * c.C * c.OC;
+        for (int p = 0; p < 2; p++) {
+            be = paths[p];
+            us[p] = 1e6 * time_op(shapes[i][3] ? mm_fwd_resid : mm_fwd, &c, &sp[p]);
+        }
+        printf("| %lld | %s | %dx%d | %.1f (%.0f%%) | %.0f | %.1f (%.0f%%) | %.0f | %.2fx |\n", (long long)T, names[i],
+               c.C, c.OC, us[0], sp[0] * 100, fl / us[0] / 1e6, us[1], sp[1] * 100, fl / us[1] / 1e6, us[0] / us[1]);
+        be = paths[0];
+        for (int s = 0; s < SETS; s++) rg_buffer_free(be, c.inp[s]);
+        rg_buffer_free(be, c.w); rg_buffer_free(be, c.b); rg_buffer_free(be, c.out); rg_buffer_free(be, c.pre);
+    }
+    rg_backend_free(paths[0]);
+    rg_backend_free(paths[1]);
+    be = NULL;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "gemm")) {
+        setvbuf(stdout, NULL, _IOLBF, 0);
+        rg_rng_seed(&rng, 1234);
+        if (!rg_backend_available(RG_BACKEND_CUDA)) {
+            fprintf(stderr, "cuda_ops_bench: no CUDA device\n");
+            return 77;
+        }
+        printf("cuda_ops_bench gemm: median of %d x %d calls (spread = (max-min)/median in brackets)\n", REPS, ITERS);
+        if (argc == 2) {
+            gemm_compare(16384);
+            gemm_compare(16000);
+        }
+        for (int i = 2; i < argc; i++) gemm_compare(atoll(argv[i]));
+        free(host_vals);
+        return 0;
+    }
     int64_t T = argc > 1 ? atoll(argv[1]) : 16384;
     setvbuf(stdout, NULL, _IOLBF, 0); /* rows survive a timeout */
     rg_rng_seed(&rng, 1234);

@@ -16,7 +16,12 @@
  * each call's count: one heuristic query per bucket, not per batch (a plan per
  * exact count, 15 per count in training, overflowed the cache within a few
  * steps and re-planned every GEMM after). If cuBLASLt refuses the bucket's
- * algorithm at the exact size, an exact plan is made. */
+ * algorithm at the exact size, an exact plan is made.
+ * Forward products can instead run on our own wgmma GEMM (gemm_wgmma.cu, sm_90a),
+ * whose epilogue applies the exact erf GELU (no separate pass): RG_GEMM=cublas
+ * or RG_GEMM=wgmma at backend creation forces one path (for comparisons and
+ * tests; wgmma still falls back where it cannot run); unset, wgmma serves the
+ * shapes and epilogues where it was measured faster (wgmma_wins: none yet). */
 #include "cuda/ops.cuh"
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +45,11 @@ typedef struct mm_plan {
     int64_t m, n, k;   /* the dims the layouts describe now */
 } mm_plan;
 
+enum { GEMM_AUTO = 0, GEMM_CUBLAS = 1, GEMM_WGMMA = 2 };
+
 struct rg_cuda_mm_cache {
+    bool wgmma_ok; /* this device runs gemm_wgmma.cu's kernels */
+    int mode;      /* GEMM_*, from RG_GEMM */
     int n;
     mm_plan plans[MM_CACHE_SIZE];
 };
@@ -64,6 +73,14 @@ static void plan_free(mm_plan *p) {
 rg_status rg_cuda_matmul_init(rg_cuda_state *st) {
     st->mm = (struct rg_cuda_mm_cache *)calloc(1, sizeof *st->mm);
     if (!st->mm) return rg_fail(RG_ERR_OUT_OF_MEMORY, "rg_backend_init: cannot allocate the matmul plan cache");
+    const char *g = getenv("RG_GEMM");
+    if (g && strcmp(g, "cublas") && strcmp(g, "wgmma") && strcmp(g, "auto")) {
+        free(st->mm);
+        st->mm = NULL;
+        return rg_fail(RG_ERR_INVALID_ARG, "rg_backend_init: RG_GEMM=%s (expected cublas, wgmma or auto)", g);
+    }
+    st->mm->mode = !g ? GEMM_AUTO : !strcmp(g, "cublas") ? GEMM_CUBLAS : !strcmp(g, "wgmma") ? GEMM_WGMMA : GEMM_AUTO;
+    st->mm->wgmma_ok = st->mm->mode != GEMM_CUBLAS && rg_cuda_wgmma_init(st);
     return RG_OK;
 }
 
@@ -266,12 +283,47 @@ static const char *epi_name(int gelu, bool bias) {
     return gelu == RG_GELU_ERF ? (bias ? " bias, erf gelu" : " erf gelu") : (bias ? " bias, tanh gelu" : " tanh gelu");
 }
 
+/* Where the wgmma GEMM beats cuBLASLt (+ the GELU pass), from `cuda_ops_bench
+ * gemm` on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM"): nowhere yet. Its
+ * best version (v5) reached 0.91-0.94x on qkv and the lm head, 0.85x on fc1 +
+ * tanh GELU, 0.63x on fc1 + erf GELU (vs cuBLASLt + the GELU pass), 0.63-0.72x
+ * with a residual; the seed model with erf fc1 on it ran eval 27.9 vs 24.3 ms.
+ * So cuBLASLt serves every shape unless RG_GEMM=wgmma. */
+static bool wgmma_wins(int64_t T, int C, int OC, int gelu, bool residual) {
+    (void)T; (void)C; (void)OC; (void)gelu; (void)residual;
+    return false;
+}
+
+/* Runs the product on the wgmma GEMM when the mode and the shape allow;
+ * *done = false leaves it to cuBLASLt. */
+static rg_status try_wgmma(rg_cuda_state *st, bool *done, void *out, void *pre_gelu, const void *inp,
+                           const void *weight, const void *bias, const void *residual, int64_t T, int C, int OC,
+                           int gelu) {
+    *done = false;
+    const struct rg_cuda_mm_cache *c = st->mm;
+    if (!c->wgmma_ok || c->mode == GEMM_CUBLAS || (gelu != RG_GELU_NONE && !pre_gelu) ||
+        !rg_cuda_wgmma_fits(out, gelu != RG_GELU_NONE ? pre_gelu : NULL, inp, weight, bias, residual, T, C, OC))
+        return RG_OK;
+    if (c->mode == GEMM_AUTO && !wgmma_wins(T, C, OC, gelu, residual != NULL)) return RG_OK;
+    int prof = rg_cuda_prof_begin(st);
+    RG_TRY(rg_cuda_wgmma_forward(st, out, gelu != RG_GELU_NONE ? pre_gelu : NULL, inp, weight, bias, residual, T, C,
+                                 OC, gelu));
+    double stores = gelu != RG_GELU_NONE ? 2.0 : residual ? 2.0 : 1.0; /* pre + out, or residual in + out */
+    rg_cuda_prof_end(st, prof, residual ? "matmul_forward_residual wgmma" : "matmul_forward wgmma",
+                     2.0 * T * C * OC, 2.0 * ((double)T * C + (double)OC * C + stores * T * OC), "C=%d OC=%d%s", C,
+                     OC, epi_name(gelu, bias != NULL));
+    *done = true;
+    return RG_OK;
+}
+
 rg_status rg_cuda_matmul_forward(rg_backend *be, void *out, void *pre_gelu, const void *inp, const void *weight,
                                  const void *bias, int64_t T, int C, int OC, int gelu) {
     rg_cuda_state *st = rg_cuda(be);
     if (T <= 0 || OC <= 0) return RG_OK;
     if (C <= 0) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_forward: C=%d (no inner dimension)", C);
     bool found = false;
+    RG_TRY(try_wgmma(st, &found, out, pre_gelu, inp, weight, bias, NULL, T, C, OC, gelu));
+    if (found) return RG_OK;
     mm_key key;
     double flops = 2.0 * T * C * OC, bytes = 2.0 * ((double)T * C + (double)OC * C + (double)T * OC);
     int prof = rg_cuda_prof_begin(st);
@@ -319,6 +371,8 @@ rg_status rg_cuda_matmul_forward_residual(rg_backend *be, void *out, const void 
     /* C of the GEMM is the residual with beta = 1; cuBLASLt allows it to be D itself */
     const void *cm = residual == out ? NULL : residual;
     bool found = false, bias_done = false;
+    RG_TRY(try_wgmma(st, &found, out, NULL, inp, weight, bias, residual, T, C, OC, RG_GELU_NONE));
+    if (found) return RG_OK;
     mm_key key;
     int prof = rg_cuda_prof_begin(st);
     if (bias) {

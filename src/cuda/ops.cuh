@@ -88,6 +88,19 @@ void rg_cuda_prof_destroy(rg_cuda_state *st);
 /* The profiling table: base with every op wrapped (matmuls time their own parts). */
 rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base);
 
+/* Our wgmma GEMM (gemm_wgmma.cu, sm_90a): the forward products of matmul.cu.
+ * init: true when this device runs the file's sm_90a code (and the tensor-map
+ * encoder was found); fits: the shapes and alignments it takes (C % 8 == 0,
+ * OC % 8 == 0, 16-byte aligned pointers; NULL pointers are ignored).
+ * forward: out (T,OC) = inp (T,C) @ weight^T + bias [+ residual], or with
+ * gelu != RG_GELU_NONE pre_gelu = that and out = gelu(pre_gelu), each value
+ * rounded to bf16 once; residual and gelu are exclusive. */
+bool rg_cuda_wgmma_init(rg_cuda_state *st);
+bool rg_cuda_wgmma_fits(const void *out, const void *pre_gelu, const void *inp, const void *weight,
+                        const void *bias, const void *residual, int64_t T, int C, int OC);
+rg_status rg_cuda_wgmma_forward(rg_cuda_state *st, void *out, void *pre_gelu, const void *inp, const void *weight,
+                                const void *bias, const void *residual, int64_t T, int C, int OC, int gelu);
+
 /* cuBLASLt plan cache (matmul.cu), created/destroyed with the backend. */
 rg_status rg_cuda_matmul_init(rg_cuda_state *st);
 void rg_cuda_matmul_destroy(rg_cuda_state *st);
