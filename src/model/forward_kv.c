@@ -35,9 +35,8 @@ struct rg_gen_scratch {
     void *arena;                 /* backend memory, carved below */
     int32_t *meta;               /* device: tokens (T) | pos (T) | cu (S+1) | rows (S) */
     int32_t *meta_host;          /* the same on the host, uploaded once per pass */
-    void *x, *ln, *qkv, *atty, *x1, *fch, *fch_gelu;  /* (T, C|Q|H) act dtype */
-    float *mean, *rstd;          /* (T) */
-    void *last, *lnf, *logits;   /* (S, C), (S, C), (S, V) */
+    void *x, *qkv, *atty, *x1, *fch;  /* (T, C|Q|C|C|H) act dtype */
+    void *last, *logits;         /* (S, C), (S, V) */
     float *logits_f32;           /* (S, V) when the act dtype is not fp32: converted before the download */
     int32_t *argmax;             /* (S) greedy picks, read back instead of the logits */
     int32_t n_last;              /* sequences of the last pass (rows of logits) */
@@ -71,16 +70,11 @@ static size_t layout(rg_gen_scratch *g, char *base) {
     size_t as = m->act_size, off = 0;
     g->meta = carve(base, &off, (int64_t)meta_len(T, g->cap_seqs), sizeof(int32_t));
     g->x = carve(base, &off, T * m->C, as);
-    g->ln = carve(base, &off, T * m->C, as);
     g->qkv = carve(base, &off, T * m->Q, as);
     g->atty = carve(base, &off, T * m->C, as);
     g->x1 = carve(base, &off, T * m->C, as);
     g->fch = carve(base, &off, T * m->H, as);
-    g->fch_gelu = carve(base, &off, T * m->H, as);
-    g->mean = carve(base, &off, T, sizeof(float));
-    g->rstd = carve(base, &off, T, sizeof(float));
     g->last = carve(base, &off, S * m->C, as);
-    g->lnf = carve(base, &off, S * m->C, as);
     g->logits = carve(base, &off, S * m->cfg.vocab_size, as);
     g->logits_f32 = m->be->ops->act_dtype == RG_DTYPE_F32 ? NULL
                                                           : carve(base, &off, S * m->cfg.vocab_size, sizeof(float));
@@ -93,9 +87,7 @@ static size_t layout(rg_gen_scratch *g, char *base) {
 static rg_status check_ops(const rg_backend *be) {
     const rg_backend_ops *o = be->ops;
     struct { bool present; const char *name; } need[] = {
-        {o->embedding_forward != NULL, "embedding_forward"}, {o->layernorm_forward != NULL, "layernorm_forward"},
-        {o->matmul_forward != NULL, "matmul_forward"},
-        {o->matmul_forward_residual != NULL, "matmul_forward_residual"},
+        {o->embedding_forward != NULL, "embedding_forward"}, {o->linear_infer != NULL, "linear_infer"},
         {o->attn_forward != NULL, "attn_forward"}, {o->attn_decode != NULL, "attn_decode"},
         {o->kv_write != NULL, "kv_write"}, {o->gather_rows != NULL, "gather_rows"},
         {o->argmax_rows != NULL, "argmax_rows"}, {o->convert != NULL, "convert"},
@@ -215,25 +207,24 @@ static rg_status run_ops(rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int64
     const int64_t k_off = rg_model_k_col(m), v_off = rg_model_v_col(m);
 
     RG_TRY(op->embedding_forward(be, g->x, tok, pos, rg_model_p(m, m->wte), rg_model_p(m, m->wpe), T, C));
+    /* Every projection is one linear_infer: its LayerNorm, bias, GELU and
+     * residual in the op (fused into one kernel where the backend has one). */
+    const float eps = c->ln_eps;
     for (int32_t l = 0; l < c->n_layers; l++) {
         const rg_layer_params *p = &m->lp[l];
-        RG_TRY(op->layernorm_forward(be, g->ln, g->mean, g->rstd, g->x, rg_model_p(m, p->ln1_w),
-                                     rg_model_p(m, p->ln1_b), c->ln_eps, T, C));
-        RG_TRY(op->matmul_forward(be, g->qkv, NULL, g->ln, rg_model_p(m, p->qkv_w), rg_model_p(m, p->qkv_b), T,
-                                  C, Q, RG_GELU_NONE));
+        RG_TRY(op->linear_infer(be, g->qkv, g->x, rg_model_p(m, p->ln1_w), rg_model_p(m, p->ln1_b), eps,
+                                rg_model_p(m, p->qkv_w), rg_model_p(m, p->qkv_b), NULL, T, C, Q, RG_GELU_NONE));
         const void *k = rg_model_at(m, g->qkv, k_off), *v = rg_model_at(m, g->qkv, v_off);
         RG_TRY(rg_kv_cache_write(kv, l, k, Q, v, Q));
         if (prefill) RG_TRY(op->attn_forward(be, &aa, g->qkv, k, v, g->atty, NULL));
         else RG_TRY(rg_attn_decode(be, kv, l, c->n_heads, 0.0f, g->qkv, Q, g->atty));
-        RG_TRY(op->matmul_forward_residual(be, g->x1, g->atty, rg_model_p(m, p->proj_w), rg_model_p(m, p->proj_b),
-                                           g->x, T, C, C));
-        RG_TRY(op->layernorm_forward(be, g->ln, g->mean, g->rstd, g->x1, rg_model_p(m, p->ln2_w),
-                                     rg_model_p(m, p->ln2_b), c->ln_eps, T, C));
-        RG_TRY(op->matmul_forward(be, g->fch_gelu, g->fch, g->ln, rg_model_p(m, p->fc_w), rg_model_p(m, p->fc_b),
-                                  T, C, H, (int)c->gelu));
+        RG_TRY(op->linear_infer(be, g->x1, g->atty, NULL, NULL, eps, rg_model_p(m, p->proj_w),
+                                rg_model_p(m, p->proj_b), g->x, T, C, C, RG_GELU_NONE));
+        RG_TRY(op->linear_infer(be, g->fch, g->x1, rg_model_p(m, p->ln2_w), rg_model_p(m, p->ln2_b), eps,
+                                rg_model_p(m, p->fc_w), rg_model_p(m, p->fc_b), NULL, T, C, H, (int)c->gelu));
         /* The block's output overwrites its input, dead once x1 exists. */
-        RG_TRY(op->matmul_forward_residual(be, g->x, g->fch_gelu, rg_model_p(m, p->fc2_w), rg_model_p(m, p->fc2_b),
-                                           g->x1, T, H, C));
+        RG_TRY(op->linear_infer(be, g->x, g->fch, NULL, NULL, eps, rg_model_p(m, p->fc2_w), rg_model_p(m, p->fc2_b),
+                                g->x1, T, H, C, RG_GELU_NONE));
     }
     /* Decode brings one row per sequence: they are already the last rows. */
     const void *last = g->x;
@@ -241,13 +232,9 @@ static rg_status run_ops(rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int64
         RG_TRY(op->gather_rows(be, g->last, g->x, rows, S, C));
         last = g->last;
     }
-    if (c->final_ln) {
-        RG_TRY(op->layernorm_forward(be, g->lnf, g->mean, g->rstd, last, rg_model_p(m, m->lnf_w),
-                                     rg_model_p(m, m->lnf_b), c->ln_eps, S, C));
-        last = g->lnf;
-    }
-    RG_TRY(op->matmul_forward(be, g->logits, NULL, last, rg_model_p(m, m->lm_w), rg_model_p(m, m->lm_b), S, C, V,
-                              RG_GELU_NONE));
+    RG_TRY(op->linear_infer(be, g->logits, last, c->final_ln ? rg_model_p(m, m->lnf_w) : NULL,
+                            c->final_ln ? rg_model_p(m, m->lnf_b) : NULL, eps, rg_model_p(m, m->lm_w),
+                            rg_model_p(m, m->lm_b), NULL, S, C, V, RG_GELU_NONE));
     return RG_OK;
 }
 
