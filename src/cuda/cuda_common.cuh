@@ -66,4 +66,11 @@ static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)b
                            cudaGetErrorString(rg_e_));                                              \
     } while (0)
 
+/* tanh-approximated GELU in fp32, one definition for every kernel that
+ * applies it (gelu.cu, linear_infer.cu, gemm_wgmma.cu's epilogues). */
+__device__ __forceinline__ float rg_gelu_tanh(float x) { /* 0.5 x (1 + tanh u) = x / (1 + e^(-2u)) */
+    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x / (1.0f + __expf(-2.0f * u));
+}
+
 #endif

@@ -23,11 +23,6 @@
 
 /* ---- scalar forms ---- */
 
-__device__ __forceinline__ float gelu_tanh(float x) { /* 0.5 x (1 + tanh u) = x / (1 + e^(-2u)) */
-    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return x / (1.0f + __expf(-2.0f * u));
-}
-
 __device__ __forceinline__ float gelu_tanh_grad(float x) {
     float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
     float s = 1.0f / (1.0f + __expf(-2.0f * u)), s1 = 1.0f / (1.0f + __expf(2.0f * u)); /* s, 1 - s */
@@ -106,7 +101,7 @@ __device__ __forceinline__ void gelu_vec(uint16_t (&b)[VEC], const uint16_t *tab
 #pragma unroll
     for (int j = 0; j < VEC; j++) {
         if (KIND == RG_GELU_ERF) b[j] = gelu_erf_bits(b[j], tab);
-        else if (KIND == RG_GELU_TANH) b[j] = f_to_bits(gelu_tanh(bits_to_f(b[j])));
+        else if (KIND == RG_GELU_TANH) b[j] = f_to_bits(rg_gelu_tanh(bits_to_f(b[j])));
     }
 }
 

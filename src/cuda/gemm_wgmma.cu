@@ -162,11 +162,6 @@ __device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, uint32_t tab) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(g));
 }
 
-__device__ __forceinline__ float gelu_tanh_f(float x) { /* 0.5 x (1 + tanh u) = x / (1 + e^(-2u)) */
-    float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return x / (1.0f + __expf(-2.0f * u));
-}
-
 /* Tile t of the grouped order: GROUP_M m-tiles at a time, m fastest inside a
  * group, so the CTAs running together share a few A row blocks and W tiles. */
 __device__ __forceinline__ void tile_coords(int t, const gemm_args &a, int &mt, int &nt) {
@@ -278,7 +273,7 @@ __device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1
                 out[i] = g0 | (g1 << 16);
             } else if (EPI == EPI_TANH) {
                 float2 p = bf2_to_f2(pre[i]);
-                out[i] = pack_bf2(gelu_tanh_f(p.x), gelu_tanh_f(p.y));
+                out[i] = pack_bf2(rg_gelu_tanh(p.x), rg_gelu_tanh(p.y));
             } else {
                 out[i] = pre[i];
             }

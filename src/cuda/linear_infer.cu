@@ -93,10 +93,7 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1
 __device__ __forceinline__ uint4 load_stream(const bf16 *p) { return __ldcs(reinterpret_cast<const uint4 *>(p)); }
 
 __device__ __forceinline__ float gelu_f(float x, int kind) {
-    if (kind == RG_GELU_TANH) { /* 0.5 x (1 + tanh u) = x / (1 + e^(-2u)), as gelu.cu */
-        float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-        return x / (1.0f + __expf(-2.0f * u));
-    }
+    if (kind == RG_GELU_TANH) return rg_gelu_tanh(x);
     return 0.5f * x * erfcf(-0.7071067811865476f * x); /* exact (erf) GELU in fp32, rounded once after */
 }
 
