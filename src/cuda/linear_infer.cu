@@ -45,17 +45,23 @@
  * every warp's weight chunks are all in flight before the grid dependency
  * (GPT-2's qkv, proj, fc1: 1.4-1.8x faster at T = 1 and 4, slower from 16),
  * T <= max_t_wide when the row tiles alone give two blocks per SM (the LM
- * head: 1.0x at T = 1, 1.5x at 4, 2.2x at 16, 1.0x at 64); otherwise never
- * (fc2, 3072 -> 768: 12 chunks per warp in 48 blocks, 12-40 % slower). */
+ * head: 1.0x at T = 1, 1.5x at 4, 2.2x at 16, 1.0x at 64); T <= max_t_split
+ * when a projection without LN has more chunks per warp than LI_U and K is
+ * split over a cluster until it has not (fc2, 3072 -> 768, 48 row tiles: 12
+ * chunks per warp unsplit, 12-40 % slower than cuBLASLt; over 4 blocks 4.75 /
+ * 4.95 / 6.28 us at T = 1 / 4 / 16 against cuBLASLt's 7.22 / 7.26 / 7.31,
+ * 17.5 vs 7.5 at 64: integration call, 2026-11-22 10:55 UTC). */
 extern "C" {
 int rg_cuda_linear_infer_max_t = 4;
 int rg_cuda_linear_infer_max_t_wide = 16;
+int rg_cuda_linear_infer_max_t_split = 16;
 /* 0 picks, 1 forces the fused kernel where it can run, 2 forces LN + cuBLASLt (tests, benchmarks). */
 int rg_cuda_linear_infer_mode = 0;
-/* Blocks of a cluster splitting K: 0 none unless the staged columns need it
- * to fit in shared memory; n > 0 asks for n (a power of two <= 8; tests,
- * benchmarks). Measured slower than no split on every GPT-2 shape (qkv at
- * T = 1: 8.6 vs 3.5 us), so not picked for speed. */
+/* Blocks of a cluster splitting K: 0 picks (pick_ksplit: a projection
+ * without LN whose warps would hold more than LI_U chunks each, or whose
+ * staged columns would not fit in shared memory; measured slower where the
+ * warps' chunks were already all in flight: qkv at T = 1 8.6 vs 3.5 us);
+ * n > 0 asks for n (a power of two <= 8; tests, benchmarks). */
 int rg_cuda_linear_infer_ksplit = 0;
 }
 
@@ -355,18 +361,25 @@ static int pick_mt(const rg_cuda_state *st, int OC) {
 }
 
 /* Blocks of a cluster splitting K (Hopper): 1 unless asked for (see
- * rg_cuda_linear_infer_ksplit), as far as every warp keeps a chunk of 32 columns. */
-static int pick_ksplit(const rg_cuda_state *st, int C, int mt) {
+ * rg_cuda_linear_infer_ksplit), or, when nothing is asked and there is no LN
+ * prologue, until every warp's chunks are in flight at once (LI_U); as far as
+ * every warp keeps a chunk of 32 columns. */
+static int pick_ksplit(const rg_cuda_state *st, int C, int mt, bool ln) {
     int nch = (C + 31) / 32, ks = LI_WARPS / mt, k = 1;
     if (st->prop.major < 9) return 1;
+    if (rg_cuda_linear_infer_ksplit == 0 && !ln) {
+        while (((nch + k - 1) / k + ks - 1) / ks > LI_U && k < 8 && nch >= 2 * k * ks) k *= 2;
+        return k;
+    }
     while (k < rg_cuda_linear_infer_ksplit && k < 8 && nch >= 2 * k * ks) k *= 2;
     return k;
 }
 
 /* Whether the fused kernel beats LN + cuBLASLt here (see rg_cuda_linear_infer_max_t). */
-static bool fused_pays(const rg_cuda_state *st, int64_t T, int C, int blocks, int mt) {
-    int ks = LI_WARPS / mt, per_warp = ((C + 31) / 32 + ks - 1) / ks;
+static bool fused_pays(const rg_cuda_state *st, int64_t T, int C, int blocks, int mt, int ksplit) {
+    int ks = LI_WARPS / mt, per_warp = (li_chunks_per_rank(C, ksplit) + ks - 1) / ks;
     if (blocks >= 2 * st->prop.multiProcessorCount) return T <= rg_cuda_linear_infer_max_t_wide;
+    if (ksplit > 1) return per_warp <= LI_U && T <= rg_cuda_linear_infer_max_t_split;
     return per_warp <= LI_U && T <= rg_cuda_linear_infer_max_t;
 }
 
@@ -470,7 +483,7 @@ rg_status rg_cuda_linear_infer(rg_backend *be, void *out, const void *inp, const
     int mt = pick_mt(st, OC), blocks = (OC + mt * 16 - 1) / (mt * 16), ksplit = 1;
     size_t smem = 0, cap = (size_t)st->prop.sharedMemPerBlockOptin;
     if (fits) {
-        ksplit = pick_ksplit(st, C, mt);
+        ksplit = pick_ksplit(st, C, mt, ln_w != NULL);
         smem = li_layout_of(ng, mt, (int)T, C, li_staged_width(C, ksplit, ln_w != NULL), ln_w != NULL).total;
         /* without LN a block stages only its columns: a wider split may make them fit */
         while (smem > cap && !ln_w && st->prop.major >= 9 && ksplit < 8 &&
@@ -481,7 +494,7 @@ rg_status rg_cuda_linear_infer(rg_backend *be, void *out, const void *inp, const
         fits = smem <= cap;
     }
     bool fused = fits && (rg_cuda_linear_infer_mode == 1 ||
-                          (rg_cuda_linear_infer_mode == 0 && fused_pays(st, T, C, blocks, mt)));
+                          (rg_cuda_linear_infer_mode == 0 && fused_pays(st, T, C, blocks, mt, ksplit)));
     /* the unfused path's matmuls time themselves (matmul.cu) */
     if (!fused) return unfused(be, o, x, lw, lb, eps, w, b, r, T, C, OC, gelu);
     int prof = rg_cuda_prof_begin(st);
