@@ -101,7 +101,7 @@ if [ -f "$BENCH/lengths.txt" ] && [ "${RG_LAB:-1}" = 1 ]; then
     rm -f "$OUT/lab.out" "$OUT/lab.err"
   done
 else
-  note "no $BENCH/lengths.txt: lab skipped"
+  note "lab skipped ($([ "${RG_LAB:-1}" = 1 ] && echo "no $BENCH/lengths.txt" || echo "RG_LAB=0"))"
 fi
 
 # ---- the model ops' benchmark (bench/cuda_ops_bench.c), when built ----
