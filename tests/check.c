@@ -94,3 +94,16 @@ bool rg_guarded_ok(const float *p, size_t n, const char *what) {
 }
 
 void rg_guarded_free(float *p) { if (p) free(p - RG_GUARD); }
+
+void rg_test_must(rg_status s, const char *what) {
+    if (s != RG_OK) {
+        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
+        exit(1);
+    }
+}
+
+void *rg_test_xmalloc(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
+    return p;
+}

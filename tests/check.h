@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "core/rng.h"
+#include "ragged.h"
 
 extern int rg_test_failed, rg_test_passed;
 
@@ -27,6 +28,11 @@ double rg_rel_err(const float *got, const float *ref, size_t n);
 bool rg_check_close_(const char *what, const float *got, const float *ref, size_t n, double tol,
                      const char *file, int line);
 #define CHECK_CLOSE(what, got, ref, n, tol) rg_check_close_((what), (got), (ref), (n), (tol), __FILE__, __LINE__)
+
+/* Test set-up that cannot go on: an rg_status other than RG_OK (with
+ * rg_last_error) or a host allocation that fails prints FATAL and exits 1. */
+void rg_test_must(rg_status s, const char *what);
+void *rg_test_xmalloc(size_t bytes);
 
 /* A float buffer of n elements with RG_GUARD sentinels on each side. */
 #define RG_GUARD 16

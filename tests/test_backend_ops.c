@@ -76,15 +76,9 @@ struct opcase {
     int nscratch;
 };
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { fprintf(stderr, "test_backend_ops: out of memory\n"); exit(2); }
-    return p;
-}
-
 static void *scratch(opcase *c, size_t bytes) {
     if (c->nscratch == MAXSCRATCH) { fprintf(stderr, "test_backend_ops: scratch full\n"); exit(2); }
-    return c->scratch[c->nscratch++] = xmalloc(bytes);
+    return c->scratch[c->nscratch++] = rg_test_xmalloc(bytes);
 }
 
 static float qv(float x) {
@@ -173,13 +167,13 @@ static rg_status run_case(rg_backend *be, opcase *c, float **got) {
         s = rg_buffer_alloc(be, tot * es, &buf[i]);
         if (s != RG_OK) break;
         if (t->kind == K_I32) {
-            int32_t *st = xmalloc(tot * sizeof(int32_t));
+            int32_t *st = rg_test_xmalloc(tot * sizeof(int32_t));
             for (size_t j = 0; j < tot; j++) st[j] = ISENT;
             memcpy(st + GUARD, t->iv, t->n * sizeof(int32_t));
             s = rg_buffer_upload(be, buf[i], st, tot * sizeof(int32_t));
             free(st);
         } else {
-            float *st = xmalloc(tot * sizeof(float));
+            float *st = rg_test_xmalloc(tot * sizeof(float));
             for (size_t j = 0; j < tot; j++) st[j] = SENT;
             memcpy(st + GUARD, t->init, t->n * sizeof(float));
             s = rg_buffer_upload_f32(be, buf[i], kind_dtype(be, t->kind), st, tot);
@@ -198,7 +192,7 @@ static rg_status run_case(rg_backend *be, opcase *c, float **got) {
         if (!t->n || t->alias >= 0) continue;
         size_t tot = t->n + 2 * GUARD;
         if (t->kind == K_I32) {
-            int32_t *st = xmalloc(tot * sizeof(int32_t));
+            int32_t *st = rg_test_xmalloc(tot * sizeof(int32_t));
             s = rg_buffer_download(be, st, buf[i], tot * sizeof(int32_t));
             for (size_t j = 0; s == RG_OK && j < GUARD; j++)
                 if (st[j] != ISENT || st[GUARD + t->n + j] != ISENT) {
@@ -212,7 +206,7 @@ static rg_status run_case(rg_backend *be, opcase *c, float **got) {
             free(st);
             continue;
         }
-        float *st = xmalloc(tot * sizeof(float));
+        float *st = rg_test_xmalloc(tot * sizeof(float));
         s = rg_buffer_download_f32(be, st, buf[i], kind_dtype(be, t->kind), tot);
         for (size_t j = 0; s == RG_OK && j < GUARD; j++) {
             if (st[j] != SENT) {
@@ -224,7 +218,7 @@ static rg_status run_case(rg_backend *be, opcase *c, float **got) {
                 snprintf(why, sizeof why, "%s: written at index n + %zu, past its end", t->name, j);
             }
         }
-        vals[i] = xmalloc(t->n * sizeof(float));
+        vals[i] = rg_test_xmalloc(t->n * sizeof(float));
         memcpy(vals[i], st + GUARD, t->n * sizeof(float));
         free(st);
         if (s == RG_OK && t->role == R_IN && !clobbered[i] && memcmp(vals[i], t->init, t->n * sizeof(float)) != 0) {
@@ -238,7 +232,7 @@ static rg_status run_case(rg_backend *be, opcase *c, float **got) {
             tens *t = &c->t[i];
             if (!t->n || t->role == R_IN) continue;
             int owner = t->alias >= 0 ? t->alias : i;
-            got[i] = xmalloc(t->n * sizeof(float));
+            got[i] = rg_test_xmalloc(t->n * sizeof(float));
             memcpy(got[i], vals[owner], t->n * sizeof(float));
         }
     }
@@ -1058,8 +1052,8 @@ static void test_arguments(rg_backend *be) {
 /* Several steps of the op (fp32 state) against the same steps in double. */
 static void test_optimizer_sequences(rg_backend *be) {
     enum { N = 777, STEPS = 3 };
-    float *p = xmalloc(N * 4), *m = xmalloc(N * 4), *v = xmalloc(N * 4), *g = xmalloc(N * 4), *p0 = xmalloc(N * 4);
-    double *dp = xmalloc(N * 8), *dm = xmalloc(N * 8), *dv = xmalloc(N * 8), *dg = xmalloc(N * 8);
+    float *p = rg_test_xmalloc(N * 4), *m = rg_test_xmalloc(N * 4), *v = rg_test_xmalloc(N * 4), *g = rg_test_xmalloc(N * 4), *p0 = rg_test_xmalloc(N * 4);
+    double *dp = rg_test_xmalloc(N * 8), *dm = rg_test_xmalloc(N * 8), *dv = rg_test_xmalloc(N * 8), *dg = rg_test_xmalloc(N * 8);
     for (int opt = 0; opt < 3; opt++) {   /* adamw; sgd with momentum and decay; sgd plain (torch defaults) */
         rg_rng_fill_uniform(&rng, p, N, -0.5f, 0.5f);
         memcpy(p0, p, N * 4);
@@ -1125,7 +1119,7 @@ static void compare_backend(rg_backend *cpu, rg_backend *be, opcase *cs, int n, 
         if (CHECK(s == RG_OK, "%s %s: %s (%s)", rg_backend_name(be), c->name, rg_status_str(s), rg_last_error())) {
             for (int i = 0; i < c->nt; i++) {
                 if (!ref[i]) continue;
-                want[i] = xmalloc(c->t[i].n * sizeof(double));
+                want[i] = rg_test_xmalloc(c->t[i].n * sizeof(double));
                 for (size_t j = 0; j < c->t[i].n; j++) want[i][j] = ref[i][j];
             }
             double save = c->scalar_want;
@@ -1152,7 +1146,7 @@ int main(void) {
     rg_backend *cpu = NULL;
     if (!CHECK(rg_backend_init(RG_BACKEND_CPU, 0, &cpu) == RG_OK, "cpu backend: %s", rg_last_error()))
         return rg_test_finish();
-    opcase *cs = xmalloc(sizeof(opcase) * MAXCASES);
+    opcase *cs = rg_test_xmalloc(sizeof(opcase) * MAXCASES);
 
     printf("cpu vs double references (%d threads)%s:\n", cpu->n_threads, quick ? ", quick sizes" : "");
     quant = RG_DTYPE_F32;

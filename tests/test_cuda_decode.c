@@ -47,15 +47,9 @@ static void rg_cuda_decode_force_partition(int keys) { (void)keys; }
 static rg_backend *gpu, *cpu;
 static double worst_gpu, worst_cpu;
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
-    return p;
-}
-
 /* n floats, standard normal rounded to bf16 (exact in both backends). */
 static float *randn_bf16(rg_rng *r, size_t n) {
-    float *x = xmalloc(sizeof(float) * n);
+    float *x = rg_test_xmalloc(sizeof(float) * n);
     for (size_t i = 0; i < n; i++) x[i] = rg_bf16_to_f32(rg_f32_to_bf16((float)rg_rng_normal(r)));
     return x;
 }
@@ -107,7 +101,7 @@ typedef struct dcase {
 static bool cpu_decode(const dcase *c, const int32_t *koff, const float *k, const float *v, const float *q,
                        int64_t sq, float *o) {
     const int32_t n = c->n, row = c->hkv * c->d;
-    int32_t need = 0, *ids = xmalloc(sizeof(int32_t) * (size_t)n), *cu = xmalloc(sizeof(int32_t) * (size_t)(n + 1));
+    int32_t need = 0, *ids = rg_test_xmalloc(sizeof(int32_t) * (size_t)n), *cu = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n + 1));
     for (int32_t b = 0; b < n; b++) need += (c->lens[b] + 15) / 16;
     rg_kv_cache *kv = NULL;
     bool ok = CHECK(rg_kv_cache_init(cpu, 1, c->hkv, c->d, 16, need + 1, &kv) == RG_OK, "cpu init: %s",
@@ -133,7 +127,7 @@ static bool cpu_decode(const dcase *c, const int32_t *koff, const float *k, cons
  * with the double reference and the CPU op. */
 static void run_case(rg_rng *r, const dcase *c, const char *label) {
     const int32_t n = c->n, h = c->h, hkv = c->hkv, d = c->d, row = hkv * d;
-    int32_t *koff = xmalloc(sizeof(int32_t) * (size_t)(n + 1)), need = 0;
+    int32_t *koff = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n + 1)), need = 0;
     koff[0] = 0;
     for (int32_t b = 0; b < n; b++) {
         koff[b + 1] = koff[b] + c->lens[b];
@@ -146,7 +140,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
                rg_last_error())) { free(koff); return; }
     {   /* NaN everywhere, so that a read of a slot nothing wrote shows in the output */
         size_t el = 2 * 2 * kv->layer_elems;
-        uint16_t *nan = xmalloc(2 * el);
+        uint16_t *nan = rg_test_xmalloc(2 * el);
         for (size_t i = 0; i < el; i++) nan[i] = NAN_BF16;
         CHECK(rg_buffer_upload(gpu, kv->pool, nan, 2 * el) == RG_OK, "%s: poison: %s", label, rg_last_error());
         free(nan);
@@ -158,8 +152,8 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
     float *v[2] = {randn_bf16(r, (size_t)total * row), randn_bf16(r, (size_t)total * row)};
     const int64_t fw = (int64_t)(h + 2 * hkv) * d, sq = c->fused ? fw : (int64_t)h * d;
     float *qkv = randn_bf16(r, (size_t)(n * sq));
-    int32_t *ids = xmalloc(sizeof(int32_t) * (size_t)n), *cnt = xmalloc(sizeof(int32_t) * (size_t)n);
-    int32_t *cu = xmalloc(sizeof(int32_t) * (size_t)(n + 1));
+    int32_t *ids = rg_test_xmalloc(sizeof(int32_t) * (size_t)n), *cnt = rg_test_xmalloc(sizeof(int32_t) * (size_t)n);
+    int32_t *cu = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n + 1));
     for (int32_t b = 0; b < n; b++) {
         ids[b] = 5 * (n - b) + 2;
         rg_kv_cache_add_seq(kv, ids[b]);
@@ -171,7 +165,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         cu[b + 1] = cu[b] + cnt[b];
     }
     /* Packed new rows of either step (at most `total` of them). */
-    float *pk = xmalloc(sizeof(float) * (size_t)total * row), *pv = xmalloc(sizeof(float) * (size_t)total * row);
+    float *pk = rg_test_xmalloc(sizeof(float) * (size_t)total * row), *pv = rg_test_xmalloc(sizeof(float) * (size_t)total * row);
     bool ok = CHECK(rg_kv_cache_append(kv, n, ids, cnt) == RG_OK, "%s: append 1: %s", label, rg_last_error()) &&
               CHECK(rg_kv_cache_set_batch(kv, n, ids, cu) == RG_OK, "%s: set_batch 1: %s", label, rg_last_error());
     for (int l = 0; ok && l < 2; l++) {
@@ -220,7 +214,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
 
     /* Decode into a sentinel-filled output with guards; twice (same bits). */
     const size_t no = (size_t)n * h * d, tot = no + 2 * GUARD;
-    uint16_t *host = xmalloc(2 * tot), *again = xmalloc(2 * tot);
+    uint16_t *host = rg_test_xmalloc(2 * tot), *again = rg_test_xmalloc(2 * tot);
     for (size_t i = 0; i < tot; i++) host[i] = SENT_BF16;
     void *dout = NULL;
     ok = ok && CHECK(rg_buffer_alloc(gpu, 2 * tot, &dout) == RG_OK && rg_buffer_upload(gpu, dout, host, 2 * tot) == RG_OK,
@@ -242,9 +236,9 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         for (size_t i = 0; i < GUARD; i++) guards &= host[i] == SENT_BF16 && host[tot - 1 - i] == SENT_BF16;
         CHECK(guards, "%s: a write landed in the guard region", label);
         CHECK(memcmp(host, again, 2 * tot) == 0, "%s: decode is not deterministic", label);
-        float *o = xmalloc(sizeof(float) * no), *oc = xmalloc(sizeof(float) * no);
+        float *o = rg_test_xmalloc(sizeof(float) * no), *oc = rg_test_xmalloc(sizeof(float) * no);
         for (size_t i = 0; i < no; i++) o[i] = rg_bf16_to_f32(host[GUARD + i]);
-        double *ref = xmalloc(sizeof(double) * no), scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
+        double *ref = rg_test_xmalloc(sizeof(double) * no), scale = c->scale > 0 ? c->scale : 1.0 / sqrt((double)d);
         ref_attn_decode(ref, qkv, sq, k[1], v[1], c->lens, koff, n, h, hkv, d, scale);
         compare(label, "cuda vs double reference", o, ref, n, (int64_t)h * d, &worst_gpu);
         /* The same with another split over the keys (the smallest partition,
@@ -258,7 +252,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         if (ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
                   rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: forced partition: %s", label,
                   rg_last_error())) {
-            float *o2 = xmalloc(sizeof(float) * no);
+            float *o2 = rg_test_xmalloc(sizeof(float) * no);
             for (size_t i = 0; i < no; i++) o2[i] = rg_bf16_to_f32(again[GUARD + i]);
             compare(label, what, o2, ref, n, (int64_t)h * d, &worst_gpu);
             free(o2);
@@ -315,7 +309,7 @@ static void test_batches(rg_rng *r, bool quick) {
     const int rounds = quick ? 6 : 18;
     for (int it = 0; it < rounds; it++) {
         int32_t n = sizes[it % 6];
-        int32_t *lens = xmalloc(sizeof(int32_t) * (size_t)n);
+        int32_t *lens = rg_test_xmalloc(sizeof(int32_t) * (size_t)n);
         bool fused = rg_rng_below(r, 2);
         for (int32_t b = 0; b < n; b++) {
             uint64_t kind = rg_rng_below(r, 4);
@@ -334,7 +328,7 @@ static void test_batches(rg_rng *r, bool quick) {
         free(lens);
     }
     /* The benchmark's shape: GPT-2 124M heads, lengths uniform in [16, 640]. */
-    int32_t n = quick ? 16 : 64, *lens = xmalloc(sizeof(int32_t) * (size_t)n);
+    int32_t n = quick ? 16 : 64, *lens = rg_test_xmalloc(sizeof(int32_t) * (size_t)n);
     for (int32_t b = 0; b < n; b++) lens[b] = 16 + (int32_t)rg_rng_below(r, 625);
     dcase c = {.n = n, .h = 12, .hkv = 12, .d = 64, .bs = 16, .lens = lens, .fused = true};
     run_case(r, &c, "gpt2 batch, lengths in [16, 640]");
@@ -344,7 +338,7 @@ static void test_batches(rg_rng *r, bool quick) {
 /* ---- kv_write and gather_rows: exact copies ---- */
 
 static uint16_t *rand_bits(rg_rng *r, size_t n) {
-    uint16_t *x = xmalloc(2 * n);
+    uint16_t *x = rg_test_xmalloc(2 * n);
     for (size_t i = 0; i < n; i++) x[i] = rg_f32_to_bf16((float)rg_rng_normal(r));
     return x;
 }
@@ -361,10 +355,10 @@ static void *dev_bits(const uint16_t *x, size_t n) {
 static void test_kv_write(rg_rng *r, int32_t n_slots, int64_t T, int32_t row, int32_t pad, int32_t off) {
     const int32_t sk = row + pad, sv = row + 2 * pad;
     const size_t nc = (size_t)n_slots * row;
-    uint16_t *kc = xmalloc(2 * nc), *vc = xmalloc(2 * nc), *k = rand_bits(r, (size_t)T * sk + off + 1);
+    uint16_t *kc = rg_test_xmalloc(2 * nc), *vc = rg_test_xmalloc(2 * nc), *k = rand_bits(r, (size_t)T * sk + off + 1);
     uint16_t *v = rand_bits(r, (size_t)T * sv + off + 1);
     for (size_t i = 0; i < nc; i++) kc[i] = vc[i] = SENT_BF16;
-    int32_t *perm = xmalloc(sizeof(int32_t) * (size_t)n_slots);
+    int32_t *perm = rg_test_xmalloc(sizeof(int32_t) * (size_t)n_slots);
     for (int32_t i = 0; i < n_slots; i++) perm[i] = i;
     for (int32_t i = n_slots - 1; i > 0; i--) {
         int32_t j = (int32_t)rg_rng_below(r, (uint64_t)i + 1), t = perm[i];
@@ -376,7 +370,7 @@ static void test_kv_write(rg_rng *r, int32_t n_slots, int64_t T, int32_t row, in
     bool ok = dkc && dvc && dk && dv && rg_buffer_alloc(gpu, sizeof(int32_t) * (size_t)(T ? T : 1), &ds) == RG_OK &&
               (T == 0 || rg_buffer_upload(gpu, ds, perm, sizeof(int32_t) * (size_t)T) == RG_OK);
     ok = ok && gpu->ops->kv_write(gpu, dkc, dvc, (uint16_t *)dk + off, sk, (uint16_t *)dv + off, sv, ds, T, row) == RG_OK;
-    uint16_t *gk = xmalloc(2 * nc), *gv = xmalloc(2 * nc);
+    uint16_t *gk = rg_test_xmalloc(2 * nc), *gv = rg_test_xmalloc(2 * nc);
     ok = ok && rg_buffer_download(gpu, gk, dkc, 2 * nc) == RG_OK && rg_buffer_download(gpu, gv, dvc, 2 * nc) == RG_OK;
     if (CHECK(ok, "kv_write T %lld row %d: %s", (long long)T, row, rg_last_error())) {
         for (int64_t t = 0; t < T; t++) {
@@ -393,9 +387,9 @@ static void test_kv_write(rg_rng *r, int32_t n_slots, int64_t T, int32_t row, in
 
 static void test_gather(rg_rng *r, int32_t m, int64_t n, int C, int off) {
     const size_t ni = (size_t)m * C + off, no = (size_t)n * C + 2 * GUARD + off;
-    uint16_t *inp = rand_bits(r, ni), *out = xmalloc(2 * no), *got = xmalloc(2 * no);
+    uint16_t *inp = rand_bits(r, ni), *out = rg_test_xmalloc(2 * no), *got = rg_test_xmalloc(2 * no);
     for (size_t i = 0; i < no; i++) out[i] = SENT_BF16;
-    int32_t *rows = xmalloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+    int32_t *rows = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n ? n : 1));
     for (int64_t i = 0; i < n; i++) rows[i] = (int32_t)rg_rng_below(r, (uint64_t)m);  /* repeats allowed */
     void *di = dev_bits(inp, ni), *dout = dev_bits(out, no), *dr = NULL;
     bool ok = di && dout && rg_buffer_alloc(gpu, sizeof(int32_t) * (size_t)(n ? n : 1), &dr) == RG_OK &&

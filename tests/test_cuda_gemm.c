@@ -18,6 +18,7 @@
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "backend.h"
 #include "check.h"
+#include "dev_buf.h"
 #include "core/dtype.h"
 #include "core/status.h"
 #include <math.h>
@@ -26,64 +27,18 @@
 #include <string.h>
 
 #define U_BF16 (1.0 / 256.0)
-#define GUARD 64
 #define PI 3.14159265358979323846
 #define MAX_REF_ROWS 48
 
 static rg_backend *bw, *bc; /* RG_GEMM=wgmma (profiled), RG_GEMM=cublas */
 static rg_rng rng;
 
-static void must(rg_status s, const char *what) {
-    if (s != RG_OK) {
-        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
-        exit(1);
-    }
-}
+/* ---- bf16 device buffers with sentinels: dev_buf.h ---- */
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
-    return p;
-}
-
-/* ---- bf16 device buffers with 0xA5 sentinels on both sides ---- */
-
-typedef struct dbuf {
-    size_t n;
-    uint8_t *base;
-    void *p;
-} dbuf;
-
-static dbuf dalloc(size_t n) {
-    dbuf b = {n, NULL, NULL};
-    size_t bytes = 2 * GUARD + n * 2;
-    void *p;
-    must(rg_buffer_alloc(bw, bytes, &p), "device alloc");
-    b.base = p;
-    b.p = b.base + GUARD;
-    uint8_t *fill = xmalloc(bytes);
-    memset(fill, 0xA5, bytes);
-    must(rg_buffer_upload(bw, b.base, fill, bytes), "upload sentinel");
-    free(fill);
-    return b;
-}
-
-static void dfree(dbuf *b) { rg_buffer_free(bw, b->base); }
-static void dput(dbuf *b, const float *x) { must(rg_buffer_upload_f32(bw, b->p, RG_DTYPE_BF16, x, b->n), "upload"); }
-static void dget(const dbuf *b, float *x) { must(rg_buffer_download_f32(bw, x, b->p, RG_DTYPE_BF16, b->n), "download"); }
-
-static bool dguard_ok(const dbuf *b, const char *what) {
-    size_t bytes = 2 * GUARD + b->n * 2;
-    uint8_t *h = xmalloc(bytes);
-    must(rg_buffer_download(bw, h, b->base, bytes), "download guard");
-    bool ok = true;
-    for (size_t i = 0; i < GUARD && ok; i++) ok = h[i] == 0xA5 && h[bytes - 1 - i] == 0xA5;
-    free(h);
-    return CHECK(ok, "%s: write outside the buffer", what);
-}
+static dbuf dalloc(size_t n) { return dbuf_alloc(bw, RG_DTYPE_BF16, n, 0); }
 
 static float *bf16_randn(size_t n, float scale) {
-    float *x = xmalloc(n * sizeof *x);
+    float *x = rg_test_xmalloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++) x[i] = rg_bf16_to_f32(rg_f32_to_bf16((float)(rg_rng_normal(&rng) * scale)));
     return x;
 }
@@ -106,10 +61,10 @@ static long long wgmma_calls(void) {
     rg_profile_entry e[64];
     int n = 0;
     long long calls = 0;
-    must(rg_backend_profile_read(bw, e, 64, &n), "profile read");
+    rg_test_must(rg_backend_profile_read(bw, e, 64, &n), "profile read");
     for (int i = 0; i < n; i++)
         if (strstr(e[i].op, "wgmma")) calls += e[i].calls;
-    must(rg_backend_profile_reset(bw), "profile reset");
+    rg_test_must(rg_backend_profile_reset(bw), "profile reset");
     return calls;
 }
 
@@ -143,34 +98,34 @@ static void test_gemm(int64_t T, int C, int OC, int epi, bool expect_wgmma) {
     dbuf d_inp = dalloc(nin), d_w = dalloc((size_t)OC * C), d_b = dalloc(OC);
     dbuf d_out = dalloc(nout), d_pre = dalloc(gelu ? nout : 1), d_res = dalloc(resid ? nout : 1);
     dbuf c_out = dalloc(nout), c_pre = dalloc(gelu ? nout : 1);
-    dput(&d_inp, inp);
-    dput(&d_w, w);
-    dput(&d_b, b);
+    dbuf_put(&d_inp, inp);
+    dbuf_put(&d_w, w);
+    dbuf_put(&d_b, b);
     const void *bias = has_bias ? d_b.p : NULL;
     rg_status s;
     /* wgmma path, then cuBLASLt on the same inputs */
     if (resid) {
-        dput(&d_res, res);
+        dbuf_put(&d_res, res);
         void *o = epi == EPI_RESID_INPLACE ? d_res.p : d_out.p;
         s = bw->ops->matmul_forward_residual(bw, o, d_inp.p, d_w.p, bias, d_res.p, T, C, OC);
         CHECK(s == RG_OK, "%s: wgmma status %s (%s)", tag, rg_status_str(s), rg_last_error());
         long long n = wgmma_calls();
         CHECK(n == (expect_wgmma ? 1 : 0), "%s: the wgmma kernel ran %lld times (expected %d)", tag, n, expect_wgmma);
         if (epi == EPI_RESID_INPLACE) { /* the result is in d_res; the cuBLASLt run needs the residual again */
-            float *tmp = xmalloc(nout * 4);
-            dget(&d_res, tmp);
-            dput(&d_out, tmp);
+            float *tmp = rg_test_xmalloc(nout * 4);
+            dbuf_get(&d_res, tmp);
+            dbuf_put(&d_out, tmp);
             free(tmp);
-            dput(&d_res, res);
-            must(rg_backend_sync(bw), "sync");
+            dbuf_put(&d_res, res);
+            rg_test_must(rg_backend_sync(bw), "sync");
             s = bc->ops->matmul_forward_residual(bc, d_res.p, d_inp.p, d_w.p, bias, d_res.p, T, C, OC);
-            must(rg_backend_sync(bc), "sync");
-            float *tmp2 = xmalloc(nout * 4);
-            dget(&d_res, tmp2);
-            dput(&c_out, tmp2);
+            rg_test_must(rg_backend_sync(bc), "sync");
+            float *tmp2 = rg_test_xmalloc(nout * 4);
+            dbuf_get(&d_res, tmp2);
+            dbuf_put(&c_out, tmp2);
             free(tmp2);
         } else {
-            must(rg_backend_sync(bw), "sync");
+            rg_test_must(rg_backend_sync(bw), "sync");
             s = bc->ops->matmul_forward_residual(bc, c_out.p, d_inp.p, d_w.p, bias, d_res.p, T, C, OC);
         }
     } else {
@@ -178,23 +133,23 @@ static void test_gemm(int64_t T, int C, int OC, int epi, bool expect_wgmma) {
         CHECK(s == RG_OK, "%s: wgmma status %s (%s)", tag, rg_status_str(s), rg_last_error());
         long long n = wgmma_calls();
         CHECK(n == (expect_wgmma ? 1 : 0), "%s: the wgmma kernel ran %lld times (expected %d)", tag, n, expect_wgmma);
-        must(rg_backend_sync(bw), "sync");
+        rg_test_must(rg_backend_sync(bw), "sync");
         s = bc->ops->matmul_forward(bc, c_out.p, c_pre.p, d_inp.p, d_w.p, bias, T, C, OC, gelu);
     }
-    must(rg_backend_sync(bc), "sync"); /* the two backends have their own streams */
+    rg_test_must(rg_backend_sync(bc), "sync"); /* the two backends have their own streams */
     CHECK(s == RG_OK, "%s: cublas status %s (%s)", tag, rg_status_str(s), rg_last_error());
 
-    float *got = xmalloc(nout * 4), *cub = xmalloc(nout * 4), *gpre = gelu ? xmalloc(nout * 4) : NULL;
-    dget(&d_out, got);
-    dget(&c_out, cub);
-    if (gelu) dget(&d_pre, gpre);
+    float *got = rg_test_xmalloc(nout * 4), *cub = rg_test_xmalloc(nout * 4), *gpre = gelu ? rg_test_xmalloc(nout * 4) : NULL;
+    dbuf_get(&d_out, got);
+    dbuf_get(&c_out, cub);
+    if (gelu) dbuf_get(&d_pre, gpre);
 
     /* against the double reference on the chosen rows */
-    int64_t *rows = xmalloc(4096 * sizeof *rows);
+    int64_t *rows = rg_test_xmalloc(4096 * sizeof *rows);
     int nr = ref_rows(T, C, OC, rows);
     size_t nref = (size_t)nr * OC;
-    float *r_out = xmalloc(nref * 4), *r_pre = xmalloc(nref * 4), *g_out = xmalloc(nref * 4),
-          *g_pre = xmalloc(nref * 4);
+    float *r_out = rg_test_xmalloc(nref * 4), *r_pre = rg_test_xmalloc(nref * 4), *g_out = rg_test_xmalloc(nref * 4),
+          *g_pre = rg_test_xmalloc(nref * 4);
     for (int i = 0; i < nr; i++) {
         int64_t t = rows[i];
         for (int o = 0; o < OC; o++) {
@@ -218,33 +173,33 @@ static void test_gemm(int64_t T, int C, int OC, int epi, bool expect_wgmma) {
     snprintf(what, sizeof what, "%s: out vs cublas", tag);
     CHECK_CLOSE(what, got, cub, nout, (gelu ? 4 : 3) * U_BF16);
     if (gelu) {
-        dget(&c_pre, cub);
+        dbuf_get(&c_pre, cub);
         snprintf(what, sizeof what, "%s: pre_gelu vs cublas", tag);
         CHECK_CLOSE(what, gpre, cub, nout, 3 * U_BF16);
     }
     if (gelu == RG_GELU_ERF) { /* out is exactly the backend's own GELU of the stored pre-activation */
-        must(bw->ops->gelu_forward(bw, c_out.p, d_pre.p, (int64_t)nout, RG_GELU_ERF), "gelu_forward");
-        dget(&c_out, cub);
+        rg_test_must(bw->ops->gelu_forward(bw, c_out.p, d_pre.p, (int64_t)nout, RG_GELU_ERF), "gelu_forward");
+        dbuf_get(&c_out, cub);
         CHECK(memcmp(cub, got, nout * 4) == 0, "%s: out == gelu_forward(pre_gelu) bit for bit", tag);
     }
     snprintf(what, sizeof what, "%s: out", tag);
-    dguard_ok(epi == EPI_RESID_INPLACE ? &d_res : &d_out, what);
-    if (gelu) dguard_ok(&d_pre, "pre_gelu");
+    dbuf_guard_ok(epi == EPI_RESID_INPLACE ? &d_res : &d_out, what);
+    if (gelu) dbuf_guard_ok(&d_pre, "pre_gelu");
     if (epi == EPI_RESID) {
-        dget(&d_res, cub);
+        dbuf_get(&d_res, cub);
         CHECK(memcmp(cub, res, nout * 4) == 0, "%s: the residual is unchanged", tag);
     }
     free(inp); free(w); free(b); free(res); free(got); free(cub); free(gpre); free(rows);
     free(r_out); free(r_pre); free(g_out); free(g_pre);
-    dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_pre); dfree(&d_res);
-    dfree(&c_out); dfree(&c_pre);
+    dbuf_free(&d_inp); dbuf_free(&d_w); dbuf_free(&d_b); dbuf_free(&d_out); dbuf_free(&d_pre); dbuf_free(&d_res);
+    dbuf_free(&c_out); dbuf_free(&c_pre);
 }
 
 static rg_backend *make_backend(const char *gemm, bool profile) {
     setenv("RG_GEMM", gemm, 1);
     if (profile) setenv("RG_PROFILE", "1", 1);
     rg_backend *be = NULL;
-    must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), gemm);
+    rg_test_must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), gemm);
     unsetenv("RG_GEMM");
     unsetenv("RG_PROFILE");
     return be;
@@ -262,11 +217,11 @@ int main(void) {
     { /* does this device run the wgmma kernel at all? */
         dbuf x = dalloc(64 * 64), y = dalloc(64 * 64);
         float *z = bf16_randn(64 * 64, 1.0f);
-        dput(&x, z);
-        must(rg_backend_profile_reset(bw), "profile reset");
-        must(bw->ops->matmul_forward(bw, y.p, NULL, x.p, x.p, NULL, 64, 64, 64, RG_GELU_NONE), "probe");
+        dbuf_put(&x, z);
+        rg_test_must(rg_backend_profile_reset(bw), "profile reset");
+        rg_test_must(bw->ops->matmul_forward(bw, y.p, NULL, x.p, x.p, NULL, 64, 64, 64, RG_GELU_NONE), "probe");
         long long n = wgmma_calls();
-        free(z); dfree(&x); dfree(&y);
+        free(z); dbuf_free(&x); dbuf_free(&y);
         if (n == 0) {
             printf("test_cuda_gemm: skipped: this device or build cannot run the wgmma GEMM (needs sm_90 + sm_90a code)\n");
             rg_backend_free(bw);

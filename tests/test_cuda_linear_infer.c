@@ -22,6 +22,7 @@
  * Exits 77 when the build or machine has no CUDA device. */
 #include "backend.h"
 #include "check.h"
+#include "dev_buf.h"
 #include "linear_infer_ref.h"
 #include "core/dtype.h"
 #include "core/status.h"
@@ -39,71 +40,18 @@ extern int rg_cuda_linear_infer_ksplit;   /* the fused kernel's cluster split of
 #define U_BF16 (1.0 / 256.0)
 #define TOL (2 * U_BF16)
 #define EPS 1e-5f
-#define GUARD 64 /* bytes of sentinel on each side of a device buffer */
 
 static rg_rng rng;
 #ifdef RAGGED_HAVE_CUDA /* the rest needs the CUDA backend */
 static rg_backend *be;
 
-static void must(rg_status s, const char *what) {
-    if (s != RG_OK) {
-        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
-        exit(1);
-    }
-}
+/* ---- bf16 device buffers with sentinels, misaligned by off elements: dev_buf.h ---- */
 
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
-    return p;
-}
-
-/* ---- bf16 device buffers with sentinels, misaligned by off elements ---- */
-
-typedef struct dbuf {
-    size_t n, off;
-    uint8_t *base; /* GUARD + (off + n) * 2 + GUARD bytes, all 0xA5 at first */
-    void *p;
-} dbuf;
-
-static size_t dbytes(const dbuf *b) { return 2 * GUARD + (b->off + b->n) * 2; }
-
-static dbuf dalloc(size_t n, size_t off) {
-    dbuf b = {n, off, NULL, NULL};
-    size_t bytes = dbytes(&b);
-    void *p;
-    must(rg_buffer_alloc(be, bytes, &p), "device alloc");
-    b.base = p;
-    b.p = b.base + GUARD + off * 2;
-    uint8_t *fill = xmalloc(bytes);
-    memset(fill, 0xA5, bytes);
-    must(rg_buffer_upload(be, b.base, fill, bytes), "upload sentinel");
-    free(fill);
-    return b;
-}
-
-static void dfree(dbuf *b) {
-    if (b->base) rg_buffer_free(be, b->base);
-    b->base = NULL;
-}
-
-static void dput(dbuf *b, const float *x) { must(rg_buffer_upload_f32(be, b->p, RG_DTYPE_BF16, x, b->n), "upload"); }
-static void dget(const dbuf *b, float *x) { must(rg_buffer_download_f32(be, x, b->p, RG_DTYPE_BF16, b->n), "download"); }
-
-static bool dguard_ok(const dbuf *b, const char *what) {
-    size_t bytes = dbytes(b), lo = GUARD + b->off * 2, hi = lo + b->n * 2;
-    uint8_t *h = xmalloc(bytes);
-    must(rg_buffer_download(be, h, b->base, bytes), "download guard");
-    bool ok = true;
-    for (size_t i = 0; i < lo && ok; i++) ok = h[i] == 0xA5;
-    for (size_t i = hi; i < bytes && ok; i++) ok = h[i] == 0xA5;
-    free(h);
-    return CHECK(ok, "%s: write outside the buffer", what);
-}
+static dbuf dalloc(size_t n, size_t off) { return dbuf_alloc(be, RG_DTYPE_BF16, n, off); }
 
 /* n values mean + scale * N(0,1), rounded to bf16 (the device's exact inputs). */
 static float *bf16_randn(size_t n, double mean, double scale) {
-    float *x = xmalloc(n * sizeof *x);
+    float *x = rg_test_xmalloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++) x[i] = rg_bf16_to_f32(rg_f32_to_bf16((float)(mean + rg_rng_normal(&rng) * scale)));
     return x;
 }
@@ -124,15 +72,15 @@ static void run_case(const li_case *c, unsigned modes) {
     float *inp = bf16_randn(nx, c->ln ? 3.0 : 0.0, 1.0), *w = bf16_randn(nw, 0.0, 1.0 / sqrt((double)C));
     float *lw = c->ln ? bf16_randn(C, 1.0, 0.2) : NULL, *lb = c->ln == 2 ? bf16_randn(C, 0.0, 0.2) : NULL;
     float *b = c->bias ? bf16_randn(OC, 0.0, 0.5) : NULL, *res = c->resid ? bf16_randn(ny, 0.0, 1.0) : NULL;
-    float *want = xmalloc(ny * 4), *size = xmalloc(ny * 4), *got = xmalloc(ny * 4), *first = xmalloc(ny * 4);
+    float *want = rg_test_xmalloc(ny * 4), *size = rg_test_xmalloc(ny * 4), *got = rg_test_xmalloc(ny * 4), *first = rg_test_xmalloc(ny * 4);
     li_reference(want, size, inp, lw, lb, w, b, res, EPS, T, C, OC, c->gelu);
     dbuf d_inp = dalloc(nx, c->off), d_w = dalloc(nw, c->off), d_lw = dalloc(C, c->off), d_lb = dalloc(C, c->off);
     dbuf d_b = dalloc(OC, c->off), d_res = dalloc(ny, c->off), d_out = dalloc(ny, c->off);
-    dput(&d_inp, inp);
-    dput(&d_w, w);
-    if (lw) dput(&d_lw, lw);
-    if (lb) dput(&d_lb, lb);
-    if (b) dput(&d_b, b);
+    dbuf_put(&d_inp, inp);
+    dbuf_put(&d_w, w);
+    if (lw) dbuf_put(&d_lw, lw);
+    if (lb) dbuf_put(&d_lb, lb);
+    if (b) dbuf_put(&d_b, b);
     dbuf *out = c->alias ? &d_res : &d_out;
     for (int mode = 0; mode <= 2; mode++) {
         if (!(modes >> mode & 1)) continue;
@@ -142,33 +90,33 @@ static void run_case(const li_case *c, unsigned modes) {
                  c->resid, c->alias, c->off);
         rg_cuda_linear_infer_mode = mode;
         for (int rep = 0; rep < (mode == 1 ? 2 : 1); rep++) {
-            if (res) dput(&d_res, res); /* again: an aliased run overwrote it */
+            if (res) dbuf_put(&d_res, res); /* again: an aliased run overwrote it */
             rg_status s = be->ops->linear_infer(be, out->p, d_inp.p, lw ? d_lw.p : NULL, lb ? d_lb.p : NULL, EPS,
                                                 d_w.p, b ? d_b.p : NULL, res ? d_res.p : NULL, T, C, OC, c->gelu);
             CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-            dget(out, rep ? got : first);
+            dbuf_get(out, rep ? got : first);
         }
         li_close(tag, first, want, size, ny, ny >= 64 ? TOL : (mode == 1 ? 2 : 4) * U_BF16);
         if (mode == 1) CHECK(memcmp(first, got, ny * 4) == 0, "%s: two runs differ", tag);
-        dguard_ok(out, tag);
+        dbuf_guard_ok(out, tag);
         /* the fused kernel again with K split over a cluster of 4 blocks and asked for none (the
          * automatic choice; it still splits where the staged columns need it: C = 3072, no LN, T = 64) */
         for (int ks = 1; mode == 1 && ks <= 4; ks += 3) {
             rg_cuda_linear_infer_ksplit = ks;
-            if (res) dput(&d_res, res);
+            if (res) dbuf_put(&d_res, res);
             rg_status s = be->ops->linear_infer(be, out->p, d_inp.p, lw ? d_lw.p : NULL, lb ? d_lb.p : NULL, EPS,
                                                 d_w.p, b ? d_b.p : NULL, res ? d_res.p : NULL, T, C, OC, c->gelu);
             rg_cuda_linear_infer_ksplit = 0;
             char tk[240];
             snprintf(tk, sizeof tk, "%s ksplit=%d", tag, ks);
             CHECK(s == RG_OK, "%s: status %s (%s)", tk, rg_status_str(s), rg_last_error());
-            dget(out, got);
+            dbuf_get(out, got);
             li_close(tk, got, want, size, ny, ny >= 64 ? TOL : 2 * U_BF16);
-            dguard_ok(out, tk);
+            dbuf_guard_ok(out, tk);
         }
     }
     rg_cuda_linear_infer_mode = 0;
-    dfree(&d_inp); dfree(&d_w); dfree(&d_lw); dfree(&d_lb); dfree(&d_b); dfree(&d_res); dfree(&d_out);
+    dbuf_free(&d_inp); dbuf_free(&d_w); dbuf_free(&d_lw); dbuf_free(&d_lb); dbuf_free(&d_b); dbuf_free(&d_res); dbuf_free(&d_out);
     free(inp); free(w); free(lw); free(lb); free(b); free(res); free(want); free(size); free(got); free(first);
 }
 
@@ -187,53 +135,53 @@ static void test_graph_chain(int64_t T) {
     size_t nwq[4] = {(size_t)Q * C, (size_t)C * Q, (size_t)H * C, (size_t)C * H};
     for (int i = 0; i < 4; i++) {
         float *h = bf16_randn(nwq[i], 0.0, 0.03);
-        dput(&w[i], h);
+        dbuf_put(&w[i], h);
         free(h);
     }
     float *h = bf16_randn((size_t)V * C, 0.0, 0.03);
-    dput(&d_lm, h);
+    dbuf_put(&d_lm, h);
     free(h);
     h = bf16_randn(C, 1.0, 0.1);
-    dput(&d_ln, h);
+    dbuf_put(&d_ln, h);
     free(h);
     /* proj takes the first C columns of qkv as its input rows of Q: run it as C = Q -> C (a stand-in for attention) */
     size_t nl = (size_t)T * V;
-    float *direct = xmalloc(nl * 4), *graph = xmalloc(nl * 4);
+    float *direct = rg_test_xmalloc(nl * 4), *graph = rg_test_xmalloc(nl * 4);
     cudaStream_t st = (cudaStream_t)rg_cuda_stream_of(be);
     for (int pass = 0; pass < 2; pass++) {
-        dput(&d_x, x0);
+        dbuf_put(&d_x, x0);
         cudaGraph_t g = NULL;
         cudaGraphExec_t ge = NULL;
         if (pass) CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeRelaxed) == cudaSuccess, "begin capture");
         for (int layer = 0; layer < 3; layer++) {
-            must(be->ops->linear_infer(be, d_q.p, d_x.p, d_ln.p, NULL, EPS, w[0].p, NULL, NULL, T, C, Q, 0), "qkv");
-            must(be->ops->linear_infer(be, d_x.p, d_q.p, NULL, NULL, EPS, w[1].p, NULL, d_x.p, T, Q, C, 0), "proj");
-            must(be->ops->linear_infer(be, d_h.p, d_x.p, d_ln.p, NULL, EPS, w[2].p, NULL, NULL, T, C, H, RG_GELU_TANH),
+            rg_test_must(be->ops->linear_infer(be, d_q.p, d_x.p, d_ln.p, NULL, EPS, w[0].p, NULL, NULL, T, C, Q, 0), "qkv");
+            rg_test_must(be->ops->linear_infer(be, d_x.p, d_q.p, NULL, NULL, EPS, w[1].p, NULL, d_x.p, T, Q, C, 0), "proj");
+            rg_test_must(be->ops->linear_infer(be, d_h.p, d_x.p, d_ln.p, NULL, EPS, w[2].p, NULL, NULL, T, C, H, RG_GELU_TANH),
                  "fc1");
-            must(be->ops->linear_infer(be, d_x.p, d_h.p, NULL, NULL, EPS, w[3].p, NULL, d_x.p, T, H, C, 0), "fc2");
+            rg_test_must(be->ops->linear_infer(be, d_x.p, d_h.p, NULL, NULL, EPS, w[3].p, NULL, d_x.p, T, H, C, 0), "fc2");
         }
-        must(be->ops->linear_infer(be, d_lg.p, d_x.p, d_ln.p, NULL, EPS, d_lm.p, NULL, NULL, T, C, V, 0), "lm head");
+        rg_test_must(be->ops->linear_infer(be, d_lg.p, d_x.p, d_ln.p, NULL, EPS, d_lm.p, NULL, NULL, T, C, V, 0), "lm head");
         if (pass) {
             CHECK(cudaStreamEndCapture(st, &g) == cudaSuccess, "end capture");
             CHECK(cudaGraphInstantiate(&ge, g, 0) == cudaSuccess, "instantiate");
-            dput(&d_x, x0); /* the capture ran nothing: start from the same input, replay twice */
+            dbuf_put(&d_x, x0); /* the capture ran nothing: start from the same input, replay twice */
             CHECK(cudaGraphLaunch(ge, st) == cudaSuccess, "graph launch");
-            must(rg_backend_sync(be), "sync");
-            dput(&d_x, x0);
+            rg_test_must(rg_backend_sync(be), "sync");
+            dbuf_put(&d_x, x0);
             CHECK(cudaGraphLaunch(ge, st) == cudaSuccess, "graph launch");
             cudaGraphExecDestroy(ge);
             cudaGraphDestroy(g);
         }
-        dget(&d_lg, pass ? graph : direct);
+        dbuf_get(&d_lg, pass ? graph : direct);
     }
     bool finite = true;
     for (size_t i = 0; i < nl && finite; i++) finite = direct[i] == direct[i];
     CHECK(finite, "graph chain T=%lld: finite logits", (long long)T);
     CHECK(memcmp(direct, graph, nl * 4) == 0, "graph chain T=%lld: replay is bit-identical to direct calls",
           (long long)T);
-    dguard_ok(&d_lg, "graph chain logits");
-    for (int i = 0; i < 4; i++) dfree(&w[i]);
-    dfree(&d_x); dfree(&d_q); dfree(&d_h); dfree(&d_lg); dfree(&d_ln); dfree(&d_lm);
+    dbuf_guard_ok(&d_lg, "graph chain logits");
+    for (int i = 0; i < 4; i++) dbuf_free(&w[i]);
+    dbuf_free(&d_x); dbuf_free(&d_q); dbuf_free(&d_h); dbuf_free(&d_lg); dbuf_free(&d_ln); dbuf_free(&d_lm);
     free(x0); free(direct); free(graph);
 }
 #endif
@@ -245,7 +193,7 @@ int main(void) {
         return 77;
     }
 #ifdef RAGGED_HAVE_CUDA
-    must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "cuda backend");
+    rg_test_must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "cuda backend");
     CHECK(be->ops->linear_infer != NULL, "cuda backend has linear_infer");
     const bool quick = rg_test_quick();
     const int64_t Ts[] = {1, 2, 7, 16, 17, 64};

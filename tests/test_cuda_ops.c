@@ -13,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "backend.h"
 #include "check.h"
+#include "dev_buf.h"
 #include "core/dtype.h"
 #include "core/status.h"
 #include <math.h>
@@ -21,74 +22,19 @@
 #include <string.h>
 
 #define U_BF16 (1.0 / 256.0)
-#define GUARD 64 /* bytes of sentinel on each side of a device buffer */
 #define PI 3.14159265358979323846
 
 static rg_backend *be;
 static rg_rng rng;
 
-/* ---- device buffers with sentinels ---- */
+/* ---- device buffers: dev_buf.h ---- */
 
-typedef struct dbuf {
-    rg_dtype t;
-    size_t n, off;  /* elements; off = misalignment in elements */
-    uint8_t *base;  /* device allocation: GUARD + (off + n) * size + GUARD bytes */
-    void *p;        /* first element */
-} dbuf;
-
-static size_t dbytes(const dbuf *b) { return 2 * GUARD + (b->off + b->n) * rg_dtype_size(b->t); }
-
-static void must(rg_status s, const char *what) {
-    if (s != RG_OK) {
-        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
-    return p;
-}
-
-/* n elements of t, misaligned by off elements, every byte set to 0xA5 (a
- * sentinel that is neither 0 nor a value an op would produce by chance). */
-static dbuf dalloc(rg_dtype t, size_t n, size_t off) {
-    dbuf b = {t, n, off, NULL, NULL};
-    size_t bytes = dbytes(&b);
-    void *p;
-    must(rg_buffer_alloc(be, bytes, &p), "device alloc");
-    b.base = p;
-    b.p = b.base + GUARD + off * rg_dtype_size(t);
-    uint8_t *fill = xmalloc(bytes);
-    memset(fill, 0xA5, bytes);
-    must(rg_buffer_upload(be, b.base, fill, bytes), "upload sentinel");
-    free(fill);
-    return b;
-}
-
-static void dfree(dbuf *b) { rg_buffer_free(be, b->base); b->base = NULL; }
-
-static void dput(dbuf *b, const float *x) { must(rg_buffer_upload_f32(be, b->p, b->t, x, b->n), "upload"); }
-static void dget(const dbuf *b, float *x) { must(rg_buffer_download_f32(be, x, b->p, b->t, b->n), "download"); }
-static void dput_i32(dbuf *b, const int32_t *x) { must(rg_buffer_upload(be, b->p, x, b->n * 4), "upload i32"); }
-
-/* Sentinels intact on both sides? (the misalignment gap counts as guard too) */
-static bool dguard_ok(const dbuf *b, const char *what) {
-    size_t bytes = dbytes(b), lo = GUARD + b->off * rg_dtype_size(b->t), hi = lo + b->n * rg_dtype_size(b->t);
-    uint8_t *h = xmalloc(bytes);
-    must(rg_buffer_download(be, h, b->base, bytes), "download guard");
-    bool ok = true;
-    for (size_t i = 0; i < lo && ok; i++) ok = h[i] == 0xA5;
-    for (size_t i = hi; i < bytes && ok; i++) ok = h[i] == 0xA5;
-    free(h);
-    return CHECK(ok, "%s: write outside the buffer", what);
-}
+static void dput_i32(dbuf *b, const int32_t *x) { rg_test_must(rg_buffer_upload(be, b->p, x, b->n * 4), "upload i32"); }
 
 /* ---- host helpers ---- */
 
 static float *randn(size_t n, float scale) {
-    float *x = xmalloc(n * sizeof *x);
+    float *x = rg_test_xmalloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++) x[i] = (float)(rg_rng_normal(&rng) * scale);
     return x;
 }
@@ -138,7 +84,7 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
     float *inp = bf16_randn((size_t)T * C, 1.0f), *w = bf16_randn((size_t)OC * C, 1.0f / sqrtf((float)C));
     float *b = has_bias ? bf16_randn(OC, 0.5f) : NULL;
     size_t nout = (size_t)T * OC;
-    float *pre = xmalloc(nout * 4), *out = xmalloc(nout * 4);
+    float *pre = rg_test_xmalloc(nout * 4), *out = rg_test_xmalloc(nout * 4);
     for (int64_t t = 0; t < T; t++)
         for (int o = 0; o < OC; o++) {
             double s = b ? b[o] : 0.0;
@@ -146,30 +92,30 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
             pre[t * OC + o] = (float)s;
             out[t * OC + o] = (float)(gelu ? gelu_ref(s, gelu) : s);
         }
-    dbuf d_inp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off), d_w = dalloc(RG_DTYPE_BF16, (size_t)OC * C, off);
-    dbuf d_b = dalloc(RG_DTYPE_BF16, OC, off), d_out = dalloc(RG_DTYPE_BF16, nout, off);
-    dbuf d_pre = dalloc(RG_DTYPE_BF16, nout, off);
-    dput(&d_inp, inp);
-    dput(&d_w, w);
-    if (b) dput(&d_b, b);
+    dbuf d_inp = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)T * C, off), d_w = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)OC * C, off);
+    dbuf d_b = dbuf_alloc(be, RG_DTYPE_BF16, OC, off), d_out = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
+    dbuf d_pre = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
+    dbuf_put(&d_inp, inp);
+    dbuf_put(&d_w, w);
+    if (b) dbuf_put(&d_b, b);
     rg_status s = be->ops->matmul_forward(be, d_out.p, d_pre.p, d_inp.p, d_w.p, b ? d_b.p : NULL, T, C, OC, gelu);
     CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    float *got = xmalloc(nout * 4);
-    dget(&d_out, got);
+    float *got = rg_test_xmalloc(nout * 4);
+    dbuf_get(&d_out, got);
     char what[160];
     snprintf(what, sizeof what, "%s: out", tag);
     CHECK_CLOSE(what, got, out, nout, 2 * U_BF16);
     if (gelu) {
-        dget(&d_pre, got);
+        dbuf_get(&d_pre, got);
         snprintf(what, sizeof what, "%s: pre_gelu", tag);
         CHECK_CLOSE(what, got, pre, nout, 2 * U_BF16);
-        dguard_ok(&d_pre, what);
+        dbuf_guard_ok(&d_pre, what);
     }
-    dguard_ok(&d_out, tag);
+    dbuf_guard_ok(&d_out, tag);
 
     /* backward: dinp overwritten, dweight and dbias accumulated onto what is there */
     float *dout = bf16_randn(nout, 1.0f), *dw0 = randn((size_t)OC * C, 1.0f), *db0 = randn(OC, 1.0f);
-    float *dinp_ref = xmalloc((size_t)T * C * 4), *dw_ref = xmalloc((size_t)OC * C * 4), *db_ref = xmalloc(OC * 4);
+    float *dinp_ref = rg_test_xmalloc((size_t)T * C * 4), *dw_ref = rg_test_xmalloc((size_t)OC * C * 4), *db_ref = rg_test_xmalloc(OC * 4);
     for (int64_t t = 0; t < T; t++)
         for (int c = 0; c < C; c++) {
             double acc = 0;
@@ -186,41 +132,41 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
             dw_ref[(size_t)o * C + c] = (float)acc;
         }
     }
-    dbuf d_dout = dalloc(RG_DTYPE_BF16, nout, off), d_dinp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off);
-    dbuf d_dw = dalloc(RG_DTYPE_F32, (size_t)OC * C, off), d_db = dalloc(RG_DTYPE_F32, OC, off);
-    dput(&d_dout, dout);
-    dput(&d_dw, dw0);
-    dput(&d_db, db0);
+    dbuf d_dout = dbuf_alloc(be, RG_DTYPE_BF16, nout, off), d_dinp = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)T * C, off);
+    dbuf d_dw = dbuf_alloc(be, RG_DTYPE_F32, (size_t)OC * C, off), d_db = dbuf_alloc(be, RG_DTYPE_F32, OC, off);
+    dbuf_put(&d_dout, dout);
+    dbuf_put(&d_dw, dw0);
+    dbuf_put(&d_db, db0);
     s = be->ops->matmul_backward(be, d_dinp.p, (float *)d_dw.p, has_bias ? (float *)d_db.p : NULL, d_dout.p,
                                  d_inp.p, d_w.p, T, C, OC);
     CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    float *g = xmalloc((size_t)(T * C > OC * C ? T * C : OC * C) * 4);
-    dget(&d_dinp, g);
+    float *g = rg_test_xmalloc((size_t)(T * C > OC * C ? T * C : OC * C) * 4);
+    dbuf_get(&d_dinp, g);
     snprintf(what, sizeof what, "%s: dinp", tag);
     CHECK_CLOSE(what, g, dinp_ref, (size_t)T * C, 1 * U_BF16);
-    dguard_ok(&d_dinp, what);
-    dget(&d_dw, g);
+    dbuf_guard_ok(&d_dinp, what);
+    dbuf_get(&d_dw, g);
     snprintf(what, sizeof what, "%s: dweight (+=)", tag);
     CHECK_CLOSE(what, g, dw_ref, (size_t)OC * C, 1e-5); /* bf16 inputs are exact in fp32 products */
-    dguard_ok(&d_dw, what);
+    dbuf_guard_ok(&d_dw, what);
     if (has_bias) {
-        dget(&d_db, g);
+        dbuf_get(&d_db, g);
         snprintf(what, sizeof what, "%s: dbias (+=)", tag);
         CHECK_CLOSE(what, g, db_ref, OC, 1e-5);
-        dguard_ok(&d_db, what);
+        dbuf_guard_ok(&d_db, what);
         /* dbias alone (dinp and dweight NULL) adds the sum again */
         s = be->ops->matmul_backward(be, NULL, NULL, (float *)d_db.p, d_dout.p, d_inp.p, d_w.p, T, C, OC);
         CHECK(s == RG_OK, "%s: dbias-only backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
         for (int o = 0; o < OC; o++) db_ref[o] = (float)(2.0 * db_ref[o] - db0[o]);
-        dget(&d_db, g);
+        dbuf_get(&d_db, g);
         snprintf(what, sizeof what, "%s: dbias only (+= twice)", tag);
         CHECK_CLOSE(what, g, db_ref, OC, 1e-5);
-        dguard_ok(&d_db, what);
+        dbuf_guard_ok(&d_db, what);
     }
     free(inp); free(w); free(b); free(pre); free(out); free(got); free(dout); free(dw0); free(db0);
     free(dinp_ref); free(dw_ref); free(db_ref); free(g);
-    dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_pre);
-    dfree(&d_dout); dfree(&d_dinp); dfree(&d_dw); dfree(&d_db);
+    dbuf_free(&d_inp); dbuf_free(&d_w); dbuf_free(&d_b); dbuf_free(&d_out); dbuf_free(&d_pre);
+    dbuf_free(&d_dout); dbuf_free(&d_dinp); dbuf_free(&d_dw); dbuf_free(&d_db);
 }
 
 /* ---- fused ops: projection + residual (out may be the residual), gelu backward + dbias ---- */
@@ -232,40 +178,40 @@ static void test_fused(int64_t T, int C, int OC, bool has_bias, bool in_place, s
     size_t nout = (size_t)T * OC;
     float *inp = bf16_randn((size_t)T * C, 1.0f), *w = bf16_randn((size_t)OC * C, 1.0f / sqrtf((float)C));
     float *b = has_bias ? bf16_randn(OC, 0.5f) : NULL, *res = bf16_randn(nout, 2.0f);
-    float *ref = xmalloc(nout * 4), *got = xmalloc(nout * 4);
+    float *ref = rg_test_xmalloc(nout * 4), *got = rg_test_xmalloc(nout * 4);
     for (int64_t t = 0; t < T; t++)
         for (int o = 0; o < OC; o++) {
             double acc = (double)res[t * OC + o] + (b ? b[o] : 0.0);
             for (int c = 0; c < C; c++) acc += (double)inp[t * C + c] * w[(size_t)o * C + c];
             ref[t * OC + o] = (float)acc;
         }
-    dbuf d_inp = dalloc(RG_DTYPE_BF16, (size_t)T * C, off), d_w = dalloc(RG_DTYPE_BF16, (size_t)OC * C, off);
-    dbuf d_b = dalloc(RG_DTYPE_BF16, OC, off), d_res = dalloc(RG_DTYPE_BF16, nout, off);
-    dbuf d_out = dalloc(RG_DTYPE_BF16, nout, off);
-    dput(&d_inp, inp);
-    dput(&d_w, w);
-    if (b) dput(&d_b, b);
-    dput(&d_res, res);
+    dbuf d_inp = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)T * C, off), d_w = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)OC * C, off);
+    dbuf d_b = dbuf_alloc(be, RG_DTYPE_BF16, OC, off), d_res = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
+    dbuf d_out = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
+    dbuf_put(&d_inp, inp);
+    dbuf_put(&d_w, w);
+    if (b) dbuf_put(&d_b, b);
+    dbuf_put(&d_res, res);
     dbuf *o = in_place ? &d_res : &d_out;
     rg_status s = be->ops->matmul_forward_residual(be, o->p, d_inp.p, d_w.p, b ? d_b.p : NULL, d_res.p, T, C, OC);
     CHECK(s == RG_OK, "matmul_forward_residual %s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    dget(o, got);
+    dbuf_get(o, got);
     snprintf(what, sizeof what, "matmul_forward_residual %s: out", tag);
     CHECK_CLOSE(what, got, ref, nout, 2 * U_BF16);
-    dguard_ok(o, what);
+    dbuf_guard_ok(o, what);
     if (!in_place) {
-        dget(&d_res, got);
+        dbuf_get(&d_res, got);
         CHECK(bits_equal(got, res, nout), "matmul_forward_residual %s: the residual is unchanged", tag);
     }
 
     /* gelu backward + dbias over (T, OC): x of both signs and past the table's range, dout with a mean */
     for (int gelu = RG_GELU_ERF; gelu <= RG_GELU_TANH; gelu++) {
         float *x = bf16_randn(nout, 3.0f), *dout = bf16_randn(nout, 1.0f), *db0 = randn(OC, 1.0f);
-        float *db_ref = xmalloc(OC * 4), *db_got = xmalloc(OC * 4);
+        float *db_ref = rg_test_xmalloc(OC * 4), *db_got = rg_test_xmalloc(OC * 4);
         for (size_t i = 0; i < nout; i++) dout[i] = rg_bf16_to_f32(rg_f32_to_bf16(dout[i] + 0.25f));
         x[nout / 2] = 100.0f;
         x[nout - 1] = -70.0f;
-        double *acc = xmalloc(OC * sizeof *acc);
+        double *acc = rg_test_xmalloc(OC * sizeof *acc);
         for (int c = 0; c < OC; c++) acc[c] = db0[c];
         for (size_t i = 0; i < nout; i++) {
             double g = dout[i] * gelu_grad_ref(x[i], gelu);
@@ -273,34 +219,34 @@ static void test_fused(int64_t T, int C, int OC, bool has_bias, bool in_place, s
             acc[i % OC] += g;
         }
         for (int c = 0; c < OC; c++) db_ref[c] = (float)acc[c];
-        dbuf d_x = dalloc(RG_DTYPE_BF16, nout, off), d_d = dalloc(RG_DTYPE_BF16, nout, off);
-        dbuf d_db = dalloc(RG_DTYPE_F32, OC, off);
-        dput(&d_x, x);
-        dput(&d_d, dout);
-        dput(&d_db, db0);
+        dbuf d_x = dbuf_alloc(be, RG_DTYPE_BF16, nout, off), d_d = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
+        dbuf d_db = dbuf_alloc(be, RG_DTYPE_F32, OC, off);
+        dbuf_put(&d_x, x);
+        dbuf_put(&d_d, dout);
+        dbuf_put(&d_db, db0);
         dbuf *g = in_place ? &d_d : &d_out;
         s = be->ops->gelu_backward_dbias(be, g->p, (float *)d_db.p, d_x.p, d_d.p, T, OC, gelu);
         CHECK(s == RG_OK, "gelu_backward_dbias %s gelu=%d: status %s (%s)", tag, gelu, rg_status_str(s),
               rg_last_error());
-        dget(g, got);
+        dbuf_get(g, got);
         snprintf(what, sizeof what, "gelu_backward_dbias %s gelu=%d: dinp", tag, gelu);
         CHECK_CLOSE(what, got, ref, nout, 1 * U_BF16);
-        dguard_ok(g, what);
-        dget(&d_db, db_got);
+        dbuf_guard_ok(g, what);
+        dbuf_get(&d_db, db_got);
         snprintf(what, sizeof what, "gelu_backward_dbias %s gelu=%d: dbias (+=)", tag, gelu);
         CHECK_CLOSE(what, db_got, db_ref, OC, 1e-5);
-        dguard_ok(&d_db, what);
+        dbuf_guard_ok(&d_db, what);
         /* deterministic: the same call on the same inputs gives the same bits */
-        dput(&d_d, dout);
-        dput(&d_db, db0);
+        dbuf_put(&d_d, dout);
+        dbuf_put(&d_db, db0);
         s = be->ops->gelu_backward_dbias(be, g->p, (float *)d_db.p, d_x.p, d_d.p, T, OC, gelu);
-        dget(&d_db, db_ref);
+        dbuf_get(&d_db, db_ref);
         CHECK(s == RG_OK && bits_equal(db_ref, db_got, OC), "gelu_backward_dbias %s gelu=%d: run to run", tag, gelu);
         free(x); free(dout); free(db0); free(db_ref); free(db_got); free(acc);
-        dfree(&d_x); dfree(&d_d); dfree(&d_db);
+        dbuf_free(&d_x); dbuf_free(&d_d); dbuf_free(&d_db);
     }
     free(inp); free(w); free(b); free(res); free(ref); free(got);
-    dfree(&d_inp); dfree(&d_w); dfree(&d_b); dfree(&d_res); dfree(&d_out);
+    dbuf_free(&d_inp); dbuf_free(&d_w); dbuf_free(&d_b); dbuf_free(&d_res); dbuf_free(&d_out);
 }
 
 /* ---- the opt-in profile (RG_PROFILE=1 at creation) ---- */
@@ -318,14 +264,14 @@ static void test_profile(void) {
         return;
     enum { T = 96, C = 64, OC = 128, REPS = 5000 }; /* more calls than the event pool holds */
     void *x, *w, *y;
-    must(rg_buffer_alloc(pb, T * C * 2, &x), "alloc");
-    must(rg_buffer_alloc(pb, OC * C * 2, &w), "alloc");
-    must(rg_buffer_alloc(pb, T * OC * 2, &y), "alloc");
-    must(pb->ops->zero(pb, x, T * C * 2), "zero");
-    must(pb->ops->zero(pb, w, OC * C * 2), "zero");
-    must(rg_backend_profile_reset(pb), "profile reset");
-    for (int i = 0; i < REPS; i++) must(pb->ops->matmul_forward(pb, y, NULL, x, w, NULL, T, C, OC, 0), "matmul");
-    for (int i = 0; i < 3; i++) must(pb->ops->gelu_forward(pb, y, y, T * OC, RG_GELU_ERF), "gelu");
+    rg_test_must(rg_buffer_alloc(pb, T * C * 2, &x), "alloc");
+    rg_test_must(rg_buffer_alloc(pb, OC * C * 2, &w), "alloc");
+    rg_test_must(rg_buffer_alloc(pb, T * OC * 2, &y), "alloc");
+    rg_test_must(pb->ops->zero(pb, x, T * C * 2), "zero");
+    rg_test_must(pb->ops->zero(pb, w, OC * C * 2), "zero");
+    rg_test_must(rg_backend_profile_reset(pb), "profile reset");
+    for (int i = 0; i < REPS; i++) rg_test_must(pb->ops->matmul_forward(pb, y, NULL, x, w, NULL, T, C, OC, 0), "matmul");
+    for (int i = 0; i < 3; i++) rg_test_must(pb->ops->gelu_forward(pb, y, y, T * OC, RG_GELU_ERF), "gelu");
     s = rg_backend_profile_read(pb, e, 64, &n);
     CHECK(s == RG_OK && n == 2, "profile: two (op, shape) entries after reset (got %d, %s)", n, rg_last_error());
     if (s == RG_OK && n == 2) {
@@ -337,7 +283,7 @@ static void test_profile(void) {
               "profile: the gelu entry (%s, %lld calls, %g ms, %g bytes)", e[1].op, (long long)e[1].calls, e[1].ms,
               e[1].bytes);
     }
-    must(rg_backend_profile_reset(pb), "profile reset");
+    rg_test_must(rg_backend_profile_reset(pb), "profile reset");
     CHECK(rg_backend_profile_read(pb, e, 64, &n) == RG_OK && n == 0, "profile: empty after reset (%d)", n);
     rg_buffer_free(pb, x);
     rg_buffer_free(pb, w);
@@ -356,7 +302,7 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
         for (int c = 0; c < C; c++) x[t * C + c] = x[t * C + c] * (float)(0.5 + t % 7) + (float)(t % 5) - 2.0f;
     round_bf16(x, n);
     float *w = bf16_randn(C, 1.0f), *b = has_bias ? bf16_randn(C, 1.0f) : NULL;
-    float *out = xmalloc(n * 4), *mean = xmalloc(T * 4), *rstd = xmalloc(T * 4);
+    float *out = rg_test_xmalloc(n * 4), *mean = rg_test_xmalloc(T * 4), *rstd = rg_test_xmalloc(T * 4);
     const float eps = 1e-5f;
     for (int64_t t = 0; t < T; t++) {
         double m = 0, v = 0;
@@ -368,31 +314,31 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
         rstd[t] = (float)rs;
         for (int c = 0; c < C; c++) out[t * C + c] = (float)((x[t * C + c] - m) * rs * w[c] + (b ? b[c] : 0.0));
     }
-    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_w = dalloc(RG_DTYPE_BF16, C, off), d_b = dalloc(RG_DTYPE_BF16, C, off);
-    dbuf d_out = dalloc(RG_DTYPE_BF16, n, off), d_mean = dalloc(RG_DTYPE_F32, T, off), d_rstd = dalloc(RG_DTYPE_F32, T, off);
-    dput(&d_x, x);
-    dput(&d_w, w);
-    if (b) dput(&d_b, b);
+    dbuf d_x = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_w = dbuf_alloc(be, RG_DTYPE_BF16, C, off), d_b = dbuf_alloc(be, RG_DTYPE_BF16, C, off);
+    dbuf d_out = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_mean = dbuf_alloc(be, RG_DTYPE_F32, T, off), d_rstd = dbuf_alloc(be, RG_DTYPE_F32, T, off);
+    dbuf_put(&d_x, x);
+    dbuf_put(&d_w, w);
+    if (b) dbuf_put(&d_b, b);
     rg_status s = be->ops->layernorm_forward(be, d_out.p, (float *)d_mean.p, (float *)d_rstd.p, d_x.p, d_w.p,
                                              b ? d_b.p : NULL, eps, T, C);
     CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    float *got = xmalloc(n * 4);
-    dget(&d_out, got);
+    float *got = rg_test_xmalloc(n * 4);
+    dbuf_get(&d_out, got);
     snprintf(what, sizeof what, "%s: out", tag);
     CHECK_CLOSE(what, got, out, n, 1 * U_BF16);
-    dguard_ok(&d_out, what);
-    dget(&d_mean, got);
+    dbuf_guard_ok(&d_out, what);
+    dbuf_get(&d_mean, got);
     snprintf(what, sizeof what, "%s: mean", tag);
     CHECK_CLOSE(what, got, mean, T, 1e-5);
-    dguard_ok(&d_mean, what);
-    dget(&d_rstd, got);
+    dbuf_guard_ok(&d_mean, what);
+    dbuf_get(&d_rstd, got);
     snprintf(what, sizeof what, "%s: rstd", tag);
     CHECK_CLOSE(what, got, rstd, T, 1e-5);
-    dguard_ok(&d_rstd, what);
+    dbuf_guard_ok(&d_rstd, what);
 
     /* backward from the reference statistics (uploaded), dinp += onto a random start */
     float *dout = bf16_randn(n, 1.0f), *g0 = bf16_randn(n, 1.0f), *dw0 = randn(C, 1.0f), *db0 = randn(C, 1.0f);
-    float *g_ref = xmalloc(n * 4), *dw_ref = xmalloc(C * 4), *db_ref = xmalloc(C * 4);
+    float *g_ref = rg_test_xmalloc(n * 4), *dw_ref = rg_test_xmalloc(C * 4), *db_ref = rg_test_xmalloc(C * 4);
     double *aw = calloc(C, sizeof *aw), *ab = calloc(C, sizeof *ab);
     for (int64_t t = 0; t < T; t++) {
         double s1 = 0, s2 = 0;
@@ -411,21 +357,21 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
         }
     }
     for (int c = 0; c < C; c++) { dw_ref[c] = (float)(dw0[c] + aw[c]); db_ref[c] = (float)(db0[c] + ab[c]); }
-    dbuf d_dout = dalloc(RG_DTYPE_BF16, n, off), d_g = dalloc(RG_DTYPE_BF16, n, off);
-    dbuf d_dw = dalloc(RG_DTYPE_F32, C, off), d_db = dalloc(RG_DTYPE_F32, C, off);
-    dput(&d_mean, mean);
-    dput(&d_rstd, rstd);
-    dput(&d_dout, dout);
+    dbuf d_dout = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_g = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf d_dw = dbuf_alloc(be, RG_DTYPE_F32, C, off), d_db = dbuf_alloc(be, RG_DTYPE_F32, C, off);
+    dbuf_put(&d_mean, mean);
+    dbuf_put(&d_rstd, rstd);
+    dbuf_put(&d_dout, dout);
     float dw_first[8192], db_first[8192];
     /* the second run goes through layernorm_backward_sum: the same dinp, dweight
      * and dbias bits, and dinp_sum += the column sums of the dinp it stored */
-    dbuf d_ds = dalloc(RG_DTYPE_F32, C, off);
-    float *ds0 = randn(C, 1.0f), *g_first = xmalloc(n * 4);
-    dput(&d_ds, ds0);
+    dbuf d_ds = dbuf_alloc(be, RG_DTYPE_F32, C, off);
+    float *ds0 = randn(C, 1.0f), *g_first = rg_test_xmalloc(n * 4);
+    dbuf_put(&d_ds, ds0);
     for (int rep = 0; rep < 2; rep++) {
-        dput(&d_g, g0);
-        dput(&d_dw, dw0);
-        dput(&d_db, db0);
+        dbuf_put(&d_g, g0);
+        dbuf_put(&d_dw, dw0);
+        dbuf_put(&d_db, db0);
         if (rep == 0)
             s = be->ops->layernorm_backward(be, d_g.p, (float *)d_dw.p, b ? (float *)d_db.p : NULL, d_dout.p, d_x.p,
                                             d_w.p, (const float *)d_mean.p, (const float *)d_rstd.p, T, C);
@@ -435,84 +381,84 @@ static void test_layernorm(int64_t T, int C, bool has_bias, size_t off) {
                                                 (const float *)d_rstd.p, T, C);
         CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
         if (rep == 0) {
-            dget(&d_g, g_first);
+            dbuf_get(&d_g, g_first);
             snprintf(what, sizeof what, "%s: dinp (+=)", tag);
             CHECK_CLOSE(what, g_first, g_ref, n, 1 * U_BF16);
-            dguard_ok(&d_g, what);
-            dget(&d_dw, dw_first);
+            dbuf_guard_ok(&d_g, what);
+            dbuf_get(&d_dw, dw_first);
             snprintf(what, sizeof what, "%s: dweight (+=)", tag);
             CHECK_CLOSE(what, dw_first, dw_ref, C, 1e-5);
-            dguard_ok(&d_dw, what);
+            dbuf_guard_ok(&d_dw, what);
             if (b) {
-                dget(&d_db, db_first);
+                dbuf_get(&d_db, db_first);
                 snprintf(what, sizeof what, "%s: dbias (+=)", tag);
                 CHECK_CLOSE(what, db_first, db_ref, C, 1e-5);
-                dguard_ok(&d_db, what);
+                dbuf_guard_ok(&d_db, what);
             }
         } else {
             float again[8192];
-            dget(&d_dw, again);
+            dbuf_get(&d_dw, again);
             CHECK(bits_equal(again, dw_first, C), "%s: dweight bit-identical on a second run (_sum)", tag);
             if (b) {
-                dget(&d_db, again);
+                dbuf_get(&d_db, again);
                 CHECK(bits_equal(again, db_first, C), "%s: dbias bit-identical on a second run (_sum)", tag);
             }
-            dget(&d_g, got);
+            dbuf_get(&d_g, got);
             CHECK(bits_equal(got, g_first, n), "%s: layernorm_backward_sum leaves the same dinp", tag);
-            double *acc = xmalloc(C * sizeof *acc);
+            double *acc = rg_test_xmalloc(C * sizeof *acc);
             for (int c = 0; c < C; c++) acc[c] = ds0[c];
             for (size_t i = 0; i < n; i++) acc[i % C] += got[i];
             for (int c = 0; c < C; c++) again[c] = (float)acc[c];
             free(acc);
             float ds[8192];
-            dget(&d_ds, ds);
+            dbuf_get(&d_ds, ds);
             snprintf(what, sizeof what, "%s: dinp_sum (+=) of the stored dinp", tag);
             CHECK_CLOSE(what, ds, again, C, 1e-5);
-            dguard_ok(&d_ds, what);
+            dbuf_guard_ok(&d_ds, what);
         }
     }
     free(ds0); free(g_first);
-    dfree(&d_ds);
+    dbuf_free(&d_ds);
     free(x); free(w); free(b); free(out); free(mean); free(rstd); free(got); free(dout); free(g0); free(dw0);
     free(db0); free(g_ref); free(dw_ref); free(db_ref); free(aw); free(ab);
-    dfree(&d_x); dfree(&d_w); dfree(&d_b); dfree(&d_out); dfree(&d_mean); dfree(&d_rstd);
-    dfree(&d_dout); dfree(&d_g); dfree(&d_dw); dfree(&d_db);
+    dbuf_free(&d_x); dbuf_free(&d_w); dbuf_free(&d_b); dbuf_free(&d_out); dbuf_free(&d_mean); dbuf_free(&d_rstd);
+    dbuf_free(&d_dout); dbuf_free(&d_g); dbuf_free(&d_dw); dbuf_free(&d_db);
 }
 
 /* ---- gelu, add ---- */
 
 static void test_elementwise(int64_t n, int gelu, size_t off) {
     char what[128];
-    float *x = bf16_randn(n, 2.0f), *y = bf16_randn(n, 1.0f), *ref = xmalloc(n * 4), *got = xmalloc(n * 4);
+    float *x = bf16_randn(n, 2.0f), *y = bf16_randn(n, 1.0f), *ref = rg_test_xmalloc(n * 4), *got = rg_test_xmalloc(n * 4);
     /* the edges of the erf kind's table (2^-16 <= |x| < 64) and beyond it */
     const float edge[] = {0.0f, 1e-6f, -1e-6f, 1.52587890625e-05f, -1.52587890625e-05f, 63.5f, -63.5f,
                           64.0f, -64.0f, 300.0f, -300.0f, -5.0f, -9.0f, 1e-30f};
     for (int64_t i = 0; i < n && i < (int64_t)(sizeof edge / sizeof edge[0]); i++)
         x[(i * 7919) % n] = rg_bf16_to_f32(rg_f32_to_bf16(edge[i]));
-    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_y = dalloc(RG_DTYPE_BF16, n, off), d_o = dalloc(RG_DTYPE_BF16, n, off);
-    dput(&d_x, x);
-    dput(&d_y, y);
+    dbuf d_x = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_y = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_o = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf_put(&d_x, x);
+    dbuf_put(&d_y, y);
     for (int64_t i = 0; i < n; i++) ref[i] = (float)gelu_ref(x[i], gelu);
     CHECK(be->ops->gelu_forward(be, d_o.p, d_x.p, n, gelu) == RG_OK, "gelu_forward status");
-    dget(&d_o, got);
+    dbuf_get(&d_o, got);
     snprintf(what, sizeof what, "gelu_forward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
     CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
-    dguard_ok(&d_o, what);
+    dbuf_guard_ok(&d_o, what);
     for (int64_t i = 0; i < n; i++) ref[i] = (float)(y[i] * gelu_grad_ref(x[i], gelu));
     CHECK(be->ops->gelu_backward(be, d_o.p, d_x.p, d_y.p, n, gelu) == RG_OK, "gelu_backward status");
-    dget(&d_o, got);
+    dbuf_get(&d_o, got);
     snprintf(what, sizeof what, "gelu_backward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
     CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
-    dguard_ok(&d_o, what);
+    dbuf_guard_ok(&d_o, what);
     /* add in place: out aliases a */
     for (int64_t i = 0; i < n; i++) ref[i] = x[i] + y[i];
     CHECK(be->ops->add(be, d_x.p, d_x.p, d_y.p, n) == RG_OK, "add status");
-    dget(&d_x, got);
+    dbuf_get(&d_x, got);
     snprintf(what, sizeof what, "add in place n=%lld off=%zu", (long long)n, off);
     CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
-    dguard_ok(&d_x, what);
+    dbuf_guard_ok(&d_x, what);
     free(x); free(y); free(ref); free(got);
-    dfree(&d_x); dfree(&d_y); dfree(&d_o);
+    dbuf_free(&d_x); dbuf_free(&d_y); dbuf_free(&d_o);
 }
 
 /* ---- cross-entropy ---- */
@@ -522,7 +468,7 @@ static void test_xent(int64_t T, int V, bool in_place, size_t off) {
     snprintf(tag, sizeof tag, "xent T=%lld V=%d in_place=%d off=%zu", (long long)T, V, in_place, off);
     size_t n = (size_t)T * V;
     float *x = bf16_randn(n, 3.0f);
-    int32_t *tg = xmalloc(T * 4);
+    int32_t *tg = rg_test_xmalloc(T * 4);
     int valid = 0;
     for (int64_t t = 0; t < T; t++) {
         tg[t] = rg_rng_below(&rng, 4) == 0 ? RG_IGNORE_INDEX : (int32_t)rg_rng_below(&rng, V);
@@ -530,7 +476,7 @@ static void test_xent(int64_t T, int V, bool in_place, size_t off) {
     }
     if (T > 1) x[(size_t)(T - 1) * V] = 60.0f; /* a dominant logit: the max must be subtracted */
     float dloss = 1.0f / (valid ? valid : 1);
-    float *loss_ref = xmalloc(T * 4), *g_ref = xmalloc(n * 4);
+    float *loss_ref = rg_test_xmalloc(T * 4), *g_ref = rg_test_xmalloc(n * 4);
     for (int64_t t = 0; t < T; t++) {
         const float *r = x + (size_t)t * V;
         if (tg[t] == RG_IGNORE_INDEX) {
@@ -545,40 +491,40 @@ static void test_xent(int64_t T, int V, bool in_place, size_t off) {
         loss_ref[t] = (float)(lse - r[tg[t]]);
         for (int v = 0; v < V; v++) g_ref[t * V + v] = (float)((exp(r[v] - lse) - (v == tg[t])) * dloss);
     }
-    dbuf d_x = dalloc(RG_DTYPE_BF16, n, off), d_g = dalloc(RG_DTYPE_BF16, n, off);
-    dbuf d_l = dalloc(RG_DTYPE_F32, T, off), d_t = dalloc(RG_DTYPE_I32, T, 0);
-    dput(&d_x, x);
+    dbuf d_x = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_g = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf d_l = dbuf_alloc(be, RG_DTYPE_F32, T, off), d_t = dbuf_alloc(be, RG_DTYPE_I32, T, 0);
+    dbuf_put(&d_x, x);
     dput_i32(&d_t, tg);
     void *dl = in_place ? d_x.p : d_g.p;
     rg_status s = be->ops->xent_forward_backward(be, (float *)d_l.p, dl, d_x.p, (const int32_t *)d_t.p,
                                                  RG_IGNORE_INDEX, dloss, T, V);
     CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    float *got = xmalloc(n * 4);
-    dget(&d_l, got);
+    float *got = rg_test_xmalloc(n * 4);
+    dbuf_get(&d_l, got);
     snprintf(what, sizeof what, "%s: losses", tag);
     CHECK_CLOSE(what, got, loss_ref, T, 1e-5);
-    dguard_ok(&d_l, what);
-    dget(in_place ? &d_x : &d_g, got);
+    dbuf_guard_ok(&d_l, what);
+    dbuf_get(in_place ? &d_x : &d_g, got);
     snprintf(what, sizeof what, "%s: dlogits", tag);
     CHECK_CLOSE(what, got, g_ref, n, 1 * U_BF16);
-    dguard_ok(in_place ? &d_x : &d_g, what);
+    dbuf_guard_ok(in_place ? &d_x : &d_g, what);
     bool zero_rows = true;
     for (int64_t t = 0; t < T; t++)
         if (tg[t] == RG_IGNORE_INDEX)
             for (int v = 0; v < V; v++) zero_rows &= got[t * V + v] == 0.0f;
     CHECK(zero_rows, "%s: ignored rows have exactly zero gradient", tag);
     if (!in_place) { /* losses only: dlogits NULL, logits untouched */
-        dbuf d_l2 = dalloc(RG_DTYPE_F32, T, 0);
+        dbuf d_l2 = dbuf_alloc(be, RG_DTYPE_F32, T, 0);
         s = be->ops->xent_forward_backward(be, (float *)d_l2.p, NULL, d_x.p, (const int32_t *)d_t.p,
                                            RG_IGNORE_INDEX, dloss, T, V);
-        dget(&d_l2, got);
+        dbuf_get(&d_l2, got);
         snprintf(what, sizeof what, "%s: losses without dlogits", tag);
         CHECK(s == RG_OK, "%s status", what);
         CHECK_CLOSE(what, got, loss_ref, T, 1e-5);
-        dfree(&d_l2);
+        dbuf_free(&d_l2);
     }
     free(x); free(tg); free(loss_ref); free(g_ref); free(got);
-    dfree(&d_x); dfree(&d_g); dfree(&d_l); dfree(&d_t);
+    dbuf_free(&d_x); dbuf_free(&d_g); dbuf_free(&d_l); dbuf_free(&d_t);
 }
 
 /* ---- embedding ---- */
@@ -587,7 +533,7 @@ static void test_embedding(int64_t T, int C, int V, int L, size_t off) {
     char tag[128], what[192];
     snprintf(tag, sizeof tag, "embedding T=%lld C=%d V=%d L=%d off=%zu", (long long)T, C, V, L, off);
     float *wte = bf16_randn((size_t)V * C, 1.0f), *wpe = bf16_randn((size_t)L * C, 1.0f);
-    int32_t *tok = xmalloc(T * 4), *pos = xmalloc(T * 4);
+    int32_t *tok = rg_test_xmalloc(T * 4), *pos = rg_test_xmalloc(T * 4);
     int32_t hot = (int32_t)rg_rng_below(&rng, V);
     for (int64_t t = 0, p = 0; t < T; t++) { /* a frequent token (a long run after sorting), positions restart */
         tok[t] = rg_rng_below(&rng, 3) == 0 ? hot : (int32_t)rg_rng_below(&rng, V);
@@ -595,22 +541,22 @@ static void test_embedding(int64_t T, int C, int V, int L, size_t off) {
         pos[t] = (int32_t)p++;
     }
     size_t n = (size_t)T * C;
-    float *ref = xmalloc(n * 4), *got = xmalloc(n * 4);
+    float *ref = rg_test_xmalloc(n * 4), *got = rg_test_xmalloc(n * 4);
     for (int64_t t = 0; t < T; t++)
         for (int c = 0; c < C; c++)
             ref[t * C + c] = rg_bf16_to_f32(rg_f32_to_bf16(wte[(size_t)tok[t] * C + c] + wpe[(size_t)pos[t] * C + c]));
-    dbuf d_wte = dalloc(RG_DTYPE_BF16, (size_t)V * C, off), d_wpe = dalloc(RG_DTYPE_BF16, (size_t)L * C, off);
-    dbuf d_tok = dalloc(RG_DTYPE_I32, T, 0), d_pos = dalloc(RG_DTYPE_I32, T, 0), d_out = dalloc(RG_DTYPE_BF16, n, off);
-    dput(&d_wte, wte);
-    dput(&d_wpe, wpe);
+    dbuf d_wte = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)V * C, off), d_wpe = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)L * C, off);
+    dbuf d_tok = dbuf_alloc(be, RG_DTYPE_I32, T, 0), d_pos = dbuf_alloc(be, RG_DTYPE_I32, T, 0), d_out = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf_put(&d_wte, wte);
+    dbuf_put(&d_wpe, wpe);
     dput_i32(&d_tok, tok);
     dput_i32(&d_pos, pos);
     rg_status s = be->ops->embedding_forward(be, d_out.p, (const int32_t *)d_tok.p, (const int32_t *)d_pos.p,
                                              d_wte.p, d_wpe.p, T, C);
     CHECK(s == RG_OK, "%s: status %s (%s)", tag, rg_status_str(s), rg_last_error());
-    dget(&d_out, got);
+    dbuf_get(&d_out, got);
     CHECK(bits_equal(got, ref, n), "%s: forward equals bf16(wte + wpe) exactly", tag);
-    dguard_ok(&d_out, tag);
+    dbuf_guard_ok(&d_out, tag);
 
     float *dout = bf16_randn(n, 1.0f), *dwte0 = randn((size_t)V * C, 1.0f), *dwpe0 = randn((size_t)L * C, 1.0f);
     double *ate = calloc((size_t)V * C, sizeof *ate), *ape = calloc((size_t)L * C, sizeof *ape);
@@ -619,66 +565,66 @@ static void test_embedding(int64_t T, int C, int V, int L, size_t off) {
             ate[(size_t)tok[t] * C + c] += dout[t * C + c];
             ape[(size_t)pos[t] * C + c] += dout[t * C + c];
         }
-    float *te_ref = xmalloc((size_t)V * C * 4), *pe_ref = xmalloc((size_t)L * C * 4);
+    float *te_ref = rg_test_xmalloc((size_t)V * C * 4), *pe_ref = rg_test_xmalloc((size_t)L * C * 4);
     for (size_t i = 0; i < (size_t)V * C; i++) te_ref[i] = (float)(dwte0[i] + ate[i]);
     for (size_t i = 0; i < (size_t)L * C; i++) pe_ref[i] = (float)(dwpe0[i] + ape[i]);
-    dbuf d_dout = dalloc(RG_DTYPE_BF16, n, off), d_dte = dalloc(RG_DTYPE_F32, (size_t)V * C, off);
-    dbuf d_dpe = dalloc(RG_DTYPE_F32, (size_t)L * C, off);
-    dput(&d_dout, dout);
-    float *te_got = xmalloc((size_t)V * C * 4), *te_first = xmalloc((size_t)V * C * 4);
-    float *pe_got = xmalloc((size_t)L * C * 4), *pe_first = xmalloc((size_t)L * C * 4);
+    dbuf d_dout = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_dte = dbuf_alloc(be, RG_DTYPE_F32, (size_t)V * C, off);
+    dbuf d_dpe = dbuf_alloc(be, RG_DTYPE_F32, (size_t)L * C, off);
+    dbuf_put(&d_dout, dout);
+    float *te_got = rg_test_xmalloc((size_t)V * C * 4), *te_first = rg_test_xmalloc((size_t)V * C * 4);
+    float *pe_got = rg_test_xmalloc((size_t)L * C * 4), *pe_first = rg_test_xmalloc((size_t)L * C * 4);
     for (int rep = 0; rep < 2; rep++) {
-        dput(&d_dte, dwte0);
-        dput(&d_dpe, dwpe0);
+        dbuf_put(&d_dte, dwte0);
+        dbuf_put(&d_dpe, dwpe0);
         s = be->ops->embedding_backward(be, (float *)d_dte.p, (float *)d_dpe.p, d_dout.p, (const int32_t *)d_tok.p,
                                         (const int32_t *)d_pos.p, T, C);
         CHECK(s == RG_OK, "%s: backward status %s (%s)", tag, rg_status_str(s), rg_last_error());
-        dget(&d_dte, rep ? te_got : te_first);
-        dget(&d_dpe, rep ? pe_got : pe_first);
+        dbuf_get(&d_dte, rep ? te_got : te_first);
+        dbuf_get(&d_dpe, rep ? pe_got : pe_first);
     }
     snprintf(what, sizeof what, "%s: dwte (+=)", tag);
     CHECK_CLOSE(what, te_first, te_ref, (size_t)V * C, 1e-6);
-    dguard_ok(&d_dte, what);
+    dbuf_guard_ok(&d_dte, what);
     snprintf(what, sizeof what, "%s: dwpe (+=)", tag);
     CHECK_CLOSE(what, pe_first, pe_ref, (size_t)L * C, 1e-6);
-    dguard_ok(&d_dpe, what);
+    dbuf_guard_ok(&d_dpe, what);
     CHECK(bits_equal(te_got, te_first, (size_t)V * C) && bits_equal(pe_got, pe_first, (size_t)L * C),
           "%s: backward bit-identical on a second run", tag);
     free(wte); free(wpe); free(tok); free(pos); free(ref); free(got); free(dout); free(dwte0); free(dwpe0);
     free(ate); free(ape); free(te_ref); free(pe_ref); free(te_got); free(te_first); free(pe_got); free(pe_first);
-    dfree(&d_wte); dfree(&d_wpe); dfree(&d_tok); dfree(&d_pos); dfree(&d_out); dfree(&d_dout); dfree(&d_dte);
-    dfree(&d_dpe);
+    dbuf_free(&d_wte); dbuf_free(&d_wpe); dbuf_free(&d_tok); dbuf_free(&d_pos); dbuf_free(&d_out); dbuf_free(&d_dout); dbuf_free(&d_dte);
+    dbuf_free(&d_dpe);
 }
 
 /* ---- conversion, zero, sum of squares ---- */
 
 static void test_memory(int64_t n, size_t off) {
     char what[128];
-    float *x = randn(n, 10.0f), *got = xmalloc(n * 4), *ref = xmalloc(n * 4);
+    float *x = randn(n, 10.0f), *got = rg_test_xmalloc(n * 4), *ref = rg_test_xmalloc(n * 4);
     x[0] = 1.00390625f; /* a bf16 tie: rounds to even */
-    dbuf d_f = dalloc(RG_DTYPE_F32, n, off), d_f2 = dalloc(RG_DTYPE_F32, n, off), d_h = dalloc(RG_DTYPE_BF16, n, off);
-    dbuf d_16 = dalloc(RG_DTYPE_F16, n, off);
-    dput(&d_f, x);
+    dbuf d_f = dbuf_alloc(be, RG_DTYPE_F32, n, off), d_f2 = dbuf_alloc(be, RG_DTYPE_F32, n, off), d_h = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf d_16 = dbuf_alloc(be, RG_DTYPE_F16, n, off);
+    dbuf_put(&d_f, x);
     CHECK(be->ops->convert(be, d_h.p, RG_DTYPE_BF16, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->bf16");
-    dget(&d_h, got);
+    dbuf_get(&d_h, got);
     for (int64_t i = 0; i < n; i++) ref[i] = rg_bf16_to_f32(rg_f32_to_bf16(x[i]));
     snprintf(what, sizeof what, "convert f32->bf16 n=%lld off=%zu", (long long)n, off);
     CHECK(bits_equal(got, ref, n), "%s: rounds to nearest even like the host", what);
-    dguard_ok(&d_h, what);
+    dbuf_guard_ok(&d_h, what);
     CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_h.p, RG_DTYPE_BF16, n) == RG_OK, "convert bf16->f32");
-    dget(&d_f2, got);
+    dbuf_get(&d_f2, got);
     CHECK(bits_equal(got, ref, n), "convert bf16->f32 n=%lld: exact", (long long)n);
-    dguard_ok(&d_f2, "convert bf16->f32");
+    dbuf_guard_ok(&d_f2, "convert bf16->f32");
     CHECK(be->ops->convert(be, d_16.p, RG_DTYPE_F16, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->f16");
     CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_16.p, RG_DTYPE_F16, n) == RG_OK, "convert f16->f32");
-    dget(&d_f2, got);
+    dbuf_get(&d_f2, got);
     for (int64_t i = 0; i < n; i++) ref[i] = rg_f16_to_f32(rg_f32_to_f16(x[i]));
     CHECK(bits_equal(got, ref, n), "convert f32->f16->f32 n=%lld: matches the host's rounding", (long long)n);
-    dguard_ok(&d_16, "convert f32->f16");
+    dbuf_guard_ok(&d_16, "convert f32->f16");
     CHECK(be->ops->convert(be, d_f2.p, RG_DTYPE_F32, d_f.p, RG_DTYPE_F32, n) == RG_OK, "convert f32->f32");
-    dget(&d_f2, got);
+    dbuf_get(&d_f2, got);
     CHECK(bits_equal(got, x, n), "convert f32->f32 n=%lld: a copy", (long long)n);
-    dguard_ok(&d_f2, "convert f32->f32");
+    dbuf_guard_ok(&d_f2, "convert f32->f32");
 
     double want = 0;
     for (int64_t i = 0; i < n; i++) want += (double)x[i] * x[i];
@@ -687,31 +633,31 @@ static void test_memory(int64_t n, size_t off) {
     CHECK(fabs(have - want) <= 1e-12 * want, "sum_squares n=%lld: %.17g vs %.17g", (long long)n, have, want);
 
     CHECK(be->ops->zero(be, d_f.p, n * sizeof(float)) == RG_OK, "zero status");
-    dget(&d_f, got);
+    dbuf_get(&d_f, got);
     bool all_zero = true;
     for (int64_t i = 0; i < n; i++) all_zero &= got[i] == 0.0f;
     CHECK(all_zero, "zero n=%lld", (long long)n);
-    dguard_ok(&d_f, "zero");
+    dbuf_guard_ok(&d_f, "zero");
     free(x); free(got); free(ref);
-    dfree(&d_f); dfree(&d_f2); dfree(&d_h); dfree(&d_16);
+    dbuf_free(&d_f); dbuf_free(&d_f2); dbuf_free(&d_h); dbuf_free(&d_16);
 }
 
 /* ---- optimizers: three steps against the same arithmetic in double ---- */
 
 static void test_optim(int64_t n, bool adamw, size_t off) {
     char what[128];
-    float *p = randn(n, 1.0f), *m = calloc(n, 4), *v = calloc(n, 4), *got = xmalloc(n * 4), *pc = xmalloc(n * 4);
-    double *P = xmalloc(n * 8), *M = calloc(n, 8), *Vv = calloc(n, 8);
+    float *p = randn(n, 1.0f), *m = calloc(n, 4), *v = calloc(n, 4), *got = rg_test_xmalloc(n * 4), *pc = rg_test_xmalloc(n * 4);
+    double *P = rg_test_xmalloc(n * 8), *M = calloc(n, 8), *Vv = calloc(n, 8);
     for (int64_t i = 0; i < n; i++) P[i] = p[i];
-    dbuf d_p = dalloc(RG_DTYPE_F32, n, off), d_m = dalloc(RG_DTYPE_F32, n, off), d_v = dalloc(RG_DTYPE_F32, n, off);
-    dbuf d_g = dalloc(RG_DTYPE_F32, n, off), d_c = dalloc(RG_DTYPE_BF16, n, off);
-    dput(&d_p, p);
-    dput(&d_m, m);
-    dput(&d_v, v);
+    dbuf d_p = dbuf_alloc(be, RG_DTYPE_F32, n, off), d_m = dbuf_alloc(be, RG_DTYPE_F32, n, off), d_v = dbuf_alloc(be, RG_DTYPE_F32, n, off);
+    dbuf d_g = dbuf_alloc(be, RG_DTYPE_F32, n, off), d_c = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
+    dbuf_put(&d_p, p);
+    dbuf_put(&d_m, m);
+    dbuf_put(&d_v, v);
     const float lr = 1e-2f, b1 = 0.9f, b2 = 0.95f, eps = 1e-8f, wd = 0.1f, mom = 0.9f, scale = 0.5f;
     for (int step = 1; step <= 3; step++) {
         float *g = randn(n, 1.0f);
-        dput(&d_g, g);
+        dbuf_put(&d_g, g);
         rg_status s;
         if (adamw) {
             s = be->ops->adamw_update(be, (float *)d_p.p, d_c.p, (float *)d_m.p, (float *)d_v.p, (const float *)d_g.p,
@@ -737,17 +683,17 @@ static void test_optim(int64_t n, bool adamw, size_t off) {
         free(g);
     }
     for (int64_t i = 0; i < n; i++) pc[i] = (float)P[i];
-    dget(&d_p, got);
+    dbuf_get(&d_p, got);
     snprintf(what, sizeof what, "%s n=%lld off=%zu: params after 3 steps", adamw ? "adamw" : "sgd", (long long)n, off);
     CHECK_CLOSE(what, got, pc, n, 1e-6);
-    dguard_ok(&d_p, what);
-    float *c = xmalloc(n * 4);
-    dget(&d_c, c);
+    dbuf_guard_ok(&d_p, what);
+    float *c = rg_test_xmalloc(n * 4);
+    dbuf_get(&d_c, c);
     for (int64_t i = 0; i < n; i++) got[i] = rg_bf16_to_f32(rg_f32_to_bf16(got[i]));
     CHECK(bits_equal(c, got, n), "%s: compute copy is bf16(param)", what);
-    dguard_ok(&d_c, "optimizer compute copy");
+    dbuf_guard_ok(&d_c, "optimizer compute copy");
     free(p); free(m); free(v); free(got); free(pc); free(P); free(M); free(Vv); free(c);
-    dfree(&d_p); dfree(&d_m); dfree(&d_v); dfree(&d_g); dfree(&d_c);
+    dbuf_free(&d_p); dbuf_free(&d_m); dbuf_free(&d_v); dbuf_free(&d_g); dbuf_free(&d_c);
 }
 
 int main(void) {
@@ -756,7 +702,7 @@ int main(void) {
         printf("test_cuda_ops: skipped: no CUDA backend in this build or no GPU on this machine\n");
         return 77;
     }
-    must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "cuda backend");
+    rg_test_must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "cuda backend");
     bool quick = rg_test_quick();
 
     /* matmul: tile-aligned, off-tile, tiny and unaligned shapes; each GELU kind */

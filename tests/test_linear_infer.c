@@ -23,19 +23,6 @@
 static rg_backend *be;
 static rg_rng rng;
 
-static void must(rg_status s, const char *what) {
-    if (s != RG_OK) {
-        printf("FATAL %s: %s (%s)\n", what, rg_status_str(s), rg_last_error());
-        exit(1);
-    }
-}
-
-static void *xmalloc(size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) { printf("FATAL out of host memory\n"); exit(1); }
-    return p;
-}
-
 static void fill(float *x, size_t n, double mean, double scale) {
     for (size_t i = 0; i < n; i++) x[i] = (float)(mean + rg_rng_normal(&rng) * scale);
 }
@@ -49,7 +36,7 @@ static void test_case(int64_t T, int C, int OC, int ln, int gelu, bool bias, boo
     float *inp = rg_guarded_alloc(nx), *w = rg_guarded_alloc((size_t)OC * C);
     float *lw = ln ? rg_guarded_alloc(C) : NULL, *lb = ln == 2 ? rg_guarded_alloc(C) : NULL;
     float *b = bias ? rg_guarded_alloc(OC) : NULL, *res = resid ? rg_guarded_alloc(ny) : NULL;
-    float *out = alias ? res : rg_guarded_alloc(ny), *want = xmalloc(ny * sizeof *want), *mag = xmalloc(ny * 4);
+    float *out = alias ? res : rg_guarded_alloc(ny), *want = rg_test_xmalloc(ny * sizeof *want), *mag = rg_test_xmalloc(ny * 4);
     /* an offset on the input rows, so that the LN's centring matters */
     fill(inp, nx, ln ? 3.0 : 0.0, 1.0);
     fill(w, (size_t)OC * C, 0.0, 1.0 / sqrt((double)C));
@@ -73,7 +60,7 @@ static void test_case(int64_t T, int C, int OC, int ln, int gelu, bool bias, boo
 
 int main(void) {
     rg_test_init("test_linear_infer", &rng);
-    must(rg_backend_init(RG_BACKEND_CPU, 0, &be), "cpu backend");
+    rg_test_must(rg_backend_init(RG_BACKEND_CPU, 0, &be), "cpu backend");
     CHECK(be->ops->linear_infer != NULL, "cpu backend has linear_infer");
     const bool quick = rg_test_quick();
     const int64_t Ts[] = {1, 2, 7, 16, 17, 64};
