@@ -49,7 +49,21 @@ static void write_model_dir(rg_rng *rng) {
 }
 
 /* The library's greedy completions of n prompts (max_new each, EOT stops), as text. */
-static void expected(int n, const char *const *prompts, int max_new, char **out) {
+/* Whether the n bytes at needle occur in the hn bytes at hay (both may hold NUL). */
+static bool has_bytes(const char *hay, size_t hn, const char *needle, size_t nn) {
+    for (size_t i = 0; i + nn <= hn; i++)
+        if (!memcmp(hay + i, needle, nn)) return true;
+    return false;
+}
+
+/* has_bytes for a C string needle in the last stdout. */
+static bool out_has(const char *out, const char *needle) {
+    return has_bytes(out, cli_last_out_len(), needle, strlen(needle));
+}
+
+/* out[i] (out_n[i] bytes, NUL-terminated; the text itself may hold NUL bytes)
+ * = prompt i and its greedy completion from the library. */
+static void expected(int n, const char *const *prompts, int max_new, char **out, size_t *out_n) {
     char vp[256], mp[256];
     snprintf(vp, sizeof vp, "%s/vocab.json", mdir);
     snprintf(mp, sizeof mp, "%s/merges.txt", mdir);
@@ -81,8 +95,12 @@ static void expected(int n, const char *const *prompts, int max_new, char **out)
         if (fin == RG_GEN_EOT) nt--;
         rg_byte_buf b = {0};
         TRY_OK(rg_tokenizer_decode(tok, t, (size_t)nt, &b));
-        out[i] = malloc(strlen(prompts[i]) + b.n + 1);
-        sprintf(out[i], "%s%s", prompts[i], b.data ? b.data : "");
+        size_t pn = strlen(prompts[i]);
+        out[i] = malloc(pn + b.n + 1);
+        memcpy(out[i], prompts[i], pn);
+        if (b.n) memcpy(out[i] + pn, b.data, b.n);
+        out[i][pn + b.n] = 0;
+        out_n[i] = pn + b.n;
         rg_byte_buf_free(&b);
         rg_token_buf_free(&ids);
     }
@@ -125,19 +143,22 @@ static void test_outputs(void) {
     /* One prompt, streamed: the prompt, its completion, a newline. */
     const char *one[] = {"hello there"};
     char *exp[4];
-    expected(1, one, 20, exp);
+    size_t exp_n[4];
+    expected(1, one, 20, exp, exp_n);
     snprintf(args, sizeof args, "generate -m %s --prompt 'hello there' --greedy -n 20", mdir);
     int code = cli_run(tmpdir, args, &out, &err);
     char want[512];
-    snprintf(want, sizeof want, "%s\n", exp[0]);
-    CHECK(code == 0 && !strcmp(out, want), "one prompt: stdout is the engine's greedy text (exit %d)\n got  '%s'\n want '%s'",
-          code, out, want);
+    memcpy(want, exp[0], exp_n[0]);
+    want[exp_n[0]] = '\n';
+    CHECK(code == 0 && cli_last_out_len() == exp_n[0] + 1 && !memcmp(out, want, exp_n[0] + 1),
+          "one prompt: stdout is the engine's greedy text (exit %d; %zu bytes, expected %zu)\n got  '%s'\n want '%.*s'",
+          code, cli_last_out_len(), exp_n[0] + 1, out, (int)exp_n[0] + 1, want);
     CHECK(strstr(err, "tokens/s") && strstr(err, "prefill") && strstr(err, "decode"), "stderr reports tokens/s: %s", err);
     free(exp[0]);
 
     /* Several prompts: two flags and a file with an empty line. */
     const char *many[] = {"the", "he said", "oh", "a b c"};
-    expected(4, many, 12, exp);
+    expected(4, many, 12, exp, exp_n);
     char fpath[128];
     snprintf(fpath, sizeof fpath, "%s/prompts.txt", tmpdir);
     cli_write_file(fpath, "oh\n\na b c\n");
@@ -146,8 +167,11 @@ static void test_outputs(void) {
     CHECK(code == 0, "several prompts exit 0 (got %d): %s", code, err);
     for (int i = 0; i < 4; i++) {
         char block[512];
-        snprintf(block, sizeof block, "### prompt %d\n%s\n", i + 1, exp[i]);
-        CHECK(strstr(out, block) != NULL, "prompt %d printed as '%s'", i + 1, block);
+        int hn = snprintf(block, sizeof block, "### prompt %d\n", i + 1);
+        memcpy(block + hn, exp[i], exp_n[i]);
+        block[hn + exp_n[i]] = '\n';
+        CHECK(has_bytes(out, cli_last_out_len(), block, hn + exp_n[i] + 1), "prompt %d printed as '%.*s'", i + 1,
+              (int)(hn + exp_n[i] + 1), block);
         free(exp[i]);
     }
     CHECK(strstr(err, "4 prompts"), "stderr counts the prompts: %s", err);
@@ -155,8 +179,8 @@ static void test_outputs(void) {
     snprintf(args, sizeof args, "generate -q -m %s --greedy -P oh --no-stop-at-eot -n 3 -T 0.5 --prompts %s "
              "--quiet -s 7 --prompt=the", mdir, fpath);
     code = cli_run(tmpdir, args, &out, &err);
-    CHECK(code == 0 && strstr(out, "### prompt 1\noh") && strstr(out, "### prompt 2\nthe") &&
-          strstr(out, "### prompt 3\noh") && strstr(out, "### prompt 4\na b c") && !strstr(out, "### prompt 5"),
+    CHECK(code == 0 && out_has(out, "### prompt 1\noh") && out_has(out, "### prompt 2\nthe") &&
+          out_has(out, "### prompt 3\noh") && out_has(out, "### prompt 4\na b c") && !out_has(out, "### prompt 5"),
           "--prompt flags in order, then the file (exit %d): %s", code, out);
 
     /* --max-new-tokens beyond n_positions (48) is lowered, with a note ("hello" is 4 tokens: he l l o). */
@@ -168,9 +192,11 @@ static void test_outputs(void) {
     const char *o1;
     code = cli_run(tmpdir, args, &o1, &err);
     char first[4096];
-    snprintf(first, sizeof first, "%s", o1);
+    size_t first_n = cli_last_out_len() < sizeof first ? cli_last_out_len() : sizeof first;
+    memcpy(first, o1, first_n);
     code += cli_run(tmpdir, args, &out, &err);
-    CHECK(code == 0 && !strcmp(first, out) && !*err, "sampling with a seed repeats, -q keeps stderr empty");
+    CHECK(code == 0 && cli_last_out_len() == first_n && !memcmp(first, out, first_n) && !*err,
+          "sampling with a seed repeats, -q keeps stderr empty");
 }
 
 static void test_errors(void) {

@@ -150,7 +150,10 @@ static void on_token(void *user, int32_t req, int32_t index, int32_t token, rg_g
     if (fin == RG_GEN_RUNNING) return;
     c->n_done++;
     if (c->stream) { putchar('\n'); fflush(stdout); return; }
-    printf("### prompt %d\n%s%s\n", req + 1, p->text, p->out.data ? p->out.data : "");
+    /* fwrite, not %s: a token may decode to byte 0 */
+    printf("### prompt %d\n%s", req + 1, p->text);
+    if (p->out.n) fwrite(p->out.data, 1, p->out.n, stdout);
+    putchar('\n');
     fflush(stdout);
     msg_step(&c->progress, "prompt %d done (%d tokens%s)", req + 1, index + 1, fin == RG_GEN_EOT ? ", <|endoftext|>" : "");
 }
