@@ -65,6 +65,8 @@ bool rg_check_close_(const char *what, const float *got, const float *ref, size_
             return rg_check_(false, file, line, "%s: NaN mismatch at index %zu (got %g, ref %g)", what, i,
                              got[i], ref[i]);
     double e = rg_rel_err(got, ref, n);
+    /* RG_TEST_VERBOSE: every comparison's margin (recorded in the benchmark notes) */
+    if (getenv("RG_TEST_VERBOSE")) printf("  %-88s rel err %.3g (threshold %.3g)\n", what, e, tol);
     if (e <= tol) return rg_check_(true, file, line, "");
     size_t worst = 0;
     double wd = -1;

@@ -74,7 +74,7 @@ static inline void ref_layernorm_backward(double *dinp, double *dw, double *db, 
 
 static inline double ref_gelu(double x, int tanh_variant) {
     if (tanh_variant) return 0.5 * x * (1.0 + tanh(sqrt(2.0 / REF_PI) * (x + 0.044715 * x * x * x)));
-    return 0.5 * x * (1.0 + erf(x / sqrt(2.0)));
+    return 0.5 * x * erfc(-x / sqrt(2.0)); /* = 0.5 x (1 + erf(x / sqrt 2)), without the cancellation for x << 0 */
 }
 
 static inline double ref_gelu_grad(double x, int tanh_variant) {
@@ -82,7 +82,7 @@ static inline double ref_gelu_grad(double x, int tanh_variant) {
         double k = sqrt(2.0 / REF_PI), u = k * (x + 0.044715 * x * x * x), th = tanh(u);
         return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
     }
-    return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * REF_PI);
+    return 0.5 * erfc(-x / sqrt(2.0)) + x * exp(-0.5 * x * x) / sqrt(2.0 * REF_PI);
 }
 
 /* pre (T,OC) = inp (T,C) @ w^T (OC,C) + b; out = gelu(pre) when gelu (0 none,

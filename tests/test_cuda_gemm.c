@@ -19,6 +19,7 @@
 #include "backend.h"
 #include "check.h"
 #include "dev_buf.h"
+#include "ops_ref.h"
 #include "core/dtype.h"
 #include "core/status.h"
 #include <math.h>
@@ -27,7 +28,6 @@
 #include <string.h>
 
 #define U_BF16 (1.0 / 256.0)
-#define PI 3.14159265358979323846
 #define MAX_REF_ROWS 48
 
 static rg_backend *bw, *bc; /* RG_GEMM=wgmma (profiled), RG_GEMM=cublas */
@@ -42,19 +42,6 @@ static float *bf16_randn(size_t n, float scale) {
     for (size_t i = 0; i < n; i++) x[i] = rg_bf16_to_f32(rg_f32_to_bf16((float)(rg_rng_normal(&rng) * scale)));
     return x;
 }
-
-static double gelu_ref(double x, int kind) {
-    if (kind == RG_GELU_TANH) return 0.5 * x * (1.0 + tanh(sqrt(2.0 / PI) * (x + 0.044715 * x * x * x)));
-    return 0.5 * x * erfc(-x / sqrt(2.0));
-}
-
-static bool close_(const char *what, const float *got, const float *ref, size_t n, double tol, int line) {
-    if (getenv("RG_TEST_VERBOSE"))
-        printf("  %-88s rel err %.3g (threshold %.3g)\n", what, rg_rel_err(got, ref, n), tol);
-    return rg_check_close_(what, got, ref, n, tol, __FILE__, line);
-}
-#undef CHECK_CLOSE
-#define CHECK_CLOSE(what, got, ref, n, tol) close_((what), (got), (ref), (n), (tol), __LINE__)
 
 /* Calls of the wgmma kernel the profiled backend has booked since its last reset. */
 static long long wgmma_calls(void) {
@@ -158,7 +145,7 @@ static void test_gemm(int64_t T, int C, int OC, int epi, bool expect_wgmma) {
             const float *x = inp + t * C, *wr = w + (size_t)o * C;
             for (int c = 0; c < C; c++) acc += (double)x[c] * wr[c];
             r_pre[(size_t)i * OC + o] = (float)acc;
-            r_out[(size_t)i * OC + o] = (float)(gelu ? gelu_ref(acc, gelu) : acc);
+            r_out[(size_t)i * OC + o] = (float)(gelu ? ref_gelu(acc, gelu == RG_GELU_TANH) : acc);
             g_out[(size_t)i * OC + o] = got[t * OC + o];
             if (gelu) g_pre[(size_t)i * OC + o] = gpre[t * OC + o];
         }

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "check.h"
 #include "dev_buf.h"
+#include "ops_ref.h"
 #include "core/dtype.h"
 #include "core/status.h"
 #include <math.h>
@@ -22,7 +23,6 @@
 #include <string.h>
 
 #define U_BF16 (1.0 / 256.0)
-#define PI 3.14159265358979323846
 
 static rg_backend *be;
 static rg_rng rng;
@@ -50,29 +50,6 @@ static float *bf16_randn(size_t n, float scale) {
     return x;
 }
 
-static double gelu_ref(double x, int kind) {
-    if (kind == RG_GELU_TANH) return 0.5 * x * (1.0 + tanh(sqrt(2.0 / PI) * (x + 0.044715 * x * x * x)));
-    return 0.5 * x * erfc(-x / sqrt(2.0));
-}
-
-static double gelu_grad_ref(double x, int kind) {
-    if (kind == RG_GELU_TANH) {
-        double k = sqrt(2.0 / PI), u = k * (x + 0.044715 * x * x * x), th = tanh(u);
-        return 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * k * (1.0 + 3.0 * 0.044715 * x * x);
-    }
-    return 0.5 * erfc(-x / sqrt(2.0)) + x * exp(-0.5 * x * x) / sqrt(2.0 * PI);
-}
-
-/* CHECK_CLOSE that also prints the error against its threshold when
- * RG_TEST_VERBOSE is set (to record the margins in bench/cuda_ops_NOTES.md). */
-static bool close_(const char *what, const float *got, const float *ref, size_t n, double tol, int line) {
-    if (getenv("RG_TEST_VERBOSE"))
-        printf("  %-80s rel err %.3g (threshold %.3g)\n", what, rg_rel_err(got, ref, n), tol);
-    return rg_check_close_(what, got, ref, n, tol, __FILE__, line);
-}
-#undef CHECK_CLOSE
-#define CHECK_CLOSE(what, got, ref, n, tol) close_((what), (got), (ref), (n), (tol), __LINE__)
-
 static bool bits_equal(const float *a, const float *b, size_t n) { return memcmp(a, b, n * sizeof *a) == 0; }
 
 /* ---- matmul ---- */
@@ -90,7 +67,7 @@ static void test_matmul(int64_t T, int C, int OC, int gelu, bool has_bias, size_
             double s = b ? b[o] : 0.0;
             for (int c = 0; c < C; c++) s += (double)inp[t * C + c] * w[(size_t)o * C + c];
             pre[t * OC + o] = (float)s;
-            out[t * OC + o] = (float)(gelu ? gelu_ref(s, gelu) : s);
+            out[t * OC + o] = (float)(gelu ? ref_gelu(s, gelu == RG_GELU_TANH) : s);
         }
     dbuf d_inp = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)T * C, off), d_w = dbuf_alloc(be, RG_DTYPE_BF16, (size_t)OC * C, off);
     dbuf d_b = dbuf_alloc(be, RG_DTYPE_BF16, OC, off), d_out = dbuf_alloc(be, RG_DTYPE_BF16, nout, off);
@@ -214,7 +191,7 @@ static void test_fused(int64_t T, int C, int OC, bool has_bias, bool in_place, s
         double *acc = rg_test_xmalloc(OC * sizeof *acc);
         for (int c = 0; c < OC; c++) acc[c] = db0[c];
         for (size_t i = 0; i < nout; i++) {
-            double g = dout[i] * gelu_grad_ref(x[i], gelu);
+            double g = dout[i] * ref_gelu_grad(x[i], gelu == RG_GELU_TANH);
             ref[i] = (float)g;
             acc[i % OC] += g;
         }
@@ -438,13 +415,13 @@ static void test_elementwise(int64_t n, int gelu, size_t off) {
     dbuf d_x = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_y = dbuf_alloc(be, RG_DTYPE_BF16, n, off), d_o = dbuf_alloc(be, RG_DTYPE_BF16, n, off);
     dbuf_put(&d_x, x);
     dbuf_put(&d_y, y);
-    for (int64_t i = 0; i < n; i++) ref[i] = (float)gelu_ref(x[i], gelu);
+    for (int64_t i = 0; i < n; i++) ref[i] = (float)ref_gelu(x[i], gelu == RG_GELU_TANH);
     CHECK(be->ops->gelu_forward(be, d_o.p, d_x.p, n, gelu) == RG_OK, "gelu_forward status");
     dbuf_get(&d_o, got);
     snprintf(what, sizeof what, "gelu_forward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
     CHECK_CLOSE(what, got, ref, n, 1 * U_BF16);
     dbuf_guard_ok(&d_o, what);
-    for (int64_t i = 0; i < n; i++) ref[i] = (float)(y[i] * gelu_grad_ref(x[i], gelu));
+    for (int64_t i = 0; i < n; i++) ref[i] = (float)(y[i] * ref_gelu_grad(x[i], gelu == RG_GELU_TANH));
     CHECK(be->ops->gelu_backward(be, d_o.p, d_x.p, d_y.p, n, gelu) == RG_OK, "gelu_backward status");
     dbuf_get(&d_o, got);
     snprintf(what, sizeof what, "gelu_backward n=%lld kind=%d off=%zu", (long long)n, gelu, off);
