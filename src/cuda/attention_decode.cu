@@ -64,15 +64,6 @@ struct dec_params {
     float scale_log2;           /* softmax scale * log2(e) */
 };
 
-__device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
-    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 x = __bfloat1622float2(h2[i]);
-        f[2 * i] = x.x;
-        f[2 * i + 1] = x.y;
-    }
-}
 
 /* Running max below any real score: exp2(M0 - s) is 0 for a real s and
  * exp2(M0 - M0) = 1, so empty lanes need no special case (-inf would give NaN). */
@@ -228,7 +219,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
 #pragma unroll
             for (int u = 0; u < U; u++) {
                 float kf[8], x = 0.0f;
-                unpack8(kf, kr[u]);
+                rg_unpack_bf16x8(kf, kr[u]);
 #pragma unroll
                 for (int e = 0; e < 8; e++) x = fmaf(qv[e], kf[e], x);
 #pragma unroll
@@ -245,7 +236,7 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
             for (int u = 0; u < U; u++) {
                 float pu = exp2f(s[u] - mx), vf[8];
                 l[gi] += pu;
-                unpack8(vf, vr[u]);
+                rg_unpack_bf16x8(vf, vr[u]);
 #pragma unroll
                 for (int e = 0; e < 8; e++) acc[gi][e] = fmaf(pu, vf[e], acc[gi][e]);
             }

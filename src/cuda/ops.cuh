@@ -125,17 +125,21 @@ static inline unsigned rg_cuda_blocks(const rg_cuda_state *st, int64_t n, int pe
 }
 
 /* VEC consecutive bf16 <-> float; VEC is 8 (one 16-byte access, p aligned) or 1. */
+/* The 8 bf16 of a 16-byte word as floats. */
+__device__ __forceinline__ void rg_unpack_bf16x8(float (&f)[8], uint4 u) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 x = __bfloat1622float2(h[i]);
+        f[2 * i] = x.x;
+        f[2 * i + 1] = x.y;
+    }
+}
+
 template <int VEC>
 __device__ __forceinline__ void rg_load_bf16(float (&f)[VEC], const bf16 *p) {
     if constexpr (VEC == 8) {
-        uint4 u = *reinterpret_cast<const uint4 *>(p);
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            float2 x = __bfloat1622float2(h[i]);
-            f[2 * i] = x.x;
-            f[2 * i + 1] = x.y;
-        }
+        rg_unpack_bf16x8(f, *reinterpret_cast<const uint4 *>(p));
     } else {
 #pragma unroll
         for (int i = 0; i < VEC; i++) f[i] = __bfloat162float(p[i]);
