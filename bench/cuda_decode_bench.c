@@ -346,7 +346,7 @@ static void bench_projections(void) {
            "back-to-back calls (launch cost excluded; the fused kernel overlaps the next call's weight loads with\n"
            "programmatic dependent launch); GB/s and floor: weight bytes only, floor at the copy bandwidth\n\n",
            ITERS);
-    printf("| projection | C -> OC | T | fused us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
+    printf("| projection | C -> OC | T | fused (K split as picked) us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
            "of copy | floor us | auto picks |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     const int64_t Ts[] = {1, 4, 16, 64};
     double layer_t1[2] = {0, 0}; /* T = 1: 12 x (qkv + proj + fc1 + fc2) + LM head, fused / unfused */
