@@ -519,8 +519,7 @@ static cudaError_t allow_smem_all(void) {
 
 /* Launch configuration of the kernel for a grid of `ctas` in clusters of cl. */
 static cudaLaunchConfig_t launch_cfg(rg_cuda_state *st, unsigned ctas, int cl, cudaLaunchAttribute *attr) {
-    cudaLaunchConfig_t cfg;
-    memset(&cfg, 0, sizeof cfg);
+    cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(ctas, 1, 1);
     cfg.blockDim = dim3(THREADS, 1, 1);
     cfg.dynamicSmemBytes = SMEM_BYTES;
