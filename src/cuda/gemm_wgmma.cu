@@ -101,26 +101,18 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
         "}\n" ::"r"(smem_u32(b)), "r"(parity) : "memory");
 }
 
-/* The same wait with cluster-scope acquire: the arrivals come from both CTAs
- * of the cluster (their consumers have finished reading the stage that this
- * CTA's TMA multicast will overwrite in both). */
-__device__ __forceinline__ void mbar_wait_cluster(uint64_t *b, uint32_t parity) {
-    asm volatile(
-        "{\n"
-        ".reg .pred done;\n"
-        "WAIT_%=:\n"
-        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n"
-        "@!done bra WAIT_%=;\n"
-        "}\n" ::"r"(smem_u32(b)), "r"(parity) : "memory");
-}
-
-/* Arrives on barrier b (a local address) of the cluster's CTA `rank`. */
+/* Arrives on barrier b (a local address) of the cluster's CTA `rank`, with
+ * the default (CTA-scope release) semantics: the stage's readers are wgmma
+ * operations already waited for. v6's first build asked for cluster-scope
+ * release: a MEMBAR.ALL.GPU before each arrive, two per warp and k-step,
+ * which made the kernel 2.5x slower (and the producer's cluster-scope
+ * acquire wait an L1 invalidation per k-step). */
 __device__ __forceinline__ void mbar_arrive_cluster(uint64_t *b, uint32_t rank) {
     asm volatile(
         "{\n"
         ".reg .b32 ra;\n"
         "mapa.shared::cluster.u32 ra, %0, %1;\n"
-        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [ra];\n"
         "}\n" ::"r"(smem_u32(b)), "r"(rank) : "memory");
 }
 
@@ -376,11 +368,13 @@ __device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1
  * cluster (each may multicast into it next). */
 template <int CL>
 __device__ __forceinline__ void release(uint64_t *empty_s) {
-    if (CL == 1)
-        mbar_arrive(empty_s);
-    else
+    mbar_arrive(empty_s);
+    if (CL > 1) {
+        uint32_t me = cluster_rank();
 #pragma unroll
-        for (int r = 0; r < CL; r++) mbar_arrive_cluster(empty_s, (uint32_t)r);
+        for (int r = 0; r < CL; r++)
+            if ((uint32_t)r != me) mbar_arrive_cluster(empty_s, (uint32_t)r);
+    }
 }
 #endif /* RG_WGMMA_DEVICE */
 
@@ -439,8 +433,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                 int arow = mt * BM + (int)rank * (BM / CL);
                 if (arow >= a.T) arow = mt * BM;
                 for (int k = 0; k < kt; k++) {
-                    if (CL > 1) mbar_wait_cluster(&empty[s], phase ^ 1);
-                    else mbar_wait(&empty[s], phase ^ 1);
+                    mbar_wait(&empty[s], phase ^ 1);
                     mbar_expect_tx(&full[s], b_in ? STAGE_BYTES : A_BYTES);
                     if (CL > 1) /* this CTA's half of the shared inp box, into both CTAs */
                         tma_load_mc(sa + s * A_BYTES + rank * (A_BYTES / CL), &ma, k * BK, arow, &full[s],
@@ -597,6 +590,15 @@ static rg_status make_map(CUtensorMap *m, const void *p, int64_t rows, int C, in
 template <int CL>
 static cudaError_t launch(rg_cuda_state *st, int epi, unsigned ctas, const CUtensorMap &ma, const CUtensorMap &mb,
                           const gemm_args &a) {
+    if (CL == 1) { /* a plain launch (v6's first build launched clusters of 1: 15-19 % slower than v5, unexplained) */
+        switch (epi) {
+        case EPI_ERF: gemm_wgmma_kernel<EPI_ERF, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_TANH: gemm_wgmma_kernel<EPI_TANH, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_RESID: gemm_wgmma_kernel<EPI_RESID, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        default: gemm_wgmma_kernel<EPI_PLAIN, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        }
+        return cudaGetLastError();
+    }
     cudaLaunchAttribute attr;
     cudaLaunchConfig_t cfg = launch_cfg(st, ctas, CL, &attr);
     switch (epi) {
