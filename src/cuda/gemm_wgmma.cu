@@ -44,13 +44,6 @@
 #define GL_N (2 * 22 * 128) /* entries of the exact-GELU table (below) */
 /* 1024: slack to align the tiles; then the stages, the barriers, the GELU table */
 #define SMEM_BYTES (1024 + STAGES * STAGE_BYTES + (2 * STAGES + 2) * 8 + GL_N * 2)
-/* The GELU epilogues stage each consumer's 128 x 128 output tile in shared
- * memory for a TMA store (two 64-column boxes, 128-byte swizzled), so their
- * ring has GELU_STAGES stages to make room; the layout still fits SMEM_BYTES. */
-#define GELU_STAGES 4
-#define STG_BYTES (BM * BN * 2)
-#define GELU_SMEM (1024 + GELU_STAGES * STAGE_BYTES + 2 * STG_BYTES + (2 * GELU_STAGES + 2) * 8 + GL_N * 2)
-static_assert(GELU_SMEM <= SMEM_BYTES, "the GELU layout must fit the launch's shared memory");
 #define THREADS 384     /* producer warpgroup + two consumer warpgroups, a tile each */
 #define GROUP_M 16      /* m-tiles per group of the tile order */
 
@@ -151,19 +144,6 @@ __device__ __forceinline__ void tma_load(void *dst, const CUtensorMap *map, int 
         "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
         ::"r"(smem_u32(dst)), "l"((uint64_t)map), "r"(k), "r"(row), "r"(smem_u32(bar)) : "memory");
 }
-
-/* TMA store: the (64 x rows) box at src to (col, row) of map (rows and
- * columns past the tensor's edges are not written); one bulk group. */
-__device__ __forceinline__ void tma_store(const CUtensorMap *map, uint32_t src, int col, int row) {
-    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];"
-                 ::"l"((uint64_t)map), "r"(col), "r"(row), "r"(src) : "memory");
-}
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
-/* Until the stores issued so far have read their shared memory (or, all: completed). */
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory"); }
-__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;" ::: "memory"); }
-/* The 128 threads of consumer warpgroup w (named barrier 1 + w). */
-__device__ __forceinline__ void wg_bar(int w) { asm volatile("bar.sync %0, 128;" ::"r"(1 + w) : "memory"); }
 
 /* Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle:
  * rows of 128 bytes, groups of 8 rows 1024 bytes apart (stride byte offset),
@@ -384,66 +364,6 @@ __device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1
         }
     }
 }
-/* The GELU epilogues through shared memory (v7): pass 0 writes pre_gelu's
- * tile into the warpgroup's staging buffer stg (two 128-row x 64-column
- * boxes, 16-byte chunks swizzled as TMA's 128-byte pattern: chunk c of row r
- * at c ^ (r % 8), so a warp store of 8 rows x 64 bytes hits every bank once),
- * one thread issues the TMA stores; pass 1 waits until they have read stg,
- * then does the same with out = GELU(pre). The warpgroup then returns to its
- * next main loop while the copy engine writes, instead of issuing 32
- * 16-byte global stores a thread (v6: the fc1 epilogue took longer than its
- * main loop). Values and rounding exactly as epilogue(). */
-template <int EPI>
-__device__ __forceinline__ void epilogue_tma(const float (&d0)[64], const float (&d1)[64], const uint32_t (&bias2)[16],
-                                             const gemm_args &a, uint32_t tab, int row0, int col0, uint32_t stg, int w,
-                                             const CUtensorMap *mpre, const CUtensorMap *mout) {
-    int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4, q = lane % 4;
-    bool leader = threadIdx.x % 128 == 0;
-#pragma unroll
-    for (int pass = 0; pass < 2; pass++) {
-        if (leader) bulk_wait_read(); /* the last stores out of stg have read it */
-        wg_bar(w);
-#pragma unroll
-        for (int rh = 0; rh < 4; rh++) {
-            int rl = 64 * (rh / 2) + warp * 16 + lane / 4 + 8 * (rh % 2); /* row in the tile */
-            uint32_t v[16];
-#pragma unroll
-            for (int i = 0; i < 16; i++) {
-                int e = 4 * i + 2 * (rh % 2);
-                float2 b = bf2_to_f2(bias2[i]);
-                uint32_t p = pack_bf2((rh < 2 ? d0[e] : d1[e]) + b.x, (rh < 2 ? d0[e + 1] : d1[e + 1]) + b.y);
-                if (pass == 0) {
-                    v[i] = p;
-                } else if (EPI == EPI_ERF) {
-                    v[i] = gelu_erf_tab(p & 0xFFFFu, tab) | (gelu_erf_tab(p >> 16, tab) << 16);
-                    if (!gelu_erf_in_tab(p & 0xFFFFu)) v[i] = (v[i] & 0xFFFF0000u) | gelu_erf_closed(p & 0xFFFFu);
-                    if (!gelu_erf_in_tab(p >> 16)) v[i] = (v[i] & 0xFFFFu) | (gelu_erf_closed(p >> 16) << 16);
-                } else {
-                    float2 f = bf2_to_f2(p);
-                    v[i] = pack_bf2(rg_gelu_tanh(f.x), rg_gelu_tanh(f.y));
-                }
-            }
-#pragma unroll
-            for (int g = 0; g < 4; g++) {
-                uint32_t t[4], u[4] = {v[4 * g], v[4 * g + 1], v[4 * g + 2], v[4 * g + 3]};
-                quad_transpose(t, u); /* this lane: columns 8 (4 g + q) .. + 8 of the tile */
-                uint32_t chunk = 4 * (g % 2) + q, addr = stg + (g / 2) * (BM * 128) + rl * 128 +
-                                                         ((chunk ^ (uint32_t)(rl % 8)) << 4);
-                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(addr), "r"(t[0]), "r"(t[1]), "r"(t[2]),
-                             "r"(t[3]) : "memory");
-            }
-        }
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* visible to the copy engine */
-        wg_bar(w);
-        if (leader) {
-#pragma unroll
-            for (int b = 0; b < 2; b++)
-                if (col0 + 64 * b < a.OC) tma_store(pass ? mout : mpre, stg + b * (BM * 128), col0 + 64 * b, row0);
-            bulk_commit();
-        }
-    }
-}
-
 /* A consumer warp hands a stage back to the producer of every CTA of the
  * cluster (each may multicast into it next). */
 template <int CL>
@@ -475,16 +395,12 @@ __device__ __forceinline__ void release(uint64_t *empty_s) {
 template <int EPI, int CL>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb,
-                      const __grid_constant__ CUtensorMap mpre, const __grid_constant__ CUtensorMap mout,
                       const gemm_args a) {
 #ifdef RG_WGMMA_DEVICE
-    constexpr bool GELU = EPI == EPI_ERF || EPI == EPI_TANH;
-    constexpr int NS = GELU ? GELU_STAGES : STAGES; /* ring stages */
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = (uint8_t *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-    uint8_t *sa = smem, *sb = smem + NS * A_BYTES;
-    uint8_t *stg = smem + NS * STAGE_BYTES; /* GELU: a staging tile per consumer warpgroup */
-    uint64_t *full = (uint64_t *)(stg + (GELU ? 2 * STG_BYTES : 0)), *empty = full + NS, *turn = empty + NS;
+    uint8_t *sa = smem, *sb = smem + STAGES * A_BYTES;
+    uint64_t *full = (uint64_t *)(smem + STAGES * STAGE_BYTES), *empty = full + STAGES, *turn = empty + STAGES;
     uint16_t *tab = (uint16_t *)(turn + 2);
     int wg = threadIdx.x / 128;
     uint32_t rank = CL > 1 ? cluster_rank() : 0;
@@ -492,7 +408,7 @@ __global__ void __launch_bounds__(THREADS, 1)
         for (int i = threadIdx.x; i < GL_N / 2; i += THREADS)
             reinterpret_cast<uint32_t *>(tab)[i] = reinterpret_cast<const uint32_t *>(a.lut)[i];
     if (threadIdx.x == 0) {
-        for (int s = 0; s < NS; s++) {
+        for (int s = 0; s < STAGES; s++) {
             mbar_init(&full[s], 1);       /* the producer's arrive + the TMA bytes */
             mbar_init(&empty[s], 4 * CL); /* one arrive per consumer warp of each CTA of the cluster */
         }
@@ -525,7 +441,7 @@ __global__ void __launch_bounds__(THREADS, 1)
                     else
                         tma_load(sa + s * A_BYTES, &ma, k * BK, mt * BM, &full[s]);
                     if (b_in) tma_load(sb + s * B_BYTES, &mb, k * BK, nt * BN, &full[s]);
-                    if (++s == NS) s = 0, phase ^= 1;
+                    if (++s == STAGES) s = 0, phase ^= 1;
                 }
             }
         }
@@ -549,8 +465,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             if (j > 0) mbar_wait(&turn[w], turns++ & 1u); /* the other warpgroup is on its last k-step */
             int prev = -1;
             for (int k = 0; k < kt; k++) {
-                int kb = j * kt + k, s = kb % NS;
-                mbar_wait(&full[s], (uint32_t)(kb / NS) & 1u);
+                int kb = j * kt + k, s = kb % STAGES;
+                mbar_wait(&full[s], (uint32_t)(kb / STAGES) & 1u);
                 if (k == kt - 1 && threadIdx.x % 128 == 0) mbar_arrive(&turn[1 - w]); /* your turn */
                 const uint8_t *ta = sa + s * A_BYTES;
                 uint64_t da0 = smem_desc(ta), da1 = smem_desc(ta + 64 * 128), db = smem_desc(sb + s * B_BYTES);
@@ -569,13 +485,8 @@ __global__ void __launch_bounds__(THREADS, 1)
             fence_regs(d0);
             fence_regs(d1);
             if (prev >= 0 && lane == 0) release<CL>(&empty[prev]);
-            if (GELU)
-                epilogue_tma<EPI>(d0, d1, bias2, a, smem_u32(tab), mt * BM, nt * BN, smem_u32(stg + w * STG_BYTES), w,
-                                  &mpre, &mout);
-            else
-                epilogue<EPI>(d0, d1, bias2, a, smem_u32(tab), mt * BM, nt * BN);
+            epilogue<EPI>(d0, d1, bias2, a, smem_u32(tab), mt * BM, nt * BN);
         }
-        if (GELU && threadIdx.x % 128 == 0) bulk_wait_all(); /* stg stays until the last stores have read it */
     }
     if (CL > 1) cluster_sync(); /* no CTA leaves while its peer may still arrive on its barriers */
 #endif
@@ -678,23 +589,23 @@ static rg_status make_map(CUtensorMap *m, const void *p, int64_t rows, int C, in
 
 template <int CL>
 static cudaError_t launch(rg_cuda_state *st, int epi, unsigned ctas, const CUtensorMap &ma, const CUtensorMap &mb,
-                          const CUtensorMap &mp, const CUtensorMap &mo, const gemm_args &a) {
+                          const gemm_args &a) {
     if (CL == 1) { /* a plain launch (v6's first build launched clusters of 1: 15-19 % slower than v5, unexplained) */
         switch (epi) {
-        case EPI_ERF: gemm_wgmma_kernel<EPI_ERF, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, mp, mo, a); break;
-        case EPI_TANH: gemm_wgmma_kernel<EPI_TANH, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, mp, mo, a); break;
-        case EPI_RESID: gemm_wgmma_kernel<EPI_RESID, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, mp, mo, a); break;
-        default: gemm_wgmma_kernel<EPI_PLAIN, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, mp, mo, a); break;
+        case EPI_ERF: gemm_wgmma_kernel<EPI_ERF, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_TANH: gemm_wgmma_kernel<EPI_TANH, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_RESID: gemm_wgmma_kernel<EPI_RESID, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        default: gemm_wgmma_kernel<EPI_PLAIN, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
         }
         return cudaGetLastError();
     }
     cudaLaunchAttribute attr;
     cudaLaunchConfig_t cfg = launch_cfg(st, ctas, CL, &attr);
     switch (epi) {
-    case EPI_ERF: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_ERF, CL>, ma, mb, mp, mo, a);
-    case EPI_TANH: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_TANH, CL>, ma, mb, mp, mo, a);
-    case EPI_RESID: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_RESID, CL>, ma, mb, mp, mo, a);
-    default: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_PLAIN, CL>, ma, mb, mp, mo, a);
+    case EPI_ERF: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_ERF, CL>, ma, mb, a);
+    case EPI_TANH: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_TANH, CL>, ma, mb, a);
+    case EPI_RESID: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_RESID, CL>, ma, mb, a);
+    default: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_PLAIN, CL>, ma, mb, a);
     }
 }
 
@@ -720,19 +631,13 @@ rg_status rg_cuda_wgmma_forward(rg_cuda_state *st, void *out, void *pre_gelu, co
     int64_t units = (int64_t)a.m_tiles * a.n_groups;
     if (units > INT32_MAX) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul (wgmma): %lld tiles", (long long)units);
     a.units = (int)units;
-    CUtensorMap ma, mb, mp, mo; /* mp, mo: the GELU epilogues' stores of pre_gelu and out (else unused) */
+    CUtensorMap ma, mb;
     RG_TRY(make_map(&ma, inp, T, C, BM / cl));
     RG_TRY(make_map(&mb, weight, OC, C, BN));
-    if (gelu != RG_GELU_NONE) {
-        RG_TRY(make_map(&mp, pre_gelu, T, OC, BM));
-        RG_TRY(make_map(&mo, out, T, OC, BM));
-    } else {
-        mp = ma, mo = ma;
-    }
     int64_t most = cl == 2 ? st->wgmma_clusters : st->prop.multiProcessorCount;
     unsigned ctas = (unsigned)((units < most ? units : most) * cl);
     int epi = residual ? EPI_RESID : gelu == RG_GELU_ERF ? EPI_ERF : gelu == RG_GELU_TANH ? EPI_TANH : EPI_PLAIN;
-    cudaError_t e = cl == 2 ? launch<2>(st, epi, ctas, ma, mb, mp, mo, a) : launch<1>(st, epi, ctas, ma, mb, mp, mo, a);
+    cudaError_t e = cl == 2 ? launch<2>(st, epi, ctas, ma, mb, a) : launch<1>(st, epi, ctas, ma, mb, a);
     if (e != cudaSuccess) {
         cudaGetLastError();
         return rg_fail(RG_ERR_BACKEND, "cuda matmul (wgmma): launch of %u CTAs in clusters of %d: %s", ctas, cl,

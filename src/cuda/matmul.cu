@@ -284,14 +284,15 @@ static const char *epi_name(int gelu, bool bias) {
 }
 
 /* Where the wgmma GEMM beats cuBLASLt (+ the GELU pass), from `cuda_ops_bench
- * gemm` on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM", session 4): the
- * fc1 product with the exact (erf) GELU, which cuBLASLt's epilogue cannot
- * apply, so that it needs a second pass over 2 x T x OC values; measured at
- * T = 16000 and 16384 only, hence the lower bound on T. Every other shape and
- * epilogue stays on cuBLASLt (slower on ours). */
+ * gemm` on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM"): nowhere yet. Its
+ * best version (v6b, session 4) reaches 0.91x on qkv, 0.88x on the lm head,
+ * 0.81x on fc2 + residual, 0.69x on proj + residual, 0.77x on fc1 + tanh GELU
+ * and 0.89x on fc1 + erf GELU fused against cuBLASLt + the GELU pass; the
+ * seed model with erf fc1 on it ran eval 25.9-26.4 vs 24.5-24.7 ms (same call).
+ * So cuBLASLt serves every shape unless RG_GEMM=wgmma. */
 static bool wgmma_wins(int64_t T, int C, int OC, int gelu, bool residual) {
-    (void)C; (void)OC;
-    return gelu == RG_GELU_ERF && !residual && T >= 8192;
+    (void)T; (void)C; (void)OC; (void)gelu; (void)residual;
+    return false;
 }
 
 /* Runs the product on the wgmma GEMM when the mode and the shape allow;
