@@ -384,12 +384,9 @@ static void step_run(int i, void *c_) {
 }
 
 static void bench_step(chain_ctx *ch) {
-    printf("
-| decode step's kernels (one graph, GPT-2 124M, lengths in [16, 640]) | S | projections us | "
-           "+ kv_write + attn_decode us | + attn_decode_append us | attention per layer, before -> after us |
-"
-           "|---|---|---|---|---|---|
-");
+    printf("\n| decode step's kernels (one graph, GPT-2 124M, lengths in [16, 640]) | S | projections us | "
+           "+ kv_write + attn_decode us | + attn_decode_append us | attention per layer, before -> after us |\n"
+           "|---|---|---|---|---|---|\n");
     const int Ss[3] = {1, 16, 64};
     for (int it = 0; it < 3; it++) {
         const int32_t S = Ss[it], bs = 16;
@@ -439,8 +436,7 @@ static void bench_step(chain_ctx *ch) {
             c.mode = m;
             t[m] = time_graph(step_run, &c);
         }
-        printf("| 12 layers + LM head | %d | %7.1f | %7.1f | %7.1f | %5.2f -> %5.2f |
-", S, t[0] * 1e6, t[1] * 1e6,
+        printf("| 12 layers + LM head | %d | %7.1f | %7.1f | %7.1f | %5.2f -> %5.2f |\n", S, t[0] * 1e6, t[1] * 1e6,
                t[2] * 1e6, (t[1] - t[0]) * 1e6 / 12, (t[2] - t[0]) * 1e6 / 12);
         for (int l = 0; l < 12; l++) {
             rg_buffer_free(be, c.kc[l]);
