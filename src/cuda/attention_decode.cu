@@ -93,9 +93,15 @@ struct dec_params {
  * (sequence, partition) work item blockIdx.y is (file comment). out: sequence
  * (-1 when the item is past the last one), partition, partitions of that
  * sequence, P. */
+/* A load of an int (lengths, block table): L2 only (CG: before the grid
+ * dependency wait, where nothing guarantees that this multiprocessor's L1
+ * holds no older copy) or the ordinary cached load (after it; the plain op). */
+template <bool CG> __device__ __forceinline__ int ld_int(const int32_t *x) { return CG ? __ldcg(x) : *x; }
+
+template <bool CG>
 __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
     long long total = 0;
-    for (int i = lane; i < p.n_seqs; i += 32) total += max(__ldcg(p.lens + i), 0);
+    for (int i = lane; i < p.n_seqs; i += 32) total += max(ld_int<CG>(p.lens + i), 0);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
     long long per = (total + p.nw - 1) / p.nw;
@@ -103,7 +109,7 @@ __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
     const int item = blockIdx.y;
     int before = 0, b = -1, part = 0, np = 0;
     for (int base = 0; base < p.n_seqs && b < 0; base += 32) {
-        int i = base + lane, len = i < p.n_seqs ? max(__ldcg(p.lens + i), 0) : 0;
+        int i = base + lane, len = i < p.n_seqs ? max(ld_int<CG>(p.lens + i), 0) : 0;
         int mine = i < p.n_seqs ? max(1, (len + P - 1) / P) : 0, incl = mine;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
@@ -189,15 +195,11 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_ke
     const int kvh = blockIdx.x / p.n_groups, grp = blockIdx.x % p.n_groups;
     const int h0 = kvh * p.g + grp * G, ng = min(G, p.g - grp * G);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    if (!APPEND) {
-        rg_pdl_wait();
-        rg_pdl_launch_dependents();
-    }
-    if (warp == 0) find_item(p, STEP, lane, s_item);
+    if (warp == 0) find_item<APPEND>(p, STEP, lane, s_item);
     __syncthreads();
     const int b = s_item[0], part = s_item[1], np = s_item[2], P = s_item[3];
     if (b < 0) return;
-    const int len = __ldcg(p.lens + b), j0 = part * P;
+    const int len = ld_int<APPEND>(p.lens + b), j0 = part * P;
     if (len <= 0) {
         if (APPEND) { /* o may still be read by an earlier kernel: written after the wait */
             rg_pdl_wait();
@@ -217,27 +219,33 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_ke
     const int64_t row_stride = (int64_t)p.hkv * p.d, head_off = (int64_t)kvh * p.d + col;
     int64_t off[U];  /* element offsets of this lane's keys in the cache, -1 when none or new */
     unsigned newm = 0;   /* APPEND: bit u set when key u is the new token (read from kn, vn) */
-    auto find_rows = [&](int base) {
+    /* early: before the wait (L2-only loads, see ld_int) */
+    auto find_rows = [&](int base, bool early) {
         newm = 0;
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int jj = base + u * KPC + first, j = j0 + jj;
             bool in = jj < n && col_ok, fresh = APPEND && in && j == len - 1;
-            off[u] = in && !fresh ? ((int64_t)__ldcg(table + j / p.bs) * p.bs + j % p.bs) * row_stride + head_off
-                                  : -1;
+            int blk = in && !fresh ? (early ? ld_int<true>(table + j / p.bs) : ld_int<false>(table + j / p.bs)) : 0;
+            off[u] = in && !fresh ? ((int64_t)blk * p.bs + j % p.bs) * row_stride + head_off : -1;
             if (fresh) newm |= 1u << u;
         }
     };
     uint4 kr[U], vr[U];
-    /* K and V of the batch whose rows find_rows found (cache rows only; L2: the
-     * writer may have been a kernel that ran on this multiprocessor). */
-    auto load_cache = [&]() {
+    /* K and V of the batch whose rows find_rows found (cache rows only):
+     * before the wait L2-only loads, after it the read-only path of the
+     * plain kernel (session 4's third call, with L2-only loads everywhere and
+     * PDL on the plain op too, timed the plain kernel 20-43 % slower; which of
+     * the two cost it was not separated, so both went back). */
+    auto load_cache = [&](bool early) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
             if (off[u] >= 0) {
-                kr[u] = __ldcg(reinterpret_cast<const uint4 *>(p.kc + off[u]));
-                vr[u] = __ldcg(reinterpret_cast<const uint4 *>(p.vc + off[u]));
+                const uint4 *kp = reinterpret_cast<const uint4 *>(p.kc + off[u]);
+                const uint4 *vp = reinterpret_cast<const uint4 *>(p.vc + off[u]);
+                kr[u] = early ? __ldcg(kp) : __ldg(kp);
+                vr[u] = early ? __ldcg(vp) : __ldg(vp);
             }
         }
     };
@@ -251,13 +259,13 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_ke
                 vr[u] = load_new8(p.vn + (int64_t)b * p.stride_vn + at, p.new_vec);
             }
     };
-    find_rows(0);
+    find_rows(0, APPEND);
     unsigned cur_new = newm;
     if (APPEND) {
         /* the first batch of old rows and the next batch's table entries are
          * in flight before the wait */
-        load_cache();
-        if (STEP < n) find_rows(STEP);
+        load_cache(true);
+        if (STEP < n) find_rows(STEP, true);
         rg_pdl_wait();
         rg_pdl_launch_dependents();
         load_new(cur_new);
@@ -266,20 +274,17 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_ke
         if (part == np - 1 && blockIdx.x % p.n_groups == 0 && tid < p.d / 8) {
             const int j = len - 1;
             const int64_t at = (int64_t)kvh * p.d + tid * 8;
-            const int64_t dst = ((int64_t)__ldcg(table + j / p.bs) * p.bs + j % p.bs) * row_stride + at;
+            const int64_t dst = ((int64_t)table[j / p.bs] * p.bs + j % p.bs) * row_stride + at;
             *reinterpret_cast<uint4 *>(p.kw + dst) = load_new8(p.kn + (int64_t)b * p.stride_kn + at, p.new_vec);
             *reinterpret_cast<uint4 *>(p.vw + dst) =
                 load_new8(p.vn + (int64_t)b * p.stride_vn + at, p.new_vec);
         }
     }
 
-    const unsigned short *qbits = reinterpret_cast<const unsigned short *>(p.q);
     for (int i = tid; i < G * D; i += DEC_THREADS) {
         int gi = i / D, c = i % D;
         float x = 0.0f;
-        if (gi < ng && c < p.d)
-            x = __bfloat162float(__ushort_as_bfloat16(
-                __ldcg(qbits + (int64_t)b * p.stride_q + (int64_t)(h0 + gi) * p.d + c)));
+        if (gi < ng && c < p.d) x = __bfloat162float(p.q[(int64_t)b * p.stride_q + (int64_t)(h0 + gi) * p.d + c]);
         sq[gi][c] = x * p.scale_log2;
     }
     __syncthreads();
@@ -296,10 +301,10 @@ __global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_ke
     }
     for (int base = 0; base < n; base += STEP) {
         if (!APPEND || base > 0) {  /* (APPEND's first batch is loaded above) */
-            load_cache();
+            load_cache(false);
             cur_new = newm;
             load_new(cur_new);
-            if (base + STEP < n) find_rows(base + STEP);  /* the next batch's block-table reads overlap these */
+            if (base + STEP < n) find_rows(base + STEP, false);  /* the next batch's block-table reads overlap these */
         }
         bool valid[U];
 #pragma unroll
@@ -565,7 +570,9 @@ static rg_status decode(rg_backend *be, const rg_attn_decode_args *a, void *o, c
     cfg.stream = st->stream;
     cudaLaunchAttribute attr[1];
     cfg.attrs = attr;
-    cfg.numAttrs = rg_cuda_pdl_attr(st, &attr[0]);
+    /* PDL only for append: the plain op follows the kv_write it reads, so it
+     * could only wait first (see load_cache for what that measured) */
+    cfg.numAttrs = append ? rg_cuda_pdl_attr(st, &attr[0]) : 0;
     RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, kern.fn, p));
     RG_CUDA_CHECK_LAUNCH("decode attention");
     return RG_OK;
