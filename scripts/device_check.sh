@@ -20,7 +20,6 @@
 # RG_GEN=1: `ragged bench generate --backend cuda` (GPT-2 124M shape, batches 1/16/64) and HF
 # transformers' generate on the same prompts (scripts/hf_generate_bench.py, bf16; RG_GEN_HF_ARGS
 # adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128).
-# RG_CHUNK_SWEEP="0 8 24": with RG_MODEL_BENCH=1, the model bench again per RG_L2_CHUNK_MB value.
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -128,11 +127,6 @@ if [ "${RG_MODEL_BENCH:-0}" = 1 ]; then
     grep -E '^\{' "$OUT/torch_seed.log" | tee -a "$SUM"
     mb "after torch"
   fi
-  for v in ${RG_CHUNK_SWEEP:-}; do # the backend's L2 chunk (RG_L2_CHUNK_MB) swept
-    export RG_L2_CHUNK_MB=$v
-    mb "RG_L2_CHUNK_MB=$v"
-    unset RG_L2_CHUNK_MB
-  done
   RG_PROFILE=1 "$BUILD/ragged" "${MB[@]}" -q >"$OUT/model_profile.log" 2>&1
   note "ragged bench RG_PROFILE=1 rc=$? ($(since))"
 fi

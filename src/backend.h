@@ -89,8 +89,7 @@ typedef struct rg_backend_ops {
                                 const void *weight, const void *bias, int64_t T, int C, int OC,
                                 int gelu);
     /* dinp (T,C) = dout @ weight (overwritten; may be NULL to skip);
-     * dweight (OC,C) += dout^T @ inp (may be NULL to skip); dbias (OC) +=
-     * sum_t dout (may be NULL). */
+     * dweight (OC,C) += dout^T @ inp; dbias (OC) += sum_t dout (may be NULL). */
     rg_status (*matmul_backward)(rg_backend *be, void *dinp, float *dweight, float *dbias,
                                  const void *dout, const void *inp, const void *weight,
                                  int64_t T, int C, int OC);
@@ -214,20 +213,7 @@ struct rg_backend {
     rg_backend_kind kind;
     int n_threads;
     void *impl;                   /* the backend's own state */
-    /* Bytes of one op's output that the next op still finds in the device's
-     * last-level cache (CUDA: a third of L2, RG_L2_CHUNK_MB overrides; 0: no
-     * such cache worth chunking for, e.g. the CPU). Producer/consumer pairs of
-     * row-wise ops (a GEMM and its GELU pass) run over row chunks this big. */
-    size_t chunk_bytes;
 };
-
-/* Rows of row_bytes each in one chunk of be->chunk_bytes, a multiple of 128
- * (GEMM tiles; at least 128); 0 when the backend does not chunk. */
-static inline int64_t rg_chunk_rows(const rg_backend *be, size_t row_bytes) {
-    if (!be->chunk_bytes || !row_bytes) return 0;
-    int64_t r = (int64_t)(be->chunk_bytes / row_bytes) / 128 * 128;
-    return r < 128 ? 128 : r;
-}
 
 /* Constructors, one per backend. */
 rg_status rg_backend_cpu_create(int n_threads, rg_backend **out);

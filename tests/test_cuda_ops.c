@@ -697,27 +697,6 @@ int main(void) {
     test_matmul(319, 64, 96, RG_GELU_NONE, true, 0);
     test_matmul(1000, 64, 96, RG_GELU_TANH, true, 0);
 
-    /* the GEMM + GELU pass over row chunks (be->chunk_bytes): 128-row chunks
-     * (the smallest; forced by a chunk of 1 byte) over a whole number of
-     * chunks, a short last one, unaligned operands, and tanh where cuBLASLt's
-     * aux epilogue cannot run (OC % 8 != 0) */
-    {
-        size_t kept = be->chunk_bytes;
-        be->chunk_bytes = 1;
-        test_matmul(256, 64, 96, RG_GELU_ERF, true, 0);
-        test_matmul(300, 72, 200, RG_GELU_ERF, true, 0);
-        test_matmul(129, 64, 96, RG_GELU_ERF, false, 1);
-        test_matmul(260, 64, 7, RG_GELU_TANH, true, 0);
-        be->chunk_bytes = kept;
-        setenv("RG_L2_CHUNK_MB", "12x", 1);
-        rg_backend *bad = NULL;
-        rg_status s = rg_backend_init(RG_BACKEND_CUDA, 0, &bad);
-        CHECK(s == RG_ERR_INVALID_ARG && strstr(rg_last_error(), "RG_L2_CHUNK_MB=12x"),
-              "RG_L2_CHUNK_MB=12x refused, naming the value: status %s (%s)", rg_status_str(s), rg_last_error());
-        if (bad) rg_backend_free(bad);
-        unsetenv("RG_L2_CHUNK_MB");
-    }
-
     test_fused(1, 8, 8, true, false, 0);
     test_fused(5, 3, 7, false, true, 0);
     test_fused(37, 72, 200, true, true, 0);

@@ -4,7 +4,6 @@
  * causality, gradient accumulation over micro-batches, and bit-identical
  * reruns. */
 #include "test_model_util.h"
-#include "backend.h" /* chunk_bytes */
 
 static double mean_loss(rg_model *m, const rg_batch *b) {
     rg_step_result r;
@@ -296,35 +295,6 @@ static void test_determinism(rg_backend *be, rg_rng *rng, rg_model_config cfg) {
     for (int s = 0; s < STEPS; s++) rg_batch_free(&batches[s]);
 }
 
-/* The MLP backward over row chunks (backend chunk_bytes; 1 byte = the
- * smallest chunks, 128 rows) gives the gradients of the whole batch at once:
- * 351 rows = 2 chunks and a short one. Only the order of fc's bias sums
- * differs. */
-static void test_chunks(rg_backend *be, rg_rng *rng) {
-    rg_model_config cfg = tm_seed_like(2, 2, 1, 29, 160);
-    int32_t lens[] = {1, 150, 160, 40};
-    int32_t **seqs = tm_random_seqs(rng, 4, lens, cfg.vocab_size);
-    rg_batch b = tm_batch(RG_LAYOUT_PACKED, 4, seqs, lens, cfg.vocab_size, cfg.max_seq_len);
-    rg_model *m = tm_model(be, &cfg, rg_rng_u64(rng));
-    float *g[2];
-    rg_step_result r[2];
-    size_t kept = be->chunk_bytes;
-    for (int i = 0; i < 2; i++) {
-        be->chunk_bytes = i ? 1 : 0;
-        TRY_OK(rg_model_grads(m, &b, 1, &r[i]));
-        g[i] = tm_get_all(m, RG_MODEL_GRADS);
-    }
-    be->chunk_bytes = kept;
-    CHECK(r[0].loss_sum == r[1].loss_sum, "chunked MLP backward: same loss (%.9g vs %.9g)", r[1].loss_sum,
-          r[0].loss_sum);
-    tm_check_tensors(m, "grad, MLP backward in 128-row chunks", g[1], g[0], 1e-5);
-    free(g[0]);
-    free(g[1]);
-    rg_model_free(m);
-    rg_batch_free(&b);
-    tm_free_seqs(seqs, 4);
-}
-
 int main(void) {
     rg_rng rng;
     rg_test_init("test_model_grad", &rng);
@@ -338,7 +308,6 @@ int main(void) {
     test_layouts(be, &rng, lay_gpt2, "gpt2-like");
     test_accumulation(be, &rng, lay_gpt2);
     test_determinism(be, &rng, lay_seed);
-    test_chunks(be, &rng);
     rg_backend_free(be);
     /* Finite differences on one thread: thousands of tiny forwards, where
      * OpenMP's barriers only cost time on a shared machine. The seed's

@@ -125,20 +125,6 @@ static bool profile_requested(void) {
     return e && *e && strcmp(e, "0") != 0;
 }
 
-/* be->chunk_bytes (backend.h): a third of L2 leaves room for the operands
- * streaming through beside the chunk; RG_L2_CHUNK_MB=n sets n MiB (0: off). */
-static rg_status l2_chunk_bytes(const rg_cuda_state *st, size_t *out) {
-    *out = (size_t)st->prop.l2CacheSize / 3;
-    const char *e = getenv("RG_L2_CHUNK_MB");
-    if (!e) return RG_OK;
-    char *end;
-    long long v = strtoll(e, &end, 10);
-    if (end == e || *end || v < 0 || v > 1024)
-        return rg_fail(RG_ERR_INVALID_ARG, "rg_backend_init: RG_L2_CHUNK_MB=%s (expected MiB from 0 to 1024; 0 = no chunks)", e);
-    *out = (size_t)v << 20;
-    return RG_OK;
-}
-
 extern "C" bool rg_backend_cuda_device_present(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return false; }
@@ -185,8 +171,7 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
         free(be);
         return rg_fail(RG_ERR_BACKEND, "rg_backend_init: cublasLtCreate: %s", cublasLtGetStatusString(b));
     }
-    rg_status s = l2_chunk_bytes(st, &be->chunk_bytes);
-    if (s == RG_OK) s = rg_cuda_matmul_init(st);
+    rg_status s = rg_cuda_matmul_init(st);
     if (s == RG_OK) s = rg_cuda_gelu_init(st);
     if (s == RG_OK) s = rg_cuda_linear_infer_init(st);
     if (s == RG_OK && profile_requested()) {

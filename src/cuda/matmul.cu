@@ -8,9 +8,7 @@
  * one, so every product below is written for the transposes (see plan_build).
  * GELU: cuBLASLt's epilogue is the tanh approximation, so RG_GELU_TANH uses
  * GELU_AUX_BIAS (pre-activation stored as aux) and RG_GELU_ERF uses the BIAS
- * epilogue into pre_gelu followed by rg_cuda_bias_gelu, over chunks of token
- * rows of be->chunk_bytes of output so that the pass finds the GEMM's output
- * in L2 instead of a DRAM round trip of the whole (T, OC). Plans (descriptor,
+ * epilogue into pre_gelu followed by rg_cuda_bias_gelu. Plans (descriptor,
  * layouts, heuristic's algorithm) are cached by shape and pointer alignment so
  * that a step makes no heuristic queries after its first. The token count
  * changes from one packed batch to the next, so a plan is made for a bucket of
@@ -318,10 +316,14 @@ static rg_status try_wgmma(rg_cuda_state *st, bool *done, void *out, void *pre_g
     return RG_OK;
 }
 
-/* The cuBLASLt path of matmul_forward over T rows (see rg_cuda_matmul_forward). */
-static rg_status forward_rows(rg_cuda_state *st, void *out, void *pre_gelu, const void *inp, const void *weight,
-                              const void *bias, int64_t T, int C, int OC, int gelu) {
+rg_status rg_cuda_matmul_forward(rg_backend *be, void *out, void *pre_gelu, const void *inp, const void *weight,
+                                 const void *bias, int64_t T, int C, int OC, int gelu) {
+    rg_cuda_state *st = rg_cuda(be);
+    if (T <= 0 || OC <= 0) return RG_OK;
+    if (C <= 0) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_forward: C=%d (no inner dimension)", C);
     bool found = false;
+    RG_TRY(try_wgmma(st, &found, out, pre_gelu, inp, weight, bias, NULL, T, C, OC, gelu));
+    if (found) return RG_OK;
     mm_key key;
     double flops = 2.0 * T * C * OC, bytes = 2.0 * ((double)T * C + (double)OC * C + (double)T * OC);
     int prof = rg_cuda_prof_begin(st);
@@ -357,26 +359,6 @@ static rg_status forward_rows(rg_cuda_state *st, void *out, void *pre_gelu, cons
         RG_TRY(rg_cuda_bias_gelu(st, (bf16 *)out, (bf16 *)dst, bias_done ? NULL : (const bf16 *)bias, T, OC, gelu));
         rg_cuda_prof_end(st, prof, "matmul_forward gelu pass", 0, 2.0 * 2.0 * T * OC, "OC=%d%s", OC,
                          epi_name(gelu, bias && !bias_done));
-    }
-    return RG_OK;
-}
-
-rg_status rg_cuda_matmul_forward(rg_backend *be, void *out, void *pre_gelu, const void *inp, const void *weight,
-                                 const void *bias, int64_t T, int C, int OC, int gelu) {
-    rg_cuda_state *st = rg_cuda(be);
-    if (T <= 0 || OC <= 0) return RG_OK;
-    if (C <= 0) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul_forward: C=%d (no inner dimension)", C);
-    bool found = false;
-    RG_TRY(try_wgmma(st, &found, out, pre_gelu, inp, weight, bias, NULL, T, C, OC, gelu));
-    if (found) return RG_OK;
-    /* a GELU that becomes a separate pass (erf; tanh only where cuBLASLt's aux epilogue cannot run) */
-    bool pass = gelu == RG_GELU_ERF || (gelu == RG_GELU_TANH && OC % 8 != 0);
-    int64_t chunk = rg_chunk_rows(be, (size_t)OC * sizeof(bf16));
-    if (!pass || chunk <= 0 || T <= chunk) return forward_rows(st, out, pre_gelu, inp, weight, bias, T, C, OC, gelu);
-    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-        int64_t n = T - t0 < chunk ? T - t0 : chunk;
-        RG_TRY(forward_rows(st, (bf16 *)out + t0 * OC, (bf16 *)pre_gelu + t0 * OC, (const bf16 *)inp + t0 * C,
-                            weight, bias, n, C, OC, gelu));
     }
     return RG_OK;
 }

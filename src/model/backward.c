@@ -3,27 +3,6 @@
  * accumulated (+=) by its op, so micro-batches add up for free. */
 #include "model/model.h"
 
-/* fch_gelu (T,H) <- d(loss)/d(pre-GELU) and fc_b's gradient += its column
- * sums, from dres (T,C): d(gelu out) = dres @ fc2_w goes through dbig (T,H)
- * and the GELU backward. Over row chunks of the backend's chunk_bytes, each
- * reusing the start of dbig, the GELU backward reads d(gelu out) from the
- * device's cache instead of a memory round trip of all of (T,H). */
-static rg_status mlp_dpre(rg_model *m, rg_layer_acts *L, float *dfc_b, const void *fc2_w, int64_t T) {
-    rg_backend *be = m->be;
-    const rg_backend_ops *op = be->ops;
-    rg_acts *A = &m->acts;
-    int C = m->C, H = m->H, gelu = (int)m->cfg.gelu;
-    int64_t chunk = rg_chunk_rows(be, (size_t)H * m->act_size);
-    if (chunk <= 0 || chunk > T) chunk = T;
-    for (int64_t t0 = 0; t0 < T; t0 += chunk) {
-        int64_t n = T - t0 < chunk ? T - t0 : chunk;
-        void *dpre = rg_model_at_mut(m, L->fch_gelu, t0 * H);
-        RG_TRY(op->matmul_backward(be, A->dbig, NULL, NULL, rg_model_at(m, A->dres, t0 * C), NULL, fc2_w, n, H, C));
-        RG_TRY(op->gelu_backward_dbias(be, dpre, dfc_b, rg_model_at(m, L->fch, t0 * H), A->dbig, n, H, gelu));
-    }
-    return RG_OK;
-}
-
 rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
     rg_backend *be = m->be;
     const rg_backend_ops *op = be->ops;
@@ -31,6 +10,7 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
     rg_acts *A = &m->acts;
     int64_t T = plan->T;
     int C = m->C, H = m->H, Q = m->Q, V = c->vocab_size;
+    int gelu = (int)c->gelu;
     rg_attn_args aa;
     rg_model_attn_args(m, plan, &aa);
     const int64_t k_off = rg_model_k_col(m), v_off = rg_model_v_col(m);
@@ -59,11 +39,12 @@ rg_status rg_model_backward(rg_model *m, const rg_step_plan *plan) {
         const rg_layer_params *p = &m->lp[l];
         rg_layer_acts *L = &A->layer[l];
         const void *x = l ? A->layer[l - 1].x2 : A->x0;
-        /* x2 = x1 + fc2(gelu(fc(ln2(x1)))): dres flows straight to x1 and through the MLP.
-         * fc2's weight gradient first: it reads fch_gelu, which then becomes dead. */
-        RG_TRY(op->matmul_backward(be, NULL, rg_model_g(m, p->fc2_w), fc2_sum_done ? NULL : rg_model_g(m, p->fc2_b),
+        /* x2 = x1 + fc2(gelu(fc(ln2(x1)))): dres flows straight to x1 and through the MLP. */
+        RG_TRY(op->matmul_backward(be, A->dbig, rg_model_g(m, p->fc2_w), fc2_sum_done ? NULL : rg_model_g(m, p->fc2_b),
                                    A->dres, L->fch_gelu, rg_model_p(m, p->fc2_w), T, H, C));
-        RG_TRY(mlp_dpre(m, L, rg_model_g(m, p->fc_b), rg_model_p(m, p->fc2_w), T));
+        /* fch_gelu is dead now: it receives d(pre-GELU), and fc's bias gradient
+         * (its column sums) comes out of the same pass. */
+        RG_TRY(op->gelu_backward_dbias(be, L->fch_gelu, rg_model_g(m, p->fc_b), L->fch, A->dbig, T, H, gelu));
         RG_TRY(op->matmul_backward(be, A->dtmp, rg_model_g(m, p->fc_w), NULL, L->fch_gelu,
                                    L->ln2, rg_model_p(m, p->fc_w), T, C, H));
         RG_TRY(op->layernorm_backward_sum(be, A->dres, rg_model_g(m, p->ln2_w), rg_model_g(m, p->ln2_b),
