@@ -12,8 +12,12 @@
  * Built only with the CUDA backend; prints a markdown table.
  * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
  * automatic choice); then kv_write and gather_rows at a decode step's size;
- * then the inference projection (linear_infer) at GPT-2's decode shapes.
- *   usage: cuda_decode_bench [seed] [proj]     (default seed 1; "proj": only the projections) */
+ * then the inference projection (linear_infer) at GPT-2's decode shapes;
+ * then a decode step's kernels in one graph (12 layers of qkv, attention,
+ * proj, fc1, fc2 + LM head) with the attention as kv_write + attn_decode or
+ * as attn_decode_append, batches 1, 16, 64.
+ *   usage: cuda_decode_bench [seed] [proj|step]  (default seed 1; "proj": only the projections,
+ *          "step": only the decode step's kernels) */
 #include "backend.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -341,60 +345,169 @@ static void chain_run(int i, void *c_) {
                                RG_GELU_NONE), "lm head");
 }
 
-static void bench_projections(void) {
-    printf("\ninference projection (linear_infer), GPT-2 124M decode shapes; us per call from a CUDA graph of %d\n"
-           "back-to-back calls (launch cost excluded; the fused kernel overlaps the next call's weight loads with\n"
-           "programmatic dependent launch); GB/s and floor: weight bytes only, floor at the copy bandwidth\n\n",
-           ITERS);
-    printf("| projection | C -> OC | T | fused (K split as picked) us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
-           "of copy | floor us | auto picks |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
-    const int64_t Ts[] = {1, 4, 16, 64};
-    double layer_t1[2] = {0, 0}; /* T = 1: 12 x (qkv + proj + fc1 + fc2) + LM head, fused / unfused */
-    for (int k = 0; k < 5; k++) {
-        const proj_shape *s = &gpt2_proj[k];
-        proj_ctx c = {.s = s};
-        const double wbytes = 2.0 * s->C * s->OC;
-        c.sets = (int)(ROTATE_BYTES / wbytes) + 1;
-        if (c.sets > ITERS) c.sets = ITERS;
-        for (int i = 0; i < c.sets; i++) c.w[i] = dev_uniform((size_t)s->C * s->OC);
-        c.inp = dev_uniform((size_t)64 * s->C);
-        c.res = dev_uniform((size_t)64 * s->OC);
-        must(rg_buffer_alloc(be, (size_t)64 * s->OC * 2, &c.out), "alloc");
-        c.ln_w = dev_uniform(s->C);
-        c.ln_b = dev_uniform(s->C);
-        c.bias = dev_uniform(s->OC);
-        for (int it = 0; it < 4; it++) {
-            c.T = Ts[it];
-            double t[2], t_split, t_auto;
-            for (int m = 0; m < 2; m++) {
-                rg_cuda_linear_infer_mode = m + 1;
-                t[m] = time_graph(proj_run, &c);
-            }
-            rg_cuda_linear_infer_mode = 1;
-            rg_cuda_linear_infer_ksplit = 4;
-            t_split = time_graph(proj_run, &c);
-            rg_cuda_linear_infer_ksplit = 0;
-            rg_cuda_linear_infer_mode = 0;
-            t_auto = time_graph(proj_run, &c);
-            if (c.T == 1)
-                for (int m = 0; m < 2; m++) layer_t1[m] += t[m] * (k == 4 ? 1 : 12);
-            printf("| %-20s | %d -> %d | %lld | %7.2f | %7.2f | %7.2f | %5.2fx | %6.0f | %5.1f%% | %5.2f | %7.2f us |\n",
-                   s->name, s->C, s->OC, (long long)c.T, t[0] * 1e6, t_split * 1e6, t[1] * 1e6, t[1] / t[0],
-                   wbytes / t[0] / 1e9, 100.0 * wbytes / t[0] / 1e9 / copy_gbs, wbytes / copy_gbs / 1e3, t_auto * 1e6);
+/* A decode step's kernels: the projection chain with each layer's attention
+ * between qkv and proj, over a cache of its own per layer (shared tables). */
+typedef struct step_ctx {
+    chain_ctx *ch;
+    int mode;                  /* 0: projections only, 1: kv_write + attn_decode, 2: attn_decode_append */
+    rg_attn_decode_args a;
+    void *kc[12], *vc[12];
+    int32_t *slots;            /* (S) the new token's slot per sequence, for kv_write */
+} step_ctx;
+
+static void step_run(int i, void *c_) {
+    (void)i;
+    step_ctx *c = c_;
+    chain_ctx *ch = c->ch;
+    const int64_t T = ch->T;
+    const int Q = 2304, C = 768;
+    for (int l = 0; l < 12; l++) {
+        must(be->ops->linear_infer(be, ch->qkv, ch->x, ch->ln_w, ch->ln_b, 1e-5f, ch->w[l][0], ch->bias, NULL, T, C, Q,
+                                   RG_GELU_NONE), "qkv");
+        const uint16_t *k = (const uint16_t *)ch->qkv + C, *v = k + C;
+        if (c->mode == 1) {
+            must(be->ops->kv_write(be, c->kc[l], c->vc[l], k, Q, v, Q, c->slots, T, C), "kv_write");
+            must(be->ops->attn_decode(be, &c->a, ch->atty, ch->qkv, c->kc[l], c->vc[l]), "attn_decode");
+        } else if (c->mode == 2) {
+            must(be->ops->attn_decode_append(be, &c->a, ch->atty, ch->qkv, c->kc[l], c->vc[l], k, Q, v, Q),
+                 "attn_decode_append");
         }
-        for (int i = 0; i < c.sets; i++) rg_buffer_free(be, c.w[i]);
-        rg_buffer_free(be, c.inp);
-        rg_buffer_free(be, c.res);
-        rg_buffer_free(be, c.out);
-        rg_buffer_free(be, c.ln_w);
-        rg_buffer_free(be, c.ln_b);
-        rg_buffer_free(be, c.bias);
+        must(be->ops->linear_infer(be, ch->x1, ch->atty, NULL, NULL, 0.0f, ch->w[l][1], ch->bias, ch->x, T, C, C,
+                                   RG_GELU_NONE), "proj");
+        must(be->ops->linear_infer(be, ch->h, ch->x1, ch->ln_w, ch->ln_b, 1e-5f, ch->w[l][2], ch->bias, NULL, T, C, 3072,
+                                   RG_GELU_TANH), "fc1");
+        must(be->ops->linear_infer(be, ch->x, ch->h, NULL, NULL, 0.0f, ch->w[l][3], ch->bias, ch->x1, T, 3072, C,
+                                   RG_GELU_NONE), "fc2");
     }
+    must(be->ops->linear_infer(be, ch->logits, ch->x, ch->ln_w, ch->ln_b, 1e-5f, ch->lm, NULL, NULL, T, C, 50257,
+                               RG_GELU_NONE), "lm head");
+}
+
+static void bench_step(chain_ctx *ch) {
+    printf("\n| decode step's kernels (one graph, GPT-2 124M, lengths in [16, 640]) | S | projections us | "
+           "+ kv_write + attn_decode us | + attn_decode_append us | attention per layer, before -> after us |\n"
+           "|---|---|---|---|---|---|\n");
+    const int Ss[3] = {1, 16, 64};
+    for (int it = 0; it < 3; it++) {
+        const int32_t S = Ss[it], bs = 16;
+        int32_t lens[64], max_len = 0, nb_all = 0;
+        for (int32_t b = 0; b < S; b++) {
+            lens[b] = 16 + (int32_t)rg_rng_below(&rng, 625);
+            if (lens[b] > max_len) max_len = lens[b];
+            nb_all += (lens[b] + bs - 1) / bs;
+        }
+        const int32_t mb = (max_len + bs - 1) / bs;
+        int32_t *table = xmalloc(sizeof(int32_t) * (size_t)S * mb), *perm = xmalloc(sizeof(int32_t) * (size_t)nb_all);
+        int32_t slots[64];
+        for (int32_t i = 0; i < nb_all; i++) perm[i] = i;
+        for (int32_t i = nb_all - 1; i > 0; i--) {
+            int32_t j = (int32_t)rg_rng_below(&rng, (uint64_t)i + 1), t = perm[i];
+            perm[i] = perm[j];
+            perm[j] = t;
+        }
+        for (int32_t b = 0, next = 0; b < S; b++) {
+            int32_t nb = (lens[b] + bs - 1) / bs;
+            for (int32_t j = 0; j < mb; j++) table[(int64_t)b * mb + j] = j < nb ? perm[next++] : -1;
+            int32_t p = lens[b] - 1;
+            slots[b] = table[(int64_t)b * mb + p / bs] * bs + p % bs;
+        }
+        step_ctx c;
+        memset(&c, 0, sizeof c);
+        c.ch = ch;
+        int32_t *dev;  /* table | lens | slots */
+        size_t n_int = (size_t)S * mb + 2 * (size_t)S;
+        int32_t *host = xmalloc(sizeof(int32_t) * n_int);
+        memcpy(host, table, sizeof(int32_t) * (size_t)S * mb);
+        memcpy(host + (size_t)S * mb, lens, sizeof(int32_t) * (size_t)S);
+        memcpy(host + (size_t)S * mb + S, slots, sizeof(int32_t) * (size_t)S);
+        must(rg_buffer_alloc(be, sizeof(int32_t) * n_int, (void **)&dev), "alloc");
+        must(rg_buffer_upload(be, dev, host, sizeof(int32_t) * n_int), "upload");
+        c.slots = dev + (size_t)S * mb + S;
+        c.a = (rg_attn_decode_args){.n_seqs = S, .n_heads = 12, .n_kv_heads = 12, .head_dim = 64, .block_size = bs,
+                                    .max_blocks = mb, .max_seq_len = max_len, .stride_q = 2304, .scale = 0.125f,
+                                    .block_tables = dev, .seq_lens = dev + (size_t)S * mb, .seq_lens_host = lens};
+        for (int l = 0; l < 12; l++) {
+            c.kc[l] = dev_uniform((size_t)nb_all * bs * 768);
+            c.vc[l] = dev_uniform((size_t)nb_all * bs * 768);
+        }
+        ch->T = S;
+        double t[3];
+        for (int m = 0; m < 3; m++) {
+            c.mode = m;
+            step_run(0, &c);  /* once directly: the decode workspace grows outside the capture */
+            t[m] = time_graph(step_run, &c);
+        }
+        printf("| 12 layers + LM head | %d | %7.1f | %7.1f | %7.1f | %5.2f -> %5.2f |\n", S, t[0] * 1e6, t[1] * 1e6,
+               t[2] * 1e6, (t[1] - t[0]) * 1e6 / 12, (t[2] - t[0]) * 1e6 / 12);
+        for (int l = 0; l < 12; l++) {
+            rg_buffer_free(be, c.kc[l]);
+            rg_buffer_free(be, c.vc[l]);
+        }
+        rg_buffer_free(be, dev);
+        free(host);
+        free(table);
+        free(perm);
+    }
+}
+
+/* The per-projection table (skipped with only_step) and the chain of a
+ * decode step's projections in one graph, then bench_step on the same weights. */
+static void bench_projections(int only_step) {
+    const int64_t Ts[] = {1, 4, 16, 64};
     const double step_bytes = 2.0 * (12.0 * 768 * (2304 + 768 + 3072 + 3072) + 768.0 * 50257);
     const double floor_us = step_bytes / copy_gbs / 1e3;
-    printf("\nT = 1, sum of the rows above, 12 x (qkv + proj + fc1 + fc2) + LM head: fused %.1f us, LN + cuBLASLt "
-           "%.1f us; floor %.1f us (%.1f MB of weights at %.0f GB/s)\n",
-           layer_t1[0] * 1e6, layer_t1[1] * 1e6, floor_us, step_bytes / 1e6, copy_gbs);
+    if (!only_step) {
+        printf("\ninference projection (linear_infer), GPT-2 124M decode shapes; us per call from a CUDA graph of %d\n"
+               "back-to-back calls (launch cost excluded; the fused kernel overlaps the next call's weight loads with\n"
+               "programmatic dependent launch); GB/s and floor: weight bytes only, floor at the copy bandwidth\n\n",
+               ITERS);
+        printf("| projection | C -> OC | T | fused (K split as picked) us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
+               "of copy | floor us | auto picks |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        double layer_t1[2] = {0, 0}; /* T = 1: 12 x (qkv + proj + fc1 + fc2) + LM head, fused / unfused */
+        for (int k = 0; k < 5; k++) {
+            const proj_shape *s = &gpt2_proj[k];
+            proj_ctx c = {.s = s};
+            const double wbytes = 2.0 * s->C * s->OC;
+            c.sets = (int)(ROTATE_BYTES / wbytes) + 1;
+            if (c.sets > ITERS) c.sets = ITERS;
+            for (int i = 0; i < c.sets; i++) c.w[i] = dev_uniform((size_t)s->C * s->OC);
+            c.inp = dev_uniform((size_t)64 * s->C);
+            c.res = dev_uniform((size_t)64 * s->OC);
+            must(rg_buffer_alloc(be, (size_t)64 * s->OC * 2, &c.out), "alloc");
+            c.ln_w = dev_uniform(s->C);
+            c.ln_b = dev_uniform(s->C);
+            c.bias = dev_uniform(s->OC);
+            for (int it = 0; it < 4; it++) {
+                c.T = Ts[it];
+                double t[2], t_split, t_auto;
+                for (int m = 0; m < 2; m++) {
+                    rg_cuda_linear_infer_mode = m + 1;
+                    t[m] = time_graph(proj_run, &c);
+                }
+                rg_cuda_linear_infer_mode = 1;
+                rg_cuda_linear_infer_ksplit = 4;
+                t_split = time_graph(proj_run, &c);
+                rg_cuda_linear_infer_ksplit = 0;
+                rg_cuda_linear_infer_mode = 0;
+                t_auto = time_graph(proj_run, &c);
+                if (c.T == 1)
+                    for (int m = 0; m < 2; m++) layer_t1[m] += t[m] * (k == 4 ? 1 : 12);
+                printf("| %-20s | %d -> %d | %lld | %7.2f | %7.2f | %7.2f | %5.2fx | %6.0f | %5.1f%% | %5.2f | %7.2f us |\n",
+                       s->name, s->C, s->OC, (long long)c.T, t[0] * 1e6, t_split * 1e6, t[1] * 1e6, t[1] / t[0],
+                       wbytes / t[0] / 1e9, 100.0 * wbytes / t[0] / 1e9 / copy_gbs, wbytes / copy_gbs / 1e3, t_auto * 1e6);
+            }
+            for (int i = 0; i < c.sets; i++) rg_buffer_free(be, c.w[i]);
+            rg_buffer_free(be, c.inp);
+            rg_buffer_free(be, c.res);
+            rg_buffer_free(be, c.out);
+            rg_buffer_free(be, c.ln_w);
+            rg_buffer_free(be, c.ln_b);
+            rg_buffer_free(be, c.bias);
+        }
+        printf("\nT = 1, sum of the rows above, 12 x (qkv + proj + fc1 + fc2) + LM head: fused %.1f us, LN + cuBLASLt "
+               "%.1f us; floor %.1f us (%.1f MB of weights at %.0f GB/s)\n",
+               layer_t1[0] * 1e6, layer_t1[1] * 1e6, floor_us, step_bytes / 1e6, copy_gbs);
+    }
 
     /* the same chain in one graph, each layer with its own weights, as a decode step runs it */
     chain_ctx ch;
@@ -417,7 +530,7 @@ static void bench_projections(void) {
     ch.bias = dev_uniform(3072);
     printf("\n| decode step's projections (one graph) | T | fused us | LN + cuBLASLt us | auto us | floor us | auto / floor |\n"
            "|---|---|---|---|---|---|---|\n");
-    for (int it = 0; it < 4; it++) {
+    for (int it = 0; it < 4 && !only_step; it++) {
         ch.T = Ts[it];
         double t[3];
         for (int m = 0; m < 3; m++) {
@@ -428,6 +541,7 @@ static void bench_projections(void) {
         printf("| 12 layers + LM head | %lld | %7.1f | %7.1f | %7.1f | %6.1f | %4.2fx |\n", (long long)ch.T, t[0] * 1e6,
                t[1] * 1e6, t[2] * 1e6, floor_us, t[2] * 1e6 / floor_us);
     }
+    bench_step(&ch);
     for (int l = 0; l < 12; l++)
         for (int j = 0; j < 4; j++) rg_buffer_free(be, ch.w[l][j]);
     void *bufs[] = {ch.lm, ch.x, ch.x1, ch.atty, ch.qkv, ch.h, ch.logits, ch.ln_w, ch.ln_b, ch.bias};
@@ -438,6 +552,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     rg_rng_seed(&rng, argc > 1 ? strtoull(argv[1], NULL, 10) : 1);
     const int only_proj = argc > 2 && strcmp(argv[2], "proj") == 0;
+    const int only_step = argc > 2 && strcmp(argv[2], "step") == 0;
     if (!rg_backend_available(RG_BACKEND_CUDA)) {
         fprintf(stderr, "cuda_decode_bench: no CUDA device\n");
         return 77;
@@ -456,8 +571,8 @@ int main(int argc, char **argv) {
     rg_buffer_free(be, cc.b);
     printf("cuda_decode_bench: device copy %.0f GB/s (1 GiB, read + write, spread %.1f%%); median of %d x %d calls\n\n",
            copy_gbs, sp * 100, REPS, ITERS);
-    if (only_proj) {
-        bench_projections();
+    if (only_proj || only_step) {
+        bench_projections(only_step);
         rg_backend_free(be);
         return 0;
     }
@@ -485,7 +600,7 @@ int main(int argc, char **argv) {
     lens[7] = 4000;
     bench_case("gpt2 63 tiny + one 4000", 64, lens, 12, 12, 64, all_parts, n_all);
     bench_copies();
-    bench_projections();
+    bench_projections(0);
     rg_backend_free(be);
     return 0;
 }

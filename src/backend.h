@@ -200,6 +200,21 @@ typedef struct rg_backend_ops {
                               const void *ln_b, float eps, const void *weight, const void *bias,
                               const void *residual, int64_t T, int C, int OC, int gelu);
 
+    /* ---- decode attention with the step's new K/V (issue 6; appended) ---- */
+    /* The decode step's kv_write + attn_decode in one op: for every sequence b
+     * with seq_lens[b] >= 1 the key and value of its last position len - 1 are
+     * k[b], v[b] (rows of h_kv * d act elements, stride_k, stride_v apart;
+     * usually views into the qkv projection's output): they are written to
+     * that position's cache slot (through block_tables), and o is then
+     * exactly what attn_decode gives over positions 0 .. len - 1. The slot's
+     * previous contents are never read; a length-0 sequence writes nothing
+     * and gives zeros. Every other cache row is only read, so a backend may
+     * read them before the kernel that produces q, k, v has finished (CUDA:
+     * programmatic dependent launch). NULL: the caller composes the two ops. */
+    rg_status (*attn_decode_append)(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                    void *k_cache, void *v_cache, const void *k, int32_t stride_k, const void *v,
+                                    int32_t stride_v);
+
     /* ---- per-op profile (ragged.h section 2); NULL when the backend is not profiling ---- */
     rg_status (*profile_reset)(rg_backend *be);
     rg_status (*profile_read)(rg_backend *be, rg_profile_entry *out, int cap, int *n);

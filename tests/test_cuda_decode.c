@@ -10,6 +10,12 @@
  * every device output, the automatic split over the keys and a forced one,
  * each call into freshly poisoned output (a split sequence whose merge
  * counter a previous call left set would skip its merge and show).
+ * The decode step's op (rg_attn_decode_append: the new token's k, v written
+ * by the attention kernel itself, its old K/V read before the grid
+ * dependency) on the same cases: the output as above, and both layer pools
+ * bit for bit what they were plus exactly the new rows at their slots (a
+ * stray or missing write shows), new rows as fused-qkv views, packed, or
+ * with an odd stride (the kernel's element path), calls repeated.
  * Skips (77) without a CUDA device.
  *
  * Threshold, relative L2 per sequence and head group: 1.25u with u = 2^-8
@@ -94,7 +100,16 @@ typedef struct dcase {
     const int32_t *lens;
     float scale;   /* <= 0: default */
     bool fused;    /* q (and layer 1's new k, v) are views into one (n, (h + 2 hkv) d) buffer; lens >= 1 */
+    bool append;   /* layer 1's new k, v go in through rg_attn_decode_append, not kv_write; lens >= 1 */
 } dcase;
+
+/* Layer 1's decode: rg_attn_decode, or with c->append the step's op with the
+ * new rows at nk, nv (stride ns elements). */
+static rg_status decode_call(const dcase *c, rg_kv_cache *kv, const void *dq, int32_t sq, const void *nk,
+                             const void *nv, int32_t ns, void *o) {
+    if (!c->append) return rg_attn_decode(gpu, kv, 1, c->h, c->scale, dq, sq, o);
+    return rg_attn_decode_append(gpu, kv, 1, c->h, c->scale, dq, sq, nk, ns, nv, ns, o);
+}
 
 /* The decode through the CPU backend's op on the same (fp32, bf16-exact) data:
  * one layer, all tokens written in one step. Returns false if it failed. */
@@ -193,7 +208,32 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
     void *dq = to_gpu(qkv, (size_t)(n * sq));
     ok = ok && dq && CHECK(rg_kv_cache_append(kv, n, ids, cnt) == RG_OK, "%s: append 2: %s", label, rg_last_error());
     ok = ok && CHECK(rg_kv_cache_set_batch(kv, n, ids, cu) == RG_OK, "%s: set_batch 2: %s", label, rg_last_error());
+    /* Append: layer 1's new rows stay out of the cache; they are views into
+     * qkv (fused) or rows of their own, packed or with an odd stride. */
+    void *dnew_k = NULL, *dnew_v = NULL;
+    int32_t ns = 0;
+    if (ok && c->append) {
+        if (c->fused) {
+            dnew_k = (uint16_t *)dq + (int64_t)h * d;
+            dnew_v = (uint16_t *)dq + (int64_t)(h + hkv) * d;
+            ns = (int32_t)fw;
+        } else {
+            ns = row + (int32_t[]){0, 8, 3}[rg_rng_below(r, 3)];
+            float *nk = rg_test_xmalloc(sizeof(float) * (size_t)n * ns), *nv = rg_test_xmalloc(sizeof(float) * (size_t)n * ns);
+            for (size_t i = 0; i < (size_t)n * ns; i++) nk[i] = nv[i] = NAN;
+            for (int32_t b = 0; b < n; b++) {
+                memcpy(nk + (size_t)b * ns, k[1] + (size_t)(koff[b + 1] - 1) * row, sizeof(float) * row);
+                memcpy(nv + (size_t)b * ns, v[1] + (size_t)(koff[b + 1] - 1) * row, sizeof(float) * row);
+            }
+            dnew_k = to_gpu(nk, (size_t)n * ns);
+            dnew_v = to_gpu(nv, (size_t)n * ns);
+            free(nk);
+            free(nv);
+            ok = dnew_k && dnew_v;
+        }
+    }
     for (int l = 0; ok && l < 2; l++) {
+        if (l == 1 && c->append) continue;
         if (l == 1 && c->fused) {
             ok = CHECK(rg_kv_cache_write(kv, 1, (uint16_t *)dq + (int64_t)h * d, (int32_t)fw,
                                          (uint16_t *)dq + (int64_t)(h + hkv) * d, (int32_t)fw) == RG_OK,
@@ -220,15 +260,42 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
     ok = ok && CHECK(rg_buffer_alloc(gpu, 2 * tot, &dout) == RG_OK && rg_buffer_upload(gpu, dout, host, 2 * tot) == RG_OK,
                      "%s: output buffer: %s", label, rg_last_error());
     uint16_t *o_dev = dout ? (uint16_t *)dout + GUARD : NULL;
-    ok = ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK,
+    const int32_t sqa = c->fused ? (int32_t)fw : 0;
+    /* Append: both layers' pools before the call, to check after it that it
+     * wrote exactly the new rows of layer 1. */
+    const size_t pool_el = 2 * 2 * kv->layer_elems;
+    uint16_t *pool_before = NULL;
+    if (ok && c->append) {
+        pool_before = rg_test_xmalloc(2 * pool_el);
+        ok = CHECK(rg_buffer_download(gpu, pool_before, kv->pool, 2 * pool_el) == RG_OK, "%s: pool: %s", label,
+                   rg_last_error());
+    }
+    ok = ok && CHECK(decode_call(c, kv, dq, sqa, dnew_k, dnew_v, ns, o_dev) == RG_OK,
                      "%s: decode: %s", label, rg_last_error());
     ok = ok && CHECK(rg_buffer_download(gpu, host, dout, 2 * tot) == RG_OK, "%s: download: %s", label, rg_last_error());
+    if (ok && c->append) {
+        uint16_t *pool_after = rg_test_xmalloc(2 * pool_el);
+        ok = CHECK(rg_buffer_download(gpu, pool_after, kv->pool, 2 * pool_el) == RG_OK, "%s: pool: %s", label,
+                   rg_last_error());
+        /* (layer, K|V, n_blocks, bs, hkv, d): layer 1's new rows at the batch's slots */
+        const int32_t *slots = kv->h_buf + (size_t)n * kv->b_max_blocks + n;
+        for (int32_t b = 0; b < n; b++)
+            for (int32_t i = 0; i < row; i++) {
+                size_t at = (size_t)slots[b] * row + i;
+                pool_before[2 * kv->layer_elems + at] = rg_f32_to_bf16(k[1][(size_t)(koff[b + 1] - 1) * row + i]);
+                pool_before[3 * kv->layer_elems + at] = rg_f32_to_bf16(v[1][(size_t)(koff[b + 1] - 1) * row + i]);
+            }
+        CHECK(!ok || memcmp(pool_before, pool_after, 2 * pool_el) == 0,
+              "%s: the cache after the append differs from the cache before plus the new rows at their slots", label);
+        free(pool_after);
+    }
+    free(pool_before);
     /* Sentinels again first: a call that skipped the merge (a split
      * sequence's counter not reset by the previous call) would otherwise
      * leave the first call's output in place and pass. */
     for (size_t i = 0; i < tot; i++) again[i] = SENT_BF16;
     ok = ok && CHECK(rg_buffer_upload(gpu, dout, again, 2 * tot) == RG_OK &&
-                     rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
+                     decode_call(c, kv, dq, sqa, dnew_k, dnew_v, ns, o_dev) == RG_OK &&
                      rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: decode again: %s", label,
                      rg_last_error());
     if (ok) {
@@ -249,7 +316,7 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         ok = CHECK(rg_buffer_upload(gpu, dout, again, 2 * tot) == RG_OK, "%s: sentinels: %s", label, rg_last_error());
         char what[64];
         snprintf(what, sizeof what, "cuda (partition %d) vs double reference", forced);
-        if (ok && CHECK(rg_attn_decode(gpu, kv, 1, h, c->scale, dq, c->fused ? (int32_t)fw : 0, o_dev) == RG_OK &&
+        if (ok && CHECK(decode_call(c, kv, dq, sqa, dnew_k, dnew_v, ns, o_dev) == RG_OK &&
                   rg_buffer_download(gpu, again, dout, 2 * tot) == RG_OK, "%s: forced partition: %s", label,
                   rg_last_error())) {
             float *o2 = rg_test_xmalloc(sizeof(float) * no);
@@ -267,6 +334,10 @@ static void run_case(rg_rng *r, const dcase *c, const char *label) {
         free(ref);
     }
     rg_buffer_free(gpu, dout);
+    if (c->append && !c->fused) {
+        rg_buffer_free(gpu, dnew_k);
+        rg_buffer_free(gpu, dnew_v);
+    }
     rg_buffer_free(gpu, dq);
     free(host);
     free(again);
@@ -294,10 +365,14 @@ static void test_lengths(rg_rng *r, bool quick) {
             int32_t d = i < 2 ? head_dims[hh] : head_dims[rg_rng_below(r, 7)];
             dcase c = {.n = 1, .h = heads[hh][0], .hkv = heads[hh][1], .d = d,
                        .bs = bss[(i + hh) % 4], .lens = &lens[i], .fused = lens[i] > 0 && hh == 1};
-            char label[128];
-            snprintf(label, sizeof label, "len %d h %d/%d d %d bs %d%s", lens[i], c.h, c.hkv, d, c.bs,
-                     c.fused ? " fused" : "");
-            run_case(r, &c, label);
+            for (int ap = 0; ap < 2; ap++) {
+                if (ap && lens[i] == 0) continue;  /* a decode step's sequences hold their new token */
+                c.append = ap;
+                char label[128];
+                snprintf(label, sizeof label, "len %d h %d/%d d %d bs %d%s%s", lens[i], c.h, c.hkv, d, c.bs,
+                         c.fused ? " fused" : "", ap ? " append" : "");
+                run_case(r, &c, label);
+            }
         }
     }
 }
@@ -310,20 +385,22 @@ static void test_batches(rg_rng *r, bool quick) {
     for (int it = 0; it < rounds; it++) {
         int32_t n = sizes[it % 6];
         int32_t *lens = rg_test_xmalloc(sizeof(int32_t) * (size_t)n);
-        bool fused = rg_rng_below(r, 2);
+        bool fused = rg_rng_below(r, 2), append = it % 2 == 1;
         for (int32_t b = 0; b < n; b++) {
             uint64_t kind = rg_rng_below(r, 4);
             lens[b] = kind == 0 ? (int32_t)rg_rng_below(r, 3) : kind == 1 ? 14 + (int32_t)rg_rng_below(r, 5)
                                                                           : 1 + (int32_t)rg_rng_below(r, 300);
-            if (fused && lens[b] == 0) lens[b] = 1;
+            if ((fused || append) && lens[b] == 0) lens[b] = 1;
         }
         lens[rg_rng_below(r, (uint64_t)n)] = (quick ? 700 : 3000) + (int32_t)rg_rng_below(r, 1200);
         int hh = (int)rg_rng_below(r, 5);
         dcase c = {.n = n, .h = heads[hh][0], .hkv = heads[hh][1], .d = head_dims[rg_rng_below(r, 7)],
                    .bs = (int32_t[]){16, 16, 1, 5, 31}[rg_rng_below(r, 5)], .lens = lens,
-                   .scale = rg_rng_below(r, 2) ? 0.0f : 0.05f + (float)rg_rng_uniform(r), .fused = fused};
+                   .scale = rg_rng_below(r, 2) ? 0.0f : 0.05f + (float)rg_rng_uniform(r), .fused = fused,
+                   .append = append};
         char label[128];
-        snprintf(label, sizeof label, "batch %d h %d/%d d %d bs %d%s", n, c.h, c.hkv, c.d, c.bs, fused ? " fused" : "");
+        snprintf(label, sizeof label, "batch %d h %d/%d d %d bs %d%s%s", n, c.h, c.hkv, c.d, c.bs,
+                 fused ? " fused" : "", append ? " append" : "");
         run_case(r, &c, label);
         free(lens);
     }
@@ -332,6 +409,11 @@ static void test_batches(rg_rng *r, bool quick) {
     for (int32_t b = 0; b < n; b++) lens[b] = 16 + (int32_t)rg_rng_below(r, 625);
     dcase c = {.n = n, .h = 12, .hkv = 12, .d = 64, .bs = 16, .lens = lens, .fused = true};
     run_case(r, &c, "gpt2 batch, lengths in [16, 640]");
+    c.append = true;
+    run_case(r, &c, "gpt2 batch, lengths in [16, 640], append");
+    /* the decode step at batch 1 */
+    c.n = 1;
+    run_case(r, &c, "gpt2 batch 1, append");
     free(lens);
 }
 

@@ -298,9 +298,11 @@ static void test_graph_replay(rg_rng *rng) {
 }
 
 /* argmax_rows on CUDA against the first-maximum loop: bf16 rows of small
- * integers (exact in bf16, many ties), an all -inf row, V = 1, 7, 50257. */
+ * integers (exact in bf16, many ties), an all -inf row, V = 1 to 50257
+ * (rows of odd V start off the 16-byte boundary, those of V % 8 == 0 on it;
+ * 8200 leaves every thread of the block a chunk and some two). */
 static void test_argmax(rg_rng *rng) {
-    static const int Vs[] = {1, 7, 1000, 50257};
+    static const int Vs[] = {1, 7, 8, 9, 16, 1000, 8200, 50257};
     for (size_t k = 0; k < sizeof Vs / sizeof Vs[0]; k++) {
         const int V = Vs[k], n = 65;
         int32_t ref[65], got[65];

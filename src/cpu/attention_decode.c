@@ -118,3 +118,19 @@ rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const vo
     }
     return RG_OK;
 }
+
+rg_status rg_cpu_attn_decode_append(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                    void *k_cache, void *v_cache, const void *k_, int32_t stride_k, const void *v_,
+                                    int32_t stride_v) {
+    const float *k = k_, *v = v_;
+    const int32_t row = a->n_kv_heads * a->head_dim, bs = a->block_size;
+    for (int32_t b = 0; b < a->n_seqs; b++) {
+        int32_t j = a->seq_lens_host[b] - 1;
+        if (j < 0) continue;
+        /* the same slot rule as the kernel: block table entry of position j */
+        int32_t slot = a->block_tables[(int64_t)b * a->max_blocks + j / bs] * bs + j % bs;
+        RG_TRY(rg_cpu_kv_write(be, k_cache, v_cache, k + (int64_t)b * stride_k, stride_k, v + (int64_t)b * stride_v,
+                               stride_v, &slot, 1, row));
+    }
+    return rg_cpu_attn_decode(be, a, o, q, k_cache, v_cache);
+}

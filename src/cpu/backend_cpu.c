@@ -96,6 +96,7 @@ static const rg_backend_ops cpu_ops = {
     .adamw_update = rg_cpu_adamw_update,
     .attn_decode = rg_cpu_attn_decode,
     .kv_write = rg_cpu_kv_write,
+    .attn_decode_append = rg_cpu_attn_decode_append,
     .gather_rows = rg_cpu_gather_rows,
     .argmax_rows = rg_cpu_argmax_rows,
     .matmul_forward_residual = rg_cpu_matmul_forward_residual,

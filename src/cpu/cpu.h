@@ -91,6 +91,11 @@ rg_status rg_cpu_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void 
                              const void *k_cache, const void *v_cache);
 rg_status rg_cpu_kv_write(rg_backend *be, void *k_cache, void *v_cache, const void *k, int32_t stride_k,
                           const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
+/* The reference of attn_decode_append: the new rows' slots from the tables,
+ * then rg_cpu_kv_write's copy and rg_cpu_attn_decode. */
+rg_status rg_cpu_attn_decode_append(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                    void *k_cache, void *v_cache, const void *k, int32_t stride_k, const void *v,
+                                    int32_t stride_v);
 rg_status rg_cpu_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
 rg_status rg_cpu_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
 

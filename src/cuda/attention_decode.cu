@@ -29,7 +29,16 @@
  * them in partition order (deterministic). Length 0 gives zeros.
  * Memory-bound: the bytes are K + V of every sequence, q and o
  * (measurements in bench/cuda_attention_NOTES.md). No host sync; the
- * workspace (partials and counters) is grown only outside a graph capture. */
+ * workspace (partials and counters) is grown only outside a graph capture.
+ *
+ * Op attn_decode_append (the decode step's kv_write folded in): the new
+ * token's k, v are read from the qkv projection's output and written to
+ * their slot here, and since every other cache row is constant during the
+ * step, a CTA requests its first batch of K/V rows before the grid
+ * dependency wait (launched with programmatic dependent launch, as
+ * linear_infer does with its weights): at batch 1 the DRAM round trips of
+ * the old keys overlap the qkv projection, and only q, the new row and the
+ * arithmetic remain after it. */
 #include "cuda/attention_common.cuh"
 #include "cuda/ops.cuh"
 
@@ -45,6 +54,13 @@ template <int D> struct dec_gmax { static constexpr int value = D >= 256 ? 2 : D
 /* Key rows each lane has in flight (K and V each) before using them. */
 template <int G> struct dec_unroll { static constexpr int value = G <= 2 ? 8 : 4; };
 
+/* CTAs per multiprocessor the register budget must allow (launch bounds):
+ * what the plain kernels reach on their own (125 registers at G = 1, 154-168
+ * at 2 and 4); the append variants, whose first batch of K/V is live across
+ * the grid dependency wait, would otherwise take 137 / 192 registers and lose
+ * a CTA per multiprocessor (measured: batch 64 steps 14 % slower). */
+template <int G> struct dec_min_ctas { static constexpr int value = G == 1 ? 4 : G <= 4 ? 3 : 2; };
+
 /* Keys a CTA reads per batch of loads: the smallest useful partition. */
 template <int D, int G> struct dec_step {
     static constexpr int value = (32 / (D / 8)) * DEC_WARPS * dec_unroll<G>::value;
@@ -53,6 +69,10 @@ template <int D, int G> struct dec_step {
 struct dec_params {
     const rg_bf16 *q, *kc, *vc;
     rg_bf16 *o;
+    rg_bf16 *kw, *vw;           /* APPEND: the same caches, written at the new token's slot */
+    const rg_bf16 *kn, *vn;     /* APPEND: the new token's k, v rows (n_seqs, h_kv * d), strides below */
+    int64_t stride_kn, stride_vn;
+    bool new_vec;               /* kn, vn rows allow 16-byte loads */
     const int32_t *tables, *lens;
     float *pm, *pl, *pacc;      /* partials: m, l (n_items, h); acc (n_items, h, d) */
     int *count;                 /* (n_seqs, h_kv * n_groups) CTAs done, 0 between calls */
@@ -73,9 +93,15 @@ struct dec_params {
  * (sequence, partition) work item blockIdx.y is (file comment). out: sequence
  * (-1 when the item is past the last one), partition, partitions of that
  * sequence, P. */
+/* A load of an int (lengths, block table): L2 only (CG: before the grid
+ * dependency wait, where nothing guarantees that this multiprocessor's L1
+ * holds no older copy) or the ordinary cached load (after it; the plain op). */
+template <bool CG> __device__ __forceinline__ int ld_int(const int32_t *x) { return CG ? __ldcg(x) : *x; }
+
+template <bool CG>
 __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
     long long total = 0;
-    for (int i = lane; i < p.n_seqs; i += 32) total += max(p.lens[i], 0);
+    for (int i = lane; i < p.n_seqs; i += 32) total += max(ld_int<CG>(p.lens + i), 0);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
     long long per = (total + p.nw - 1) / p.nw;
@@ -83,7 +109,7 @@ __device__ void find_item(const dec_params &p, int step, int lane, int *out) {
     const int item = blockIdx.y;
     int before = 0, b = -1, part = 0, np = 0;
     for (int base = 0; base < p.n_seqs && b < 0; base += 32) {
-        int i = base + lane, len = i < p.n_seqs ? max(p.lens[i], 0) : 0;
+        int i = base + lane, len = i < p.n_seqs ? max(ld_int<CG>(p.lens + i), 0) : 0;
         int mine = i < p.n_seqs ? max(1, (len + P - 1) / P) : 0, incl = mine;
 #pragma unroll
         for (int o = 1; o < 32; o <<= 1) {
@@ -136,8 +162,26 @@ __device__ void merge_if_last(const dec_params &p, int b, int first, int np, int
     }
 }
 
-template <int D, int G>
-__global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p) {
+/* 8 bf16 of a new k or v row (after the grid dependency: the kernel before wrote them). */
+__device__ __forceinline__ uint4 load_new8(const rg_bf16 *x, bool vec) {
+    if (vec) return __ldcg(reinterpret_cast<const uint4 *>(x));
+    uint4 u;
+    unsigned short *h = reinterpret_cast<unsigned short *>(&u);
+    const unsigned short *xs = reinterpret_cast<const unsigned short *>(x);
+#pragma unroll
+    for (int e = 0; e < 8; e++) h[e] = __ldcg(xs + e);
+    return u;
+}
+
+/* APPEND (op attn_decode_append): the new token's k, v come from p.kn, p.vn
+ * and are written to its cache slot by one CTA per (sequence, kv head); all
+ * other cache rows, the lengths and the block table are constant during the
+ * step, so they are read before the grid dependency wait (programmatic
+ * dependent launch: inside the decode graph this overlaps the qkv
+ * projection), and only q and the new rows after it. Without APPEND (op
+ * attn_decode, whose kv_write ran just before) everything waits. */
+template <int D, int G, bool APPEND>
+__global__ void __launch_bounds__(DEC_THREADS, dec_min_ctas<G>::value) decode_kernel(const dec_params p) {
     constexpr int L = D / 8;              /* lanes per key row, 16 bytes each */
     constexpr int KPW = 32 / L;           /* keys per warp per step */
     constexpr int KPC = KPW * DEC_WARPS;  /* keys per CTA per step */
@@ -151,12 +195,16 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
     const int kvh = blockIdx.x / p.n_groups, grp = blockIdx.x % p.n_groups;
     const int h0 = kvh * p.g + grp * G, ng = min(G, p.g - grp * G);
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    if (warp == 0) find_item(p, STEP, lane, s_item);
+    if (warp == 0) find_item<APPEND>(p, STEP, lane, s_item);
     __syncthreads();
     const int b = s_item[0], part = s_item[1], np = s_item[2], P = s_item[3];
     if (b < 0) return;
-    const int len = p.lens[b], j0 = part * P;
+    const int len = ld_int<APPEND>(p.lens + b), j0 = part * P;
     if (len <= 0) {
+        if (APPEND) { /* o may still be read by an earlier kernel: written after the wait */
+            rg_pdl_wait();
+            rg_pdl_launch_dependents();
+        }
         for (int i = tid; i < ng * p.d; i += DEC_THREADS)
             p.o[((int64_t)b * p.h + h0 + i / p.d) * p.d + i % p.d] = __float2bfloat16_rn(0.0f);
         return;
@@ -164,27 +212,81 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
     const int n = min(P, len - j0);
     const int32_t *table = p.tables + (int64_t)b * p.max_blocks;
 
+    /* This lane reads columns col..col+7 of keys first + u * KPC of each batch. */
+    const int c8 = lane % L, kg = lane / L, col = c8 * 8;
+    const bool col_ok = col < p.d;
+    const int first = warp * KPW + kg;
+    const int64_t row_stride = (int64_t)p.hkv * p.d, head_off = (int64_t)kvh * p.d + col;
+    int64_t off[U];  /* element offsets of this lane's keys in the cache, -1 when none or new */
+    unsigned newm = 0;   /* APPEND: bit u set when key u is the new token (read from kn, vn) */
+    /* early: before the wait (L2-only loads, see ld_int) */
+    auto find_rows = [&](int base, bool early) {
+        newm = 0;
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int jj = base + u * KPC + first, j = j0 + jj;
+            bool in = jj < n && col_ok, fresh = APPEND && in && j == len - 1;
+            int blk = in && !fresh ? (early ? ld_int<true>(table + j / p.bs) : ld_int<false>(table + j / p.bs)) : 0;
+            off[u] = in && !fresh ? ((int64_t)blk * p.bs + j % p.bs) * row_stride + head_off : -1;
+            if (fresh) newm |= 1u << u;
+        }
+    };
+    uint4 kr[U], vr[U];
+    /* K and V of the batch whose rows find_rows found (cache rows only):
+     * before the wait L2-only loads, after it the read-only path of the
+     * plain kernel (session 4's third call, with L2-only loads everywhere and
+     * PDL on the plain op too, timed the plain kernel 20-43 % slower; which of
+     * the two cost it was not separated, so both went back). */
+    auto load_cache = [&](bool early) {
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
+            if (off[u] >= 0) {
+                const uint4 *kp = reinterpret_cast<const uint4 *>(p.kc + off[u]);
+                const uint4 *vp = reinterpret_cast<const uint4 *>(p.vc + off[u]);
+                kr[u] = early ? __ldcg(kp) : __ldg(kp);
+                vr[u] = early ? __ldcg(vp) : __ldg(vp);
+            }
+        }
+    };
+    auto load_new = [&](unsigned m) {
+        if (!APPEND || !m) return;
+        const int64_t at = (int64_t)kvh * p.d + col;
+#pragma unroll
+        for (int u = 0; u < U; u++)
+            if (m >> u & 1) {
+                kr[u] = load_new8(p.kn + (int64_t)b * p.stride_kn + at, p.new_vec);
+                vr[u] = load_new8(p.vn + (int64_t)b * p.stride_vn + at, p.new_vec);
+            }
+    };
+    find_rows(0, APPEND);
+    unsigned cur_new = newm;
+    if (APPEND) {
+        /* the first batch of old rows and the next batch's table entries are
+         * in flight before the wait */
+        load_cache(true);
+        if (STEP < n) find_rows(STEP, true);
+        rg_pdl_wait();
+        rg_pdl_launch_dependents();
+        load_new(cur_new);
+        /* The new token's k, v into their slot: by the CTA that holds the last
+         * position, for the first head group of the kv head. */
+        if (part == np - 1 && blockIdx.x % p.n_groups == 0 && tid < p.d / 8) {
+            const int j = len - 1;
+            const int64_t at = (int64_t)kvh * p.d + tid * 8;
+            const int64_t dst = ((int64_t)table[j / p.bs] * p.bs + j % p.bs) * row_stride + at;
+            *reinterpret_cast<uint4 *>(p.kw + dst) = load_new8(p.kn + (int64_t)b * p.stride_kn + at, p.new_vec);
+            *reinterpret_cast<uint4 *>(p.vw + dst) =
+                load_new8(p.vn + (int64_t)b * p.stride_vn + at, p.new_vec);
+        }
+    }
+
     for (int i = tid; i < G * D; i += DEC_THREADS) {
         int gi = i / D, c = i % D;
         float x = 0.0f;
         if (gi < ng && c < p.d) x = __bfloat162float(p.q[(int64_t)b * p.stride_q + (int64_t)(h0 + gi) * p.d + c]);
         sq[gi][c] = x * p.scale_log2;
     }
-
-    /* This lane reads columns col..col+7 of keys first + u * KPC of each batch. */
-    const int c8 = lane % L, kg = lane / L, col = c8 * 8;
-    const bool col_ok = col < p.d;
-    const int first = warp * KPW + kg;
-    const int64_t row_stride = (int64_t)p.hkv * p.d, head_off = (int64_t)kvh * p.d + col;
-    int64_t off[U];  /* element offsets of this lane's keys in the cache, -1 when none */
-    auto find_rows = [&](int base) {
-#pragma unroll
-        for (int u = 0; u < U; u++) {
-            int jj = base + u * KPC + first, j = j0 + jj;
-            off[u] = jj < n && col_ok ? ((int64_t)table[j / p.bs] * p.bs + j % p.bs) * row_stride + head_off : -1;
-        }
-    };
-    find_rows(0);
     __syncthreads();
 
     /* Online softmax over this lane group's keys (every lane of a group holds
@@ -198,18 +300,15 @@ __global__ void __launch_bounds__(DEC_THREADS) decode_kernel(const dec_params p)
         for (int e = 0; e < 8; e++) acc[gi][e] = 0.0f;
     }
     for (int base = 0; base < n; base += STEP) {
-        uint4 kr[U], vr[U];
+        if (!APPEND || base > 0) {  /* (APPEND's first batch is loaded above) */
+            load_cache(false);
+            cur_new = newm;
+            load_new(cur_new);
+            if (base + STEP < n) find_rows(base + STEP, false);  /* the next batch's block-table reads overlap these */
+        }
         bool valid[U];
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            valid[u] = base + u * KPC + first < n;
-            kr[u] = vr[u] = make_uint4(0, 0, 0, 0);
-            if (off[u] >= 0) {
-                kr[u] = __ldg(reinterpret_cast<const uint4 *>(p.kc + off[u]));
-                vr[u] = __ldg(reinterpret_cast<const uint4 *>(p.vc + off[u]));
-            }
-        }
-        if (base + STEP < n) find_rows(base + STEP);  /* the next batch's block-table reads overlap these */
+        for (int u = 0; u < U; u++) valid[u] = base + u * KPC + first < n;
 #pragma unroll
         for (int gi = 0; gi < G; gi++) {
             float qv[8];
@@ -292,18 +391,25 @@ typedef void (*dec_kernel_t)(const dec_params);
 /* A kernel and its keys per load batch. */
 struct dec_kernel { dec_kernel_t fn; int step; };
 
-template <int D, int G> dec_kernel make_kernel() { return {decode_kernel<D, G>, dec_step<D, G>::value}; }
+template <int D, int G, bool A> dec_kernel make_kernel() {
+    return {decode_kernel<D, G, A>, dec_step<D, G>::value};
+}
 
-template <int D> dec_kernel pick_g(int G) {
+template <int D, bool A> dec_kernel pick_g(int G) {
     constexpr int GM = dec_gmax<D>::value;
-    if (G <= 1) return make_kernel<D, 1>();
+    if (G <= 1) return make_kernel<D, 1, A>();
     if constexpr (GM == 2) {
-        return make_kernel<D, 2>();
+        return make_kernel<D, 2, A>();
     } else {
-        if (G <= 2) return make_kernel<D, 2>();
-        if constexpr (GM == 4) return make_kernel<D, 4>();
-        else return G <= 4 ? make_kernel<D, 4>() : make_kernel<D, 8>();
+        if (G <= 2) return make_kernel<D, 2, A>();
+        if constexpr (GM == 4) return make_kernel<D, 4, A>();
+        else return G <= 4 ? make_kernel<D, 4, A>() : make_kernel<D, 8, A>();
     }
+}
+
+template <bool A> dec_kernel pick_kernel(int D, int G) {
+    return D == 32 ? pick_g<32, A>(G) : D == 64 ? pick_g<64, A>(G) : D == 128 ? pick_g<128, A>(G)
+                                                                          : pick_g<256, A>(G);
 }
 
 /* Heads per CTA: all of a kv head's g query heads when they fit, else groups
@@ -381,9 +487,11 @@ static rg_status dec_ws_reserve(rg_cuda_state *st, size_t floats, size_t counter
     return RG_OK;
 }
 
-rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
-                              const void *k_cache, const void *v_cache) {
-    const char *fn = "rg_attn_decode (cuda)";
+/* Both ops: append is false for attn_decode (kn, vn unused). */
+static rg_status decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q, void *k_cache,
+                        void *v_cache, bool append, const void *kn, int32_t stride_kn, const void *vn,
+                        int32_t stride_vn) {
+    const char *fn = append ? "attn_decode_append (cuda)" : "rg_attn_decode (cuda)";
     rg_cuda_state *st = rg_cuda(be);
     if (a->n_seqs <= 0) return RG_OK;
     if (!rg_aligned16(k_cache) || !rg_aligned16(v_cache))
@@ -391,8 +499,7 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     const int d = a->head_dim, g = a->n_heads / a->n_kv_heads;
     const int D = d <= 32 ? 32 : d <= 64 ? 64 : d <= 128 ? 128 : 256;
     const int G = heads_per_cta(D, g), n_groups = (g + G - 1) / G;
-    const dec_kernel kern = D == 32 ? pick_g<32>(G) : D == 64 ? pick_g<64>(G) : D == 128 ? pick_g<128>(G)
-                                                                                       : pick_g<256>(G);
+    const dec_kernel kern = append ? pick_kernel<true>(D, G) : pick_kernel<false>(D, G);
     const int64_t cpp = (int64_t)a->n_kv_heads * n_groups;
     const int nw = partition_budget(st, cpp);
     int fp = 0;
@@ -427,6 +534,13 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.kc = (const rg_bf16 *)k_cache;
     p.vc = (const rg_bf16 *)v_cache;
     p.o = (rg_bf16 *)o;
+    p.kw = append ? (rg_bf16 *)k_cache : NULL;
+    p.vw = append ? (rg_bf16 *)v_cache : NULL;
+    p.kn = (const rg_bf16 *)kn;
+    p.vn = (const rg_bf16 *)vn;
+    p.stride_kn = stride_kn;
+    p.stride_vn = stride_vn;
+    p.new_vec = rg_aligned16(kn) && rg_aligned16(vn) && stride_kn % 8 == 0 && stride_vn % 8 == 0;
     p.tables = a->block_tables;
     p.lens = a->seq_lens;
     p.h = a->n_heads;
@@ -450,8 +564,28 @@ rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void
     p.pacc = p.pl + n_ml;
     /* Head groups along x, items along y: CTAs are dispatched x first, so every
      * real item is issued before the empty ones at the end of y. */
-    dim3 grid((unsigned)cpp, (unsigned)n_items);
-    kern.fn<<<grid, DEC_THREADS, 0, st->stream>>>(p);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)cpp, (unsigned)n_items);
+    cfg.blockDim = dim3(DEC_THREADS);
+    cfg.stream = st->stream;
+    cudaLaunchAttribute attr[1];
+    cfg.attrs = attr;
+    /* PDL only for append: the plain op follows the kv_write it reads, so it
+     * could only wait first (see load_cache for what that measured) */
+    cfg.numAttrs = append ? rg_cuda_pdl_attr(st, &attr[0]) : 0;
+    RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, kern.fn, p));
     RG_CUDA_CHECK_LAUNCH("decode attention");
     return RG_OK;
+}
+
+rg_status rg_cuda_attn_decode(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                              const void *k_cache, const void *v_cache) {
+    /* not written without append */
+    return decode(be, a, o, q, (void *)k_cache, (void *)v_cache, false, NULL, 0, NULL, 0);
+}
+
+rg_status rg_cuda_attn_decode_append(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                     void *k_cache, void *v_cache, const void *k, int32_t stride_k, const void *v,
+                                     int32_t stride_v) {
+    return decode(be, a, o, q, k_cache, v_cache, true, k, stride_k, v, stride_v);
 }

@@ -114,6 +114,7 @@ static rg_backend_ops make_ops(void) {
     o.graph_launch = rg_cuda_graph_launch;
     o.graph_free = rg_cuda_graph_free;
     o.linear_infer = rg_cuda_linear_infer;
+    o.attn_decode_append = rg_cuda_attn_decode_append;
     return o;
 }
 static const rg_backend_ops cuda_ops = make_ops();

@@ -74,18 +74,6 @@ struct li_args {
     int ksplit; /* blocks of a cluster splitting K further (1: no cluster) */
 };
 
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 /* d += a (16x16, row) * b (16x8, col), bf16 in, fp32 accumulate. */
 __device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
@@ -204,8 +192,8 @@ __global__ void __launch_bounds__(LI_THREADS) linear_infer_kernel(li_args a) {
     for (int u = 0; u < LI_U; u++)
         if (u < mine) load_chunk(wbuf[u], w0, w1, (c_lo + kp + u * ks) * 32, lim);
 
-    pdl_wait(); /* from here on: inp and residual are the previous kernel's results */
-    pdl_launch_dependents();
+    rg_pdl_wait(); /* from here on: inp and residual are the previous kernel's results */
+    rg_pdl_launch_dependents();
 
     /* the epilogue's first output of this thread: its bias and residual requested now */
     const int n_out = rows * T, estride = ksplit * LI_THREADS, e0 = kr * LI_THREADS + tid;
@@ -403,11 +391,7 @@ static rg_status launch_fused(rg_cuda_state *st, const li_args &a, size_t smem) 
     cfg.dynamicSmemBytes = smem;
     cfg.stream = st->stream;
     cudaLaunchAttribute attr[2];
-    int n = 0;
-    if (st->prop.major >= 9) { /* PDL is a Hopper feature */
-        attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[n++].val.programmaticStreamSerializationAllowed = 1;
-    }
+    int n = (int)rg_cuda_pdl_attr(st, &attr[0]); /* PDL is a Hopper feature */
     if (a.ksplit > 1) {
         attr[n].id = cudaLaunchAttributeClusterDimension;
         attr[n].val.clusterDim.x = (unsigned)a.ksplit;

@@ -51,6 +51,9 @@ rg_status rg_cuda_kv_write(rg_backend *be, void *k_cache, void *v_cache, const v
                            const void *v, int32_t stride_v, const int32_t *slots, int64_t T, int32_t row);
 rg_status rg_cuda_gather_rows(rg_backend *be, void *out, const void *inp, const int32_t *rows, int64_t n, int C);
 rg_status rg_cuda_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64_t n, int V);
+rg_status rg_cuda_attn_decode_append(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                     void *k_cache, void *v_cache, const void *k, int32_t stride_k, const void *v,
+                                     int32_t stride_v);
 
 /* Replayable op sequences (graph.cu). */
 typedef struct rg_cuda_graph rg_cuda_graph;
@@ -158,6 +161,32 @@ __device__ __forceinline__ void rg_store_bf16(bf16 *p, const float (&f)[VEC]) {
 #pragma unroll
         for (int i = 0; i < VEC; i++) p[i] = __float2bfloat16_rn(f[i]);
     }
+}
+
+/* Programmatic dependent launch (Hopper; no-ops before sm_90). A kernel
+ * launched with rg_cuda_pdl_attr may start while the kernel before it in the
+ * stream still runs: before rg_pdl_wait it may read only what no kernel of
+ * the last two writes (weights, buffers uploaded before the step), after it
+ * everything; rg_pdl_launch_dependents right after the wait lets the next
+ * kernel start (never before the wait: the next kernel's reads before its own
+ * wait rely on the kernel before this one having finished). */
+__device__ __forceinline__ void rg_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void rg_pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* Fills attr with the PDL launch attribute where the device has it; returns
+ * how many attributes were set (0 or 1). */
+static inline unsigned rg_cuda_pdl_attr(const rg_cuda_state *st, cudaLaunchAttribute *attr) {
+    if (st->prop.major < 9) return 0;
+    attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr->val.programmaticStreamSerializationAllowed = 1;
+    return 1;
 }
 
 /* Sum over a warp, every lane gets the result (fixed order: deterministic). */

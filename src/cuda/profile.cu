@@ -328,6 +328,16 @@ static rg_status p_attn_decode(rg_backend *be, const rg_attn_decode_args *a, voi
     return r;
 }
 
+static rg_status p_attn_decode_append(rg_backend *be, const rg_attn_decode_args *a, void *o, const void *q,
+                                      void *kc, void *vc, const void *k, int32_t sk, const void *v, int32_t sv) {
+    rg_cuda_state *st = rg_cuda(be);
+    int s = rg_cuda_prof_begin(st);
+    rg_status r = base_ops->attn_decode_append(be, a, o, q, kc, vc, k, sk, v, sv);
+    rg_cuda_prof_end(st, s, "attn_decode_append", 0, 0, "h=%d h_kv=%d d=%d", a->n_heads, a->n_kv_heads,
+                     a->head_dim);
+    return r;
+}
+
 static rg_status p_kv_write(rg_backend *be, void *kc, void *vc, const void *k, int32_t sk, const void *v, int32_t sv,
                             const int32_t *slots, int64_t T, int32_t row) {
     rg_cuda_state *st = rg_cuda(be);
@@ -379,6 +389,7 @@ rg_backend_ops rg_cuda_profile_ops(const rg_backend_ops *base) {
     o.adamw_update = p_adamw;
     if (base->attn_decode) o.attn_decode = p_attn_decode;
     if (base->kv_write) o.kv_write = p_kv_write;
+    if (base->attn_decode_append) o.attn_decode_append = p_attn_decode_append;
     if (base->gather_rows) o.gather_rows = p_gather_rows;
     if (base->argmax_rows) o.argmax_rows = p_argmax_rows;
     o.profile_reset = p_reset;

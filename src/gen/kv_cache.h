@@ -43,6 +43,15 @@ void *rg_kv_pool(const rg_kv_cache *kv, int32_t layer, int which);
  * tables' layout in d_buf depends on the batch size only. */
 rg_status rg_kv_set_batch_wide(rg_kv_cache *kv, int32_t n_seqs, const int32_t *seq_ids, const int32_t *cu_new,
                                int32_t min_blocks);
+/* The decode step's kv_write + rg_attn_decode in one call: the batch brings
+ * one new token per sequence (its last position, length >= 1); k, v rows
+ * (h_kv * d, stride_k, stride_v apart; 0 = packed) are written to their slots
+ * of this layer and o (n_seqs, n_heads, d) attends over the whole cache,
+ * them included (backend.h, attn_decode_append; composed from the two ops
+ * where the backend lacks it). Arguments as rg_attn_decode's. */
+rg_status rg_attn_decode_append(rg_backend *be, rg_kv_cache *kv, int32_t layer, int32_t n_heads, float softmax_scale,
+                                const void *q, int32_t stride_q, const void *k, int32_t stride_k, const void *v,
+                                int32_t stride_v, void *o);
 /* Checks that the batch exists and is current, naming fn in the message. */
 rg_status rg_kv_check_batch(const rg_kv_cache *kv, const char *fn);
 

@@ -215,9 +215,14 @@ static rg_status run_ops(rg_gen_scratch *g, rg_kv_cache *kv, bool prefill, int64
         RG_TRY(op->linear_infer(be, g->qkv, g->x, rg_model_p(m, p->ln1_w), rg_model_p(m, p->ln1_b), eps,
                                 rg_model_p(m, p->qkv_w), rg_model_p(m, p->qkv_b), NULL, T, C, Q, RG_GELU_NONE));
         const void *k = rg_model_at(m, g->qkv, k_off), *v = rg_model_at(m, g->qkv, v_off);
-        RG_TRY(rg_kv_cache_write(kv, l, k, Q, v, Q));
-        if (prefill) RG_TRY(op->attn_forward(be, &aa, g->qkv, k, v, g->atty, NULL));
-        else RG_TRY(rg_attn_decode(be, kv, l, c->n_heads, 0.0f, g->qkv, Q, g->atty));
+        if (prefill) {
+            RG_TRY(rg_kv_cache_write(kv, l, k, Q, v, Q));
+            RG_TRY(op->attn_forward(be, &aa, g->qkv, k, v, g->atty, NULL));
+        } else {
+            /* kv_write folded into the decode attention: one kernel per layer
+             * fewer, and its old K/V loads overlap the qkv projection (CUDA) */
+            RG_TRY(rg_attn_decode_append(be, kv, l, c->n_heads, 0.0f, g->qkv, Q, k, Q, v, Q, g->atty));
+        }
         RG_TRY(op->linear_infer(be, g->x1, g->atty, NULL, NULL, eps, rg_model_p(m, p->proj_w),
                                 rg_model_p(m, p->proj_b), g->x, T, C, C, RG_GELU_NONE));
         RG_TRY(op->linear_infer(be, g->fch, g->x1, rg_model_p(m, p->ln2_w), rg_model_p(m, p->ln2_b), eps,
