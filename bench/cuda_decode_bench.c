@@ -15,7 +15,7 @@
  * then the inference projection (linear_infer) at GPT-2's decode shapes;
  * then a decode step's kernels in one graph (12 layers of qkv, attention,
  * proj, fc1, fc2 + LM head) with the attention as kv_write + attn_decode or
- * as attn_decode_append, batches 1, 16, 64.
+ * as attn_decode_append, batches 1, 2, 4, 8, 16, 64.
  *   usage: cuda_decode_bench [seed] [proj|step]  (default seed 1; "proj": only the projections,
  *          "step": only the decode step's kernels) */
 #include "backend.h"
@@ -387,8 +387,8 @@ static void bench_step(chain_ctx *ch) {
     printf("\n| decode step's kernels (one graph, GPT-2 124M, lengths in [16, 640]) | S | projections us | "
            "+ kv_write + attn_decode us | + attn_decode_append us | attention per layer, before -> after us |\n"
            "|---|---|---|---|---|---|\n");
-    const int Ss[3] = {1, 16, 64};
-    for (int it = 0; it < 3; it++) {
+    const int Ss[] = {1, 2, 4, 8, 16, 64};
+    for (int it = 0; it < (int)(sizeof Ss / sizeof *Ss); it++) {
         const int32_t S = Ss[it], bs = 16;
         int32_t lens[64], max_len = 0, nb_all = 0;
         for (int32_t b = 0; b < S; b++) {

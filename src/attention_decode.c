@@ -80,7 +80,7 @@ rg_status rg_attn_decode_append(rg_backend *be, rg_kv_cache *kv, int32_t layer, 
     stride_k = stride_k ? stride_k : row;
     stride_v = stride_v ? stride_v : row;
     void *kc = rg_kv_pool(kv, layer, 0), *vc = rg_kv_pool(kv, layer, 1);
-    if (be->ops->attn_decode_append)
+    if (be->ops->attn_decode_append && (be->decode_append_max_seqs <= 0 || S <= be->decode_append_max_seqs))
         return be->ops->attn_decode_append(be, &a, o, q, kc, vc, k, stride_k, v, stride_v);
     RG_TRY(rg_kv_cache_write(kv, layer, k, stride_k, v, stride_v));
     return be->ops->attn_decode(be, &a, o, q, kc, vc);

@@ -228,6 +228,10 @@ struct rg_backend {
     rg_backend_kind kind;
     int n_threads;
     void *impl;                   /* the backend's own state */
+    /* rg_attn_decode_append runs ops->attn_decode_append for batches of at
+     * most this many sequences (0: any) and kv_write + attn_decode above,
+     * where the fused op was measured slower (the CUDA backend's value). */
+    int32_t decode_append_max_seqs;
 };
 
 /* Constructors, one per backend. */

@@ -51,6 +51,7 @@ static void rg_cuda_decode_force_partition(int keys) { (void)keys; }
 #endif
 
 static rg_backend *gpu, *cpu;
+static int32_t dflt_append_max; /* the backend's decode_append_max_seqs (main sets 0: the fused op everywhere) */
 static double worst_gpu, worst_cpu;
 
 /* n floats, standard normal rounded to bf16 (exact in both backends). */
@@ -411,6 +412,15 @@ static void test_batches(rg_rng *r, bool quick) {
     run_case(r, &c, "gpt2 batch, lengths in [16, 640]");
     c.append = true;
     run_case(r, &c, "gpt2 batch, lengths in [16, 640], append");
+    /* the same through the backend's own choice: above decode_append_max_seqs
+     * rg_attn_decode_append takes kv_write + attn_decode (the rest of this
+     * program runs the fused op at every size) */
+    int32_t keep = gpu->decode_append_max_seqs;
+    gpu->decode_append_max_seqs = dflt_append_max;
+    CHECK(dflt_append_max > 0 && dflt_append_max < n, "the batch of %d takes the composed path (limit %d)", n,
+          dflt_append_max);
+    run_case(r, &c, "gpt2 batch, lengths in [16, 640], append, backend's choice");
+    gpu->decode_append_max_seqs = keep;
     /* the decode step at batch 1 */
     c.n = 1;
     run_case(r, &c, "gpt2 batch 1, append");
@@ -515,6 +525,8 @@ int main(void) {
         return 1;
     }
     const bool quick = rg_test_quick();
+    dflt_append_max = gpu->decode_append_max_seqs;
+    gpu->decode_append_max_seqs = 0;
     if (!gpu->ops->gather_rows || !gpu->ops->kv_write || !gpu->ops->attn_decode) {
         CHECK(false, "the CUDA backend lacks attn_decode, kv_write or gather_rows");
     } else {
