@@ -17,7 +17,7 @@
  * proj, fc1, fc2 + LM head) with the attention as kv_write + attn_decode or
  * as attn_decode_append, batches 1, 16, 64.
  *   usage: cuda_decode_bench [seed] [proj|step]  (default seed 1; "proj": only the projections,
- *          "step": only the decode step's kernels); RG_LI_MINB, RG_LI_MT set the
+ *          "step": only the decode step's kernels); RG_LI_MINB, RG_LI_MT, RG_LI_LNFRAG set the
  *          linear_infer lab hooks for every table (0 picks) */
 #include "backend.h"
 #include "core/rng.h"
@@ -37,6 +37,7 @@ extern int rg_cuda_linear_infer_mode;
 extern int rg_cuda_linear_infer_ksplit; /* 0 picks the cluster split of K, n > 0 asks for n blocks */
 extern int rg_cuda_linear_infer_minb;   /* 0 picks, 1 / 3 / 4: blocks per SM the registers allow (T <= 16) */
 extern int rg_cuda_linear_infer_mt;     /* 0 picks, 1 / 2 / 4: row tiles per block */
+extern int rg_cuda_linear_infer_lnfrag; /* 1: T <= 8 with LN normalises the fragments (lab variant) */
 static const int minbs[3] = {1, 3, 4};
 
 #define REPS 9
@@ -459,7 +460,7 @@ static void bench_step(chain_ctx *ch) {
  * of ITERS calls as above (rg_cuda_linear_infer_minb, _mt). */
 static void bench_proj_variants(void) {
     printf("\n| fused kernel variants | T | row tiles per block | launch bounds 1 (2 blocks/SM) us | 3 blocks/SM us | "
-           "4 blocks/SM us | best of copy |\n|---|---|---|---|---|---|---|\n");
+           "4 blocks/SM us | best of copy | 3 blocks/SM, LN in fragments us |\n|---|---|---|---|---|---|---|---|\n");
     const int64_t Ts[] = {1, 4, 16};
     for (int k = 0; k < 5; k++) {
         const proj_shape *s = &gpt2_proj[k];
@@ -486,13 +487,17 @@ static void bench_proj_variants(void) {
                     t[v] = time_graph(proj_run, &c);
                     if (t[v] < best) best = t[v];
                 }
+                rg_cuda_linear_infer_minb = 3;
+                rg_cuda_linear_infer_lnfrag = 1;
+                double t_frag = time_graph(proj_run, &c);
+                rg_cuda_linear_infer_lnfrag = 0;
                 rg_cuda_linear_infer_minb = 0;
                 rg_cuda_linear_infer_mt = 0;
                 rg_cuda_linear_infer_mode = 0;
                 char mt[16];
                 snprintf(mt, sizeof mt, "%s", k == 4 ? (j == 0 ? "1" : j == 1 ? "2" : "4") : "picked");
-                printf("| %-20s | %lld | %s | %7.2f | %7.2f | %7.2f | %5.1f%% |\n", s->name, (long long)c.T, mt,
-                       t[0] * 1e6, t[1] * 1e6, t[2] * 1e6, 100.0 * wbytes / best / 1e9 / copy_gbs);
+                printf("| %-20s | %lld | %s | %7.2f | %7.2f | %7.2f | %5.1f%% | %7.2f |\n", s->name, (long long)c.T, mt,
+                       t[0] * 1e6, t[1] * 1e6, t[2] * 1e6, 100.0 * wbytes / best / 1e9 / copy_gbs, t_frag * 1e6);
             }
         for (int i = 0; i < c.sets; i++) rg_buffer_free(be, c.w[i]);
         void *bufs[] = {c.inp, c.res, c.out, c.ln_w, c.ln_b, c.bias};
@@ -618,6 +623,7 @@ int main(int argc, char **argv) {
     must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "backend");
     if (getenv("RG_LI_MINB")) rg_cuda_linear_infer_minb = atoi(getenv("RG_LI_MINB")); /* for the step table */
     if (getenv("RG_LI_MT")) rg_cuda_linear_infer_mt = atoi(getenv("RG_LI_MT"));
+    if (getenv("RG_LI_LNFRAG")) rg_cuda_linear_infer_lnfrag = atoi(getenv("RG_LI_LNFRAG"));
 
     copy_ctx cc = {.n = 256ll << 20};  /* 1 GiB of fp32, read + written */
     must(rg_buffer_alloc(be, (size_t)cc.n * 4, &cc.a), "alloc");

@@ -64,15 +64,17 @@ int rg_cuda_linear_infer_mode = 0;
  * n > 0 asks for n (a power of two <= 8; tests, benchmarks). */
 int rg_cuda_linear_infer_ksplit = 0;
 /* Blocks per multiprocessor the kernel's registers must allow (T <= 16):
- * 0 picks LI_MINB, else 1 (the compiler's choice: 101 registers, 2 blocks),
+ * 0 picks (see the launch in rg_cuda_linear_infer), else 1 (the compiler's choice: 2 blocks),
  * 3 or 4 (tests, benchmarks). More blocks per SM let the next projection's
  * blocks become resident, and start their weight stream, while this one's
  * still run. */
 int rg_cuda_linear_infer_minb = 0;
 /* Row tiles (of 16) per block: 0 picks (pick_mt), else 1, 2 or 4 (benchmarks). */
 int rg_cuda_linear_infer_mt = 0;
+/* 1: at T <= 8 every warp normalises its own fragments (no shared LN pass);
+ * measured slower (v3, call 1: qkv 3.5 -> 4.3 us at T = 1), so off (lab hook). */
+int rg_cuda_linear_infer_lnfrag = 0;
 }
-#define LI_MINB 3
 
 struct li_args {
     bf16 *out;
@@ -81,6 +83,7 @@ struct li_args {
     int T, C, OC, gelu;
     int mt;     /* row tiles (of 16) per block; the block's 8 warps are mt row tiles x (8 / mt) column splits */
     int ksplit; /* blocks of a cluster splitting K further (1: no cluster) */
+    int lnfrag; /* T <= 8: LN applied to the fragments as they are read (rg_cuda_linear_infer_lnfrag) */
 };
 
 /* d += a (16x16, row) * b (16x8, col), bf16 in, fp32 accumulate. */
@@ -271,12 +274,14 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
         cp_async_wait_all();
         __syncthreads();
     }
-    /* T <= 8 (NG = 1): every warp computes the statistics of the T rows
-     * itself (same lanes, same order as below: the same values) and
-     * normalises its fragments as it reads them, so the two barriers and the
-     * pass over shared memory below are not on the path after the wait. */
+    /* lab variant, T <= 8 (NG = 1): every warp computes the statistics of
+     * the T rows itself (same lanes, same order as below: the same values)
+     * and normalises its fragments as it reads them, so the two barriers and
+     * the pass over shared memory below are not on the path after the wait
+     * (measured slower all the same: see rg_cuda_linear_infer_lnfrag). */
     float ln_m = 0.0f, ln_rs = 0.0f;
-    if (NG == 1 && ln) {
+    const bool lnf = NG == 1 && ln && a.lnfrag;
+    if (lnf) {
         const int tg = min(g, T - 1);
 #pragma unroll
         for (int t = 0; t < 8; t++) {
@@ -287,7 +292,7 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
             }
         }
     }
-    if (NG > 1 && ln) {
+    if (ln && !lnf) {
         /* statistics, one warp per row, in one pass shifted by the row's first
          * value (no cancellation from a common offset); fp32 */
         for (int t = warp; t < T; t += LI_WARPS) {
@@ -332,7 +337,7 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
 #pragma unroll
                 for (int n = 0; n < NG; n++) {
                     uint4 b = in ? *reinterpret_cast<const uint4 *>(xs + aoff[n] + k) : make_uint4(0, 0, 0, 0);
-                    if (NG == 1 && ln && in) b = ln_apply(b, ln_m, ln_rs, lnw + q * 8 + k, a.ln_b ? lnb + q * 8 + k : NULL);
+                    if (lnf && in) b = ln_apply(b, ln_m, ln_rs, lnw + q * 8 + k, a.ln_b ? lnb + q * 8 + k : NULL);
                     mma_bf16(acc[n], wbuf[u][0].x, wbuf[u][1].x, wbuf[u][0].y, wbuf[u][1].y, b.x, b.y);
                     mma_bf16(acc[n], wbuf[u][0].z, wbuf[u][1].z, wbuf[u][0].w, wbuf[u][1].w, b.z, b.w);
                 }
@@ -537,9 +542,15 @@ rg_status rg_cuda_linear_infer(rg_backend *be, void *out, const void *inp, const
     /* the unfused path's matmuls time themselves (matmul.cu) */
     if (!fused) return unfused(be, o, x, lw, lb, eps, w, b, r, T, C, OC, gelu);
     int prof = rg_cuda_prof_begin(st);
-    li_args a = {o, x, lw, lb, w, b, r, eps, (int)T, C, OC, gelu, mt, ksplit};
+    li_args a = {o, x, lw, lb, w, b, r, eps, (int)T, C, OC, gelu, mt, ksplit, rg_cuda_linear_infer_lnfrag != 0};
+    /* launch bounds (v3, call 1, H100, graphs of 50 calls): 3 blocks per SM
+     * at T <= 8 (qkv 4.28 -> 3.98 us, fc1 4.61 -> 4.10 at T = 1 against the
+     * compiler's 2 blocks; the chain of a step's projections 224.5 -> 219.8)
+     * and for the LM head at every T (1 / 4 / 16: 36.6 -> 32.7, 40.5 -> 35.3,
+     * 45.2 -> 38.6); the compiler's at T = 9..16 elsewhere (fc1 8.07 vs 8.91,
+     * fc2 6.30 vs 7.32); 4 blocks per SM (64 registers) lost everywhere */
     int mb = rg_cuda_linear_infer_minb;
-    if (mb != 1 && mb != 3 && mb != 4) mb = LI_MINB;
+    if (mb != 1 && mb != 3 && mb != 4) mb = ng == 1 || blocks >= 2 * st->prop.multiProcessorCount ? 3 : 1;
     rg_status s = ng == 1   ? (mb == 1 ? launch_fused<1, 1>(st, a, smem)
                                : mb == 3 ? launch_fused<1, 3>(st, a, smem)
                                          : launch_fused<1, 4>(st, a, smem))
