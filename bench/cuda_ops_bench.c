@@ -5,9 +5,11 @@
  * Each figure is the median of REPS timed batches of ITERS calls, after a
  * warm-up, over three rotating input sets (so L2 does not serve repeats).
  * Built only with the CUDA backend; prints a markdown table.
- * "gemm" mode compares the forward GEMMs of the two paths (RG_GEMM=cublas vs
- * RG_GEMM=wgmma, our sm_90a kernel) at the seed's shapes, each with the
- * epilogue the model uses (fc1: cuBLASLt + the GELU pass vs one fused kernel).
+ * "gemm" mode compares the forward GEMMs of the paths (RG_GEMM=cublas vs
+ * RG_GEMM=wgmma, our sm_90a kernel, in clusters of two CTAs and with single
+ * CTAs) at the seed's shapes, each with the epilogue the model uses (fc1:
+ * cuBLASLt + the GELU pass vs one fused kernel). RG_BENCH_SHAPE=i and
+ * RG_BENCH_PATH=p (0 cublas, 1 wgmma, 2 wgmma single CTAs) restrict it.
  *   usage: cuda_ops_bench [T]            (default T = 16384)
  *          cuda_ops_bench gemm [T ...]   (default T = 16384 16000) */
 #define _POSIX_C_SOURCE 200809L /* setenv */
@@ -213,25 +215,44 @@ static void row(const char *op, const char *shape, double sec, double spread, do
     else printf(" %12s |\n", "");
 }
 
-static rg_backend *backend_with(const char *gemm) {
+/* A backend with RG_GEMM=gemm and, when cluster is not NULL,
+ * RG_WGMMA_CLUSTER=cluster (gemm_wgmma.cu's lab switch: 1 = v5's single CTAs). */
+static rg_backend *backend_with(const char *gemm, const char *cluster) {
     setenv("RG_GEMM", gemm, 1);
+    if (cluster) setenv("RG_WGMMA_CLUSTER", cluster, 1);
     rg_backend *b = NULL;
     must(rg_backend_init(RG_BACKEND_CUDA, 0, &b), gemm);
     unsetenv("RG_GEMM");
+    unsetenv("RG_WGMMA_CLUSTER");
     return b;
 }
 
-/* The seed's forward products at T tokens, cuBLASLt path vs wgmma path, each
- * timed by time_op on its own backend (same buffers, same rotating inputs). */
+/* An index from the environment (-1 when unset): RG_BENCH_SHAPE and
+ * RG_BENCH_PATH restrict gemm mode to one shape / one path, so that a
+ * profiler (ncu --launch-skip) sees only the kernels it is meant to. */
+static int env_index(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? atoi(v) : -1;
+}
+
+#define GEMM_PATHS 3
+
+/* The seed's forward products at T tokens: cuBLASLt, our wgmma GEMM (clusters
+ * of two CTAs, the default), and the same with single CTAs (v5's
+ * arrangement), each timed by time_op on its own backend (same buffers, same
+ * rotating inputs). */
 static void gemm_compare(int64_t T) {
-    rg_backend *paths[2] = {backend_with("cublas"), backend_with("wgmma")};
+    int only_shape = env_index("RG_BENCH_SHAPE"), only_path = env_index("RG_BENCH_PATH");
+    rg_backend *paths[GEMM_PATHS] = {backend_with("cublas", NULL), backend_with("wgmma", NULL),
+                                     backend_with("wgmma", "1")};
     const int shapes[][4] = {{1024, 3072, 0, 0}, {1024, 1024, 0, 1}, {1024, 4096, RG_GELU_ERF, 0},
                              {1024, 4096, RG_GELU_TANH, 0}, {4096, 1024, 0, 1}, {1024, 1024, 0, 0}};
     const char *names[] = {"qkv +bias", "attn proj +bias+resid", "fc1 +bias+erf GELU", "fc1 +bias+tanh GELU",
                            "fc2 +bias+resid", "lm head +bias"};
-    printf("\n| T | op | shape | cuBLASLt us | TFLOP/s | wgmma us | TFLOP/s | speed-up |\n"
-           "|---|---|---|---|---|---|---|---|\n");
+    printf("\n| T | op | shape | cuBLASLt us | TFLOP/s | wgmma us | TFLOP/s | speed-up | wgmma 1-CTA us | TFLOP/s | "
+           "speed-up |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int i = 0; i < 6; i++) {
+        if (only_shape >= 0 && i != only_shape) continue;
         be = paths[0];
         mm_ctx c = {.T = T, .C = shapes[i][0], .OC = shapes[i][1], .gelu = shapes[i][2]};
         for (int s = 0; s < SETS; s++) c.inp[s] = drandn(RG_DTYPE_BF16, (size_t)T * c.C, 1.0f);
@@ -240,19 +261,25 @@ static void gemm_compare(int64_t T) {
         c.out = drandn(RG_DTYPE_BF16, (size_t)T * c.OC, 1.0f);
         must(rg_buffer_alloc(be, (size_t)T * c.OC * 2, &c.pre), "alloc");
         must(rg_backend_sync(be), "sync");
-        double us[2], sp[2], fl = 2.0 * T * c.C * c.OC;
-        for (int p = 0; p < 2; p++) {
+        double us[GEMM_PATHS] = {0}, sp[GEMM_PATHS] = {0}, fl = 2.0 * T * c.C * c.OC;
+        for (int p = 0; p < GEMM_PATHS; p++) {
+            if (only_path >= 0 && p != only_path) continue;
             be = paths[p];
             us[p] = 1e6 * time_op(shapes[i][3] ? mm_fwd_resid : mm_fwd, &c, &sp[p]);
         }
-        printf("| %lld | %s | %dx%d | %.1f (%.0f%%) | %.0f | %.1f (%.0f%%) | %.0f | %.2fx |\n", (long long)T, names[i],
-               c.C, c.OC, us[0], sp[0] * 100, fl / us[0] / 1e6, us[1], sp[1] * 100, fl / us[1] / 1e6, us[0] / us[1]);
+        printf("| %lld | %s | %dx%d |", (long long)T, names[i], c.C, c.OC);
+        for (int p = 0; p < GEMM_PATHS; p++) {
+            if (us[p] <= 0) printf(" - | - |%s", p ? " - |" : "");
+            else if (p == 0) printf(" %.1f (%.0f%%) | %.0f |", us[p], sp[p] * 100, fl / us[p] / 1e6);
+            else printf(" %.1f (%.0f%%) | %.0f | %.2fx |", us[p], sp[p] * 100, fl / us[p] / 1e6,
+                        us[0] > 0 ? us[0] / us[p] : 0.0);
+        }
+        printf("\n");
         be = paths[0];
         for (int s = 0; s < SETS; s++) rg_buffer_free(be, c.inp[s]);
         rg_buffer_free(be, c.w); rg_buffer_free(be, c.b); rg_buffer_free(be, c.out); rg_buffer_free(be, c.pre);
     }
-    rg_backend_free(paths[0]);
-    rg_backend_free(paths[1]);
+    for (int p = 0; p < GEMM_PATHS; p++) rg_backend_free(paths[p]);
     be = NULL;
 }
 

@@ -36,6 +36,10 @@ typedef struct rg_cuda_state {
     void *dec_ws;                 /* counters (dec_ws_counters int32, zero between calls), then partials */
     size_t dec_ws_bytes, dec_ws_counters;
     uint64_t ws_gen;
+    /* gemm_wgmma.cu: CTAs per cluster (2, or 1 with RG_WGMMA_CLUSTER=1 at
+     * creation: the v5 arrangement, for comparisons) and how many such
+     * clusters the device holds at once (its persistent grid) */
+    int wgmma_cluster, wgmma_clusters;
 } rg_cuda_state;
 
 static inline rg_cuda_state *rg_cuda(rg_backend *be) { return (rg_cuda_state *)be->impl; }

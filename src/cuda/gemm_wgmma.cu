@@ -13,6 +13,12 @@
  * wgmma m64n128k16 per 16-deep k step, 128 fp32 accumulators a thread), their
  * main loops take turns, so one's epilogue (registers -> bias / GELU /
  * residual -> 16-byte stores) runs while the other keeps the tensor cores busy.
+ * CTAs run in clusters of CL (2 by default, v6): the pair takes the tiles
+ * (m, 2p) and (m, 2p + 1), so they share the 128 x 64 box of inp at every k
+ * step; each CTA loads one 64-row half of it with a TMA multicast that lands
+ * in both CTAs' shared memory (L2 -> SM bytes per k step 24 KB instead of 32;
+ * v5's main loop, at ~8.7 TB/s of L2 reads, was bound there). Each CTA's
+ * "empty" barrier then counts the consumer warps of both CTAs.
  * Edges: TMA zero-fills rows past T or OC and columns past C, so the products
  * there are 0; the epilogue masks its stores to row < T, col < OC.
  * Requirements (else the caller uses cuBLASLt): an sm_90 device running this
@@ -25,6 +31,7 @@
 #include "cuda/ops.cuh"
 #include <cuda.h>
 #include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
+#include <stdlib.h>
 #include <string.h>
 
 #define BM 128          /* tile rows (tokens) */
@@ -54,7 +61,8 @@ typedef struct gemm_args {
     const bf16 *bias, *resid;   /* bias may be NULL; resid: EPI_RESID */
     const uint16_t *lut;        /* EPI_ERF */
     int T, C, OC;
-    int m_tiles, n_tiles;
+    int m_tiles, n_tiles, n_groups; /* n_groups = ceil(n_tiles / CL) */
+    int units;                      /* m_tiles * n_groups: the clusters' work items */
 } gemm_args;
 
 /* Set by the device pass that compiled the kernels for real: the host reads it
@@ -91,6 +99,43 @@ __device__ __forceinline__ void mbar_wait(uint64_t *b, uint32_t parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
         "@!done bra WAIT_%=;\n"
         "}\n" ::"r"(smem_u32(b)), "r"(parity) : "memory");
+}
+
+/* Arrives on barrier b (a local address) of the cluster's CTA `rank`, with
+ * the default (CTA-scope release) semantics: the stage's readers are wgmma
+ * operations already waited for. v6's first build asked for cluster-scope
+ * release: a MEMBAR.ALL.GPU before each arrive, two per warp and k-step,
+ * which made the kernel 2.5x slower (and the producer's cluster-scope
+ * acquire wait an L1 invalidation per k-step). */
+__device__ __forceinline__ void mbar_arrive_cluster(uint64_t *b, uint32_t rank) {
+    asm volatile(
+        "{\n"
+        ".reg .b32 ra;\n"
+        "mapa.shared::cluster.u32 ra, %0, %1;\n"
+        "mbarrier.arrive.shared::cluster.b64 _, [ra];\n"
+        "}\n" ::"r"(smem_u32(b)), "r"(rank) : "memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+/* Every thread of every CTA of the cluster (not .aligned: the producer warp
+ * reaches the final one after a divergent loop). */
+__device__ __forceinline__ void cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
+/* TMA multicast: the box at (k, row) lands at dst in every CTA of mask, each
+ * completing on its own barrier at bar's offset. */
+__device__ __forceinline__ void tma_load_mc(void *dst, const CUtensorMap *map, int k, int row, uint64_t *bar,
+                                            uint16_t mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%2, %3}], [%4], %5;"
+        ::"r"(smem_u32(dst)), "l"((uint64_t)map), "r"(k), "r"(row), "r"(smem_u32(bar)), "h"(mask) : "memory");
 }
 
 /* TMA: the (BK x rows) box at (k, row) of map into dst; completes on bar. */
@@ -148,27 +193,41 @@ __device__ __forceinline__ void fence_regs(float (&d)[64]) {
 }
 
 /* erf GELU of a bf16 pattern through gelu.cu's table, staged in shared memory
- * (v1 read it through L1: scattered 2-byte loads cost ~20 us per tile). */
-__device__ __forceinline__ uint16_t gelu_erf_bits(uint16_t b, uint32_t tab) {
-    uint32_t e = (b >> 7) & 0xFFu, k = e - GL_E_LO;
-    if (k < GL_NEXP) { /* not volatile, no memory clobber: the table is constant, so the loads may move
-                        * past the global stores (through a generic pointer they could not) */
-        uint16_t v;
-        asm("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(tab + 2 * ((((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu))));
-        return v;
-    }
-    float x = __uint_as_float((uint32_t)b << 16);
+ * (v1 read it through L1: scattered 2-byte loads cost ~20 us per tile).
+ * Branch-free (v6): the index is clamped into the table and the load issued
+ * unconditionally; patterns outside the table (|x| < 2^-16, |x| >= 64, rare)
+ * are fixed after by gelu_erf_closed. v5 branched on the exponent around
+ * each load: every load its own basic block, none overlapping (~170 us of
+ * fc1 over the tanh epilogue); selecting the closed form per element instead
+ * spilled registers. */
+__device__ __forceinline__ uint32_t gelu_erf_tab(uint32_t b, uint32_t tab) {
+    uint32_t k = min(((b >> 7) & 0xFFu) - GL_E_LO, (uint32_t)(GL_NEXP - 1)); /* wraps high below the table */
+    uint16_t v; /* not volatile, no memory clobber: the table is constant, so the loads may move
+                 * past the global stores (through a generic pointer they could not) */
+    asm("ld.shared.u16 %0, [%1];" : "=h"(v) : "r"(tab + 2 * ((((b >> 15) * GL_NEXP + k) << 7) | (b & 0x7Fu))));
+    return v;
+}
+
+__device__ __forceinline__ bool gelu_erf_in_tab(uint32_t b) { return ((b >> 7) & 0xFFu) - GL_E_LO < GL_NEXP; }
+
+__device__ __forceinline__ uint32_t gelu_erf_closed(uint32_t b) {
+    uint32_t e = (b >> 7) & 0xFFu;
+    float x = __uint_as_float(b << 16);
     float g = e < GL_E_LO ? fmaf(x * x, INV_SQRT_2PI, 0.5f * x) : (x > 0.0f ? x : x * 0.0f);
     return __bfloat16_as_ushort(__float2bfloat16_rn(g));
 }
 
-/* Tile t of the grouped order: GROUP_M m-tiles at a time, m fastest inside a
- * group, so the CTAs running together share a few A row blocks and W tiles. */
-__device__ __forceinline__ void tile_coords(int t, const gemm_args &a, int &mt, int &nt) {
-    int per_group = GROUP_M * a.n_tiles, g = t / per_group, first = g * GROUP_M;
+/* Unit t of the grouped order: GROUP_M m-tiles at a time, m fastest inside a
+ * group, so the CTAs running together share a few A row blocks and W tiles.
+ * A unit is CL adjacent n-tiles of one m-tile (the cluster's; a.n_groups of
+ * them per row of tiles): this CTA (rank) takes n-tile CL * group + rank,
+ * which may lie past the last (then every store is masked). */
+template <int CL>
+__device__ __forceinline__ void tile_coords(int t, const gemm_args &a, uint32_t rank, int &mt, int &nt) {
+    int per_group = GROUP_M * a.n_groups, g = t / per_group, first = g * GROUP_M;
     int gm = min(GROUP_M, a.m_tiles - first), r = t - g * per_group;
     mt = first + r % gm;
-    nt = r / gm;
+    nt = CL * (r / gm) + (int)rank;
 }
 
 /* The bias pairs of this thread's 16 column pairs (columns col0 + 8 i +
@@ -268,15 +327,25 @@ __device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1
             }
             pre[i] = pack_bf2(x0, x1);
             if (EPI == EPI_ERF) { /* GELU of the stored (rounded) pre-activation, as the backward sees it */
-                uint32_t g0 = gelu_erf_bits((uint16_t)(pre[i] & 0xFFFFu), tab);
-                uint32_t g1 = gelu_erf_bits((uint16_t)(pre[i] >> 16), tab);
-                out[i] = g0 | (g1 << 16);
+                out[i] = gelu_erf_tab(pre[i] & 0xFFFFu, tab) | (gelu_erf_tab(pre[i] >> 16, tab) << 16);
             } else if (EPI == EPI_TANH) {
                 float2 p = bf2_to_f2(pre[i]);
                 out[i] = pack_bf2(rg_gelu_tanh(p.x), rg_gelu_tanh(p.y));
             } else {
                 out[i] = pre[i];
             }
+        }
+        if (EPI == EPI_ERF) {
+            bool all_in = true;
+#pragma unroll
+            for (int i = 0; i < 16; i++) all_in &= gelu_erf_in_tab(pre[i] & 0xFFFFu) & gelu_erf_in_tab(pre[i] >> 16);
+            if (!all_in) /* rare: a value under 2^-16 or from 64 up */
+#pragma unroll
+                for (int i = 0; i < 16; i++) {
+                    uint32_t lo = pre[i] & 0xFFFFu, hi = pre[i] >> 16;
+                    if (!gelu_erf_in_tab(lo)) out[i] = (out[i] & 0xFFFF0000u) | gelu_erf_closed(lo);
+                    if (!gelu_erf_in_tab(hi)) out[i] = (out[i] & 0xFFFFu) | (gelu_erf_closed(hi) << 16);
+                }
         }
 #pragma unroll
         for (int g = 0; g < 4; g++) {
@@ -295,19 +364,35 @@ __device__ __forceinline__ void epilogue(const float (&d0)[64], const float (&d1
         }
     }
 }
+/* A consumer warp hands a stage back to the producer of every CTA of the
+ * cluster (each may multicast into it next). */
+template <int CL>
+__device__ __forceinline__ void release(uint64_t *empty_s) {
+    mbar_arrive(empty_s);
+    if (CL > 1) {
+        uint32_t me = cluster_rank();
+#pragma unroll
+        for (int r = 0; r < CL; r++)
+            if ((uint32_t)r != me) mbar_arrive_cluster(empty_s, (uint32_t)r);
+    }
+}
 #endif /* RG_WGMMA_DEVICE */
 
-/* ma: inp as (C, T) boxes of 64 x 128; mb: W as (C, OC) boxes of 64 x 128.
- * The CTA's j-th tile is blockIdx.x + j gridDim.x; consumer warpgroup w takes
- * the tiles with j % 2 == w. The producer loads every tile's k-steps in tile
- * order through one ring of STAGES buffers (ring position of tile j's k-th
- * step: j kt + k). The main loops take turns: a warpgroup starts tile j only
- * after the other has waited for the last k-step of tile j - 1 (a "turn"
- * mbarrier per warpgroup), so one warpgroup's epilogue runs while the other's
- * products keep the tensor cores busy, and each waits on ring phases at most
- * one ahead of the barriers' (mbarrier parity waits need that: without the
- * turns the second warpgroup passed phases early, v3). */
-template <int EPI>
+/* ma: inp as (C, T) boxes of 64 x (128 / CL); mb: W as (C, OC) boxes of
+ * 64 x 128. The cluster's i-th unit is (blockIdx.x / CL) + i (gridDim.x / CL);
+ * its j-th for the CTA is the same (both CTAs of a cluster walk the same
+ * units, k-step for k-step). Consumer warpgroup w takes the units with
+ * j % 2 == w. The producer loads every unit's k-steps in order through one
+ * ring of STAGES buffers (ring position of unit j's k-th step: j kt + k). The
+ * main loops take turns: a warpgroup starts unit j only after the other has
+ * waited for the last k-step of unit j - 1 (a "turn" mbarrier per
+ * warpgroup), so one warpgroup's epilogue runs while the other's products
+ * keep the tensor cores busy, and each waits on ring phases at most one ahead
+ * of the barriers' (mbarrier parity waits need that: without the turns the
+ * second warpgroup passed phases early, v3). With CL = 2 a stage is reused
+ * only when the consumers of both CTAs have released it, since either CTA's
+ * multicast writes it in both. */
+template <int EPI, int CL>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb,
                       const gemm_args a) {
@@ -318,33 +403,44 @@ __global__ void __launch_bounds__(THREADS, 1)
     uint64_t *full = (uint64_t *)(smem + STAGES * STAGE_BYTES), *empty = full + STAGES, *turn = empty + STAGES;
     uint16_t *tab = (uint16_t *)(turn + 2);
     int wg = threadIdx.x / 128;
+    uint32_t rank = CL > 1 ? cluster_rank() : 0;
     if (EPI == EPI_ERF)
         for (int i = threadIdx.x; i < GL_N / 2; i += THREADS)
             reinterpret_cast<uint32_t *>(tab)[i] = reinterpret_cast<const uint32_t *>(a.lut)[i];
     if (threadIdx.x == 0) {
         for (int s = 0; s < STAGES; s++) {
-            mbar_init(&full[s], 1);  /* the producer's arrive + the TMA bytes */
-            mbar_init(&empty[s], 4); /* one arrive per warp of the consuming warpgroup */
+            mbar_init(&full[s], 1);       /* the producer's arrive + the TMA bytes */
+            mbar_init(&empty[s], 4 * CL); /* one arrive per consumer warp of each CTA of the cluster */
         }
         mbar_init(&turn[0], 1);
         mbar_init(&turn[1], 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    __syncthreads();
-    int tiles = a.m_tiles * a.n_tiles, kt = (a.C + BK - 1) / BK;
+    if (CL > 1) cluster_sync(); /* the peer's barriers are initialised before anything lands on them */
+    else __syncthreads();
+    int kt = (a.C + BK - 1) / BK, step = gridDim.x / CL, first = blockIdx.x / CL;
     if (wg == 0) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
         if (threadIdx.x == 0) {
             int s = 0;
             uint32_t phase = 0;
-            for (int t = blockIdx.x; t < tiles; t += gridDim.x) {
+            for (int t = first; t < a.units; t += step) {
                 int mt, nt;
-                tile_coords(t, a, mt, nt);
+                tile_coords<CL>(t, a, rank, mt, nt);
+                bool b_in = nt < a.n_tiles; /* else a padding tile: no W to load, stores all masked */
+                /* A half that starts past T would be a box wholly out of bounds: load the
+                 * first half's rows there instead (their products are never stored) */
+                int arow = mt * BM + (int)rank * (BM / CL);
+                if (arow >= a.T) arow = mt * BM;
                 for (int k = 0; k < kt; k++) {
                     mbar_wait(&empty[s], phase ^ 1);
-                    mbar_expect_tx(&full[s], STAGE_BYTES);
-                    tma_load(sa + s * A_BYTES, &ma, k * BK, mt * BM, &full[s]);
-                    tma_load(sb + s * B_BYTES, &mb, k * BK, nt * BN, &full[s]);
+                    mbar_expect_tx(&full[s], b_in ? STAGE_BYTES : A_BYTES);
+                    if (CL > 1) /* this CTA's half of the shared inp box, into both CTAs */
+                        tma_load_mc(sa + s * A_BYTES + rank * (A_BYTES / CL), &ma, k * BK, arow, &full[s],
+                                    (uint16_t)((1u << CL) - 1));
+                    else
+                        tma_load(sa + s * A_BYTES, &ma, k * BK, mt * BM, &full[s]);
+                    if (b_in) tma_load(sb + s * B_BYTES, &mb, k * BK, nt * BN, &full[s]);
                     if (++s == STAGES) s = 0, phase ^= 1;
                 }
             }
@@ -354,10 +450,10 @@ __global__ void __launch_bounds__(THREADS, 1)
         int w = wg - 1, lane = threadIdx.x % 32;
         uint32_t turns = 0;
         for (int j = w;; j += 2) {
-            int t = blockIdx.x + j * gridDim.x;
-            if (t >= tiles) break;
+            int t = first + j * step;
+            if (t >= a.units) break;
             int mt, nt;
-            tile_coords(t, a, mt, nt);
+            tile_coords<CL>(t, a, rank, mt, nt);
             uint32_t bias2[16];
             load_bias(bias2, a, nt * BN);
             if (EPI == EPI_RESID) prefetch_resid(a, mt * BM, nt * BN);
@@ -382,16 +478,17 @@ __global__ void __launch_bounds__(THREADS, 1)
                 }
                 wgmma_commit();
                 wgmma_wait<1>(); /* the previous stage's products are done: hand it back */
-                if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
+                if (prev >= 0 && lane == 0) release<CL>(&empty[prev]);
                 prev = s;
             }
             wgmma_wait<0>();
             fence_regs(d0);
             fence_regs(d1);
-            if (prev >= 0 && lane == 0) mbar_arrive(&empty[prev]);
+            if (prev >= 0 && lane == 0) release<CL>(&empty[prev]);
             epilogue<EPI>(d0, d1, bias2, a, smem_u32(tab), mt * BM, nt * BN);
         }
     }
+    if (CL > 1) cluster_sync(); /* no CTA leaves while its peer may still arrive on its barriers */
 #endif
 }
 
@@ -399,9 +496,34 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled;
 
-template <int EPI>
+template <int EPI, int CL>
 static cudaError_t allow_smem(void) {
-    return cudaFuncSetAttribute(gemm_wgmma_kernel<EPI>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+    return cudaFuncSetAttribute(gemm_wgmma_kernel<EPI, CL>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_BYTES);
+}
+
+template <int CL>
+static cudaError_t allow_smem_all(void) {
+    cudaError_t e;
+    if ((e = allow_smem<EPI_PLAIN, CL>()) != cudaSuccess || (e = allow_smem<EPI_ERF, CL>()) != cudaSuccess ||
+        (e = allow_smem<EPI_TANH, CL>()) != cudaSuccess)
+        return e;
+    return allow_smem<EPI_RESID, CL>();
+}
+
+/* Launch configuration of the kernel for a grid of `ctas` in clusters of cl. */
+static cudaLaunchConfig_t launch_cfg(rg_cuda_state *st, unsigned ctas, int cl, cudaLaunchAttribute *attr) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(ctas, 1, 1);
+    cfg.blockDim = dim3(THREADS, 1, 1);
+    cfg.dynamicSmemBytes = SMEM_BYTES;
+    cfg.stream = st->stream;
+    attr->id = cudaLaunchAttributeClusterDimension;
+    attr->val.clusterDim.x = (unsigned)cl;
+    attr->val.clusterDim.y = 1;
+    attr->val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cfg;
 }
 
 bool rg_cuda_wgmma_init(rg_cuda_state *st) {
@@ -421,10 +543,25 @@ bool rg_cuda_wgmma_init(rg_cuda_state *st) {
         }
         encode_tiled = (PFN_cuTensorMapEncodeTiled_v12000)fn;
     }
-    if (allow_smem<EPI_PLAIN>() != cudaSuccess || allow_smem<EPI_ERF>() != cudaSuccess ||
-        allow_smem<EPI_TANH>() != cudaSuccess || allow_smem<EPI_RESID>() != cudaSuccess) {
+    if (allow_smem_all<1>() != cudaSuccess || allow_smem_all<2>() != cudaSuccess) {
         cudaGetLastError();
         return false;
+    }
+    /* Clusters of 2 unless RG_WGMMA_CLUSTER=1 (a lab switch); without room for
+     * a full grid of pairs (the GPCs' SM counts decide), single CTAs. */
+    const char *env = getenv("RG_WGMMA_CLUSTER");
+    st->wgmma_cluster = env && !strcmp(env, "1") ? 1 : 2;
+    st->wgmma_clusters = st->prop.multiProcessorCount;
+    if (st->wgmma_cluster == 2) {
+        cudaLaunchAttribute attr;
+        cudaLaunchConfig_t cfg = launch_cfg(st, (unsigned)st->prop.multiProcessorCount & ~1u, 2, &attr);
+        int n = 0;
+        if (cudaOccupancyMaxActiveClusters(&n, gemm_wgmma_kernel<EPI_PLAIN, 2>, &cfg) != cudaSuccess || n < 1) {
+            cudaGetLastError();
+            st->wgmma_cluster = 1;
+        } else {
+            st->wgmma_clusters = n;
+        }
     }
     return true;
 }
@@ -450,15 +587,34 @@ static rg_status make_map(CUtensorMap *m, const void *p, int64_t rows, int C, in
     return RG_OK;
 }
 
+template <int CL>
+static cudaError_t launch(rg_cuda_state *st, int epi, unsigned ctas, const CUtensorMap &ma, const CUtensorMap &mb,
+                          const gemm_args &a) {
+    if (CL == 1) { /* a plain launch (v6's first build launched clusters of 1: 15-19 % slower than v5, unexplained) */
+        switch (epi) {
+        case EPI_ERF: gemm_wgmma_kernel<EPI_ERF, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_TANH: gemm_wgmma_kernel<EPI_TANH, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        case EPI_RESID: gemm_wgmma_kernel<EPI_RESID, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        default: gemm_wgmma_kernel<EPI_PLAIN, 1><<<ctas, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+        }
+        return cudaGetLastError();
+    }
+    cudaLaunchAttribute attr;
+    cudaLaunchConfig_t cfg = launch_cfg(st, ctas, CL, &attr);
+    switch (epi) {
+    case EPI_ERF: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_ERF, CL>, ma, mb, a);
+    case EPI_TANH: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_TANH, CL>, ma, mb, a);
+    case EPI_RESID: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_RESID, CL>, ma, mb, a);
+    default: return cudaLaunchKernelEx(&cfg, gemm_wgmma_kernel<EPI_PLAIN, CL>, ma, mb, a);
+    }
+}
+
 rg_status rg_cuda_wgmma_forward(rg_cuda_state *st, void *out, void *pre_gelu, const void *inp, const void *weight,
                                 const void *bias, const void *residual, int64_t T, int C, int OC, int gelu) {
     if (!encode_tiled || !rg_cuda_wgmma_fits(out, pre_gelu, inp, weight, bias, residual, T, C, OC) ||
         (gelu != RG_GELU_NONE && (!pre_gelu || residual)))
         return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul (wgmma): T=%lld C=%d OC=%d gelu=%d not supported here",
                        (long long)T, C, OC, gelu);
-    CUtensorMap ma, mb;
-    RG_TRY(make_map(&ma, inp, T, C, BM));
-    RG_TRY(make_map(&mb, weight, OC, C, BN));
     gemm_args a;
     memset(&a, 0, sizeof a);
     a.out = (bf16 *)out;
@@ -469,15 +625,23 @@ rg_status rg_cuda_wgmma_forward(rg_cuda_state *st, void *out, void *pre_gelu, co
     a.T = (int)T, a.C = C, a.OC = OC;
     a.m_tiles = (int)((T + BM - 1) / BM);
     a.n_tiles = (OC + BN - 1) / BN;
-    int64_t tiles = (int64_t)a.m_tiles * a.n_tiles;
-    if (tiles > INT32_MAX) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul (wgmma): %lld tiles", (long long)tiles);
-    unsigned grid = (unsigned)(tiles < st->prop.multiProcessorCount ? tiles : st->prop.multiProcessorCount);
+    /* a single column of tiles would leave every second CTA of a pair idle */
+    int cl = st->wgmma_cluster == 2 && a.n_tiles > 1 ? 2 : 1;
+    a.n_groups = (a.n_tiles + cl - 1) / cl;
+    int64_t units = (int64_t)a.m_tiles * a.n_groups;
+    if (units > INT32_MAX) return rg_fail(RG_ERR_UNSUPPORTED, "cuda matmul (wgmma): %lld tiles", (long long)units);
+    a.units = (int)units;
+    CUtensorMap ma, mb;
+    RG_TRY(make_map(&ma, inp, T, C, BM / cl));
+    RG_TRY(make_map(&mb, weight, OC, C, BN));
+    int64_t most = cl == 2 ? st->wgmma_clusters : st->prop.multiProcessorCount;
+    unsigned ctas = (unsigned)((units < most ? units : most) * cl);
     int epi = residual ? EPI_RESID : gelu == RG_GELU_ERF ? EPI_ERF : gelu == RG_GELU_TANH ? EPI_TANH : EPI_PLAIN;
-    switch (epi) {
-    case EPI_ERF: gemm_wgmma_kernel<EPI_ERF><<<grid, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
-    case EPI_TANH: gemm_wgmma_kernel<EPI_TANH><<<grid, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
-    case EPI_RESID: gemm_wgmma_kernel<EPI_RESID><<<grid, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
-    default: gemm_wgmma_kernel<EPI_PLAIN><<<grid, THREADS, SMEM_BYTES, st->stream>>>(ma, mb, a); break;
+    cudaError_t e = cl == 2 ? launch<2>(st, epi, ctas, ma, mb, a) : launch<1>(st, epi, ctas, ma, mb, a);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return rg_fail(RG_ERR_BACKEND, "cuda matmul (wgmma): launch of %u CTAs in clusters of %d: %s", ctas, cl,
+                       cudaGetErrorString(e));
     }
     RG_CUDA_CHECK_LAUNCH("gemm_wgmma_kernel");
     return RG_OK;

@@ -285,9 +285,10 @@ static const char *epi_name(int gelu, bool bias) {
 
 /* Where the wgmma GEMM beats cuBLASLt (+ the GELU pass), from `cuda_ops_bench
  * gemm` on an H100 (bench/cuda_ops_NOTES.md, "wgmma GEMM"): nowhere yet. Its
- * best version (v5) reached 0.91-0.94x on qkv and the lm head, 0.85x on fc1 +
- * tanh GELU, 0.63x on fc1 + erf GELU (vs cuBLASLt + the GELU pass), 0.63-0.72x
- * with a residual; the seed model with erf fc1 on it ran eval 27.9 vs 24.3 ms.
+ * best version (v6b, session 4) reaches 0.91x on qkv, 0.88x on the lm head,
+ * 0.81x on fc2 + residual, 0.69x on proj + residual, 0.77x on fc1 + tanh GELU
+ * and 0.89x on fc1 + erf GELU fused against cuBLASLt + the GELU pass; the
+ * seed model with erf fc1 on it ran eval 25.9-26.4 vs 24.5-24.7 ms (same call).
  * So cuBLASLt serves every shape unless RG_GEMM=wgmma. */
 static bool wgmma_wins(int64_t T, int C, int OC, int gelu, bool residual) {
     (void)T; (void)C; (void)OC; (void)gelu; (void)residual;
