@@ -24,8 +24,11 @@
  *     residual and rounds once to bf16;
  *   - programmatic dependent launch: the first weight chunks are loaded before
  *     griddepcontrol.wait, so inside a CUDA graph the weight stream of one
- *     projection starts while the kernel before it finishes. Weights are never
- *     written by a decode step, everything else is read after the wait.
+ *     projection starts while the kernel before it finishes. Parameters
+ *     (weights, bias, LN weights) are never written by a decode step and are
+ *     requested before the wait; activations and residual after it;
+ *   - launch bounds of 3 blocks per SM where measured faster, so that the
+ *     next kernel's blocks fit beside this one's (see the launch).
  * Where the kernel does not pay (measured: see rg_cuda_linear_infer_max_t) or
  * does not apply (T > 64, C % 8 != 0, unaligned pointers, staged rows too
  * large for shared memory) the op runs the existing path: LN kernel + cuBLASLt
