@@ -17,8 +17,7 @@
  * proj, fc1, fc2 + LM head) with the attention as kv_write + attn_decode or
  * as attn_decode_append, batches 1, 2, 4, 8, 16, 64.
  *   usage: cuda_decode_bench [seed] [proj|step]  (default seed 1; "proj": only the projections,
- *          "step": only the decode step's kernels); RG_LI_MINB, RG_LI_MT, RG_LI_LNFRAG set the
- *          linear_infer lab hooks for every table (0 picks) */
+ *          "step": only the decode step's kernels) */
 #include "backend.h"
 #include "core/rng.h"
 #include "core/status.h"
@@ -35,10 +34,6 @@ int rg_cuda_decode_last_partition(void);
 /* Lab hook of src/cuda/linear_infer.cu: 0 picks, 1 the fused kernel, 2 LN + cuBLASLt. */
 extern int rg_cuda_linear_infer_mode;
 extern int rg_cuda_linear_infer_ksplit; /* 0 picks the cluster split of K, n > 0 asks for n blocks */
-extern int rg_cuda_linear_infer_minb;   /* 0 picks, 1 / 3 / 4: blocks per SM the registers allow (T <= 16) */
-extern int rg_cuda_linear_infer_mt;     /* 0 picks, 1 / 2 / 4: row tiles per block */
-extern int rg_cuda_linear_infer_lnfrag; /* 1: T <= 8 with LN normalises the fragments (lab variant) */
-static const int minbs[3] = {1, 3, 4};
 
 #define REPS 9
 #define ITERS 50
@@ -455,56 +450,6 @@ static void bench_step(chain_ctx *ch) {
     }
 }
 
-/* The fused kernel's register budget (blocks per SM its launch bounds
- * allow) and, for the LM head, its row tiles per block: us per call, graph
- * of ITERS calls as above (rg_cuda_linear_infer_minb, _mt). */
-static void bench_proj_variants(void) {
-    printf("\n| fused kernel variants | T | row tiles per block | launch bounds 1 (2 blocks/SM) us | 3 blocks/SM us | "
-           "4 blocks/SM us | best of copy | 3 blocks/SM, LN in fragments us |\n|---|---|---|---|---|---|---|---|\n");
-    const int64_t Ts[] = {1, 4, 16};
-    for (int k = 0; k < 5; k++) {
-        const proj_shape *s = &gpt2_proj[k];
-        proj_ctx c = {.s = s};
-        const double wbytes = 2.0 * s->C * s->OC;
-        c.sets = (int)(ROTATE_BYTES / wbytes) + 1;
-        if (c.sets > ITERS) c.sets = ITERS;
-        for (int i = 0; i < c.sets; i++) c.w[i] = dev_uniform((size_t)s->C * s->OC);
-        c.inp = dev_uniform((size_t)64 * s->C);
-        c.res = dev_uniform((size_t)64 * s->OC);
-        must(rg_buffer_alloc(be, (size_t)64 * s->OC * 2, &c.out), "alloc");
-        c.ln_w = dev_uniform(s->C);
-        c.ln_b = dev_uniform(s->C);
-        c.bias = dev_uniform(s->OC);
-        const int mts[3] = {1, 2, 4}, n_mt = k == 4 ? 3 : 1; /* the LM head also at every row-tile count */
-        for (int it = 0; it < 3; it++)
-            for (int j = 0; j < n_mt; j++) {
-                c.T = Ts[it];
-                rg_cuda_linear_infer_mode = 1;
-                rg_cuda_linear_infer_mt = k == 4 ? mts[j] : 0;
-                double t[3], best = 1e30;
-                for (int v = 0; v < 3; v++) {
-                    rg_cuda_linear_infer_minb = minbs[v];
-                    t[v] = time_graph(proj_run, &c);
-                    if (t[v] < best) best = t[v];
-                }
-                rg_cuda_linear_infer_minb = 3;
-                rg_cuda_linear_infer_lnfrag = 1;
-                double t_frag = time_graph(proj_run, &c);
-                rg_cuda_linear_infer_lnfrag = 0;
-                rg_cuda_linear_infer_minb = 0;
-                rg_cuda_linear_infer_mt = 0;
-                rg_cuda_linear_infer_mode = 0;
-                char mt[16];
-                snprintf(mt, sizeof mt, "%s", k == 4 ? (j == 0 ? "1" : j == 1 ? "2" : "4") : "picked");
-                printf("| %-20s | %lld | %s | %7.2f | %7.2f | %7.2f | %5.1f%% | %7.2f |\n", s->name, (long long)c.T, mt,
-                       t[0] * 1e6, t[1] * 1e6, t[2] * 1e6, 100.0 * wbytes / best / 1e9 / copy_gbs, t_frag * 1e6);
-            }
-        for (int i = 0; i < c.sets; i++) rg_buffer_free(be, c.w[i]);
-        void *bufs[] = {c.inp, c.res, c.out, c.ln_w, c.ln_b, c.bias};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) rg_buffer_free(be, bufs[i]);
-    }
-}
-
 /* The per-projection table (skipped with only_step) and the chain of a
  * decode step's projections in one graph, then bench_step on the same weights. */
 static void bench_projections(int only_step) {
@@ -562,7 +507,6 @@ static void bench_projections(int only_step) {
         printf("\nT = 1, sum of the rows above, 12 x (qkv + proj + fc1 + fc2) + LM head: fused %.1f us, LN + cuBLASLt "
                "%.1f us; floor %.1f us (%.1f MB of weights at %.0f GB/s)\n",
                layer_t1[0] * 1e6, layer_t1[1] * 1e6, floor_us, step_bytes / 1e6, copy_gbs);
-        bench_proj_variants();
     }
 
     /* the same chain in one graph, each layer with its own weights, as a decode step runs it */
@@ -584,25 +528,18 @@ static void bench_projections(int only_step) {
     ch.ln_w = dev_uniform(3072);
     ch.ln_b = dev_uniform(3072);
     ch.bias = dev_uniform(3072);
-    printf("\n| decode step's projections (one graph) | T | fused us | LN + cuBLASLt us | auto us | floor us | auto / floor "
-           "| auto, launch bounds 1 / 3 / 4 us |\n|---|---|---|---|---|---|---|---|\n");
+    printf("\n| decode step's projections (one graph) | T | fused us | LN + cuBLASLt us | auto us | floor us | auto / floor |\n"
+           "|---|---|---|---|---|---|---|\n");
     for (int it = 0; it < 4 && !only_step; it++) {
         ch.T = Ts[it];
-        double t[3], tv[3];
+        double t[3];
         for (int m = 0; m < 3; m++) {
             rg_cuda_linear_infer_mode = (m + 1) % 3; /* fused, unfused, then the automatic choice */
             t[m] = time_graph(chain_run, &ch);
         }
-        const int keep = rg_cuda_linear_infer_minb;
-        for (int v = 0; v < 3; v++) {
-            rg_cuda_linear_infer_minb = minbs[v];
-            tv[v] = time_graph(chain_run, &ch);
-        }
-        rg_cuda_linear_infer_minb = keep;
         rg_cuda_linear_infer_mode = 0;
-        printf("| 12 layers + LM head | %lld | %7.1f | %7.1f | %7.1f | %6.1f | %4.2fx | %.1f / %.1f / %.1f |\n",
-               (long long)ch.T, t[0] * 1e6, t[1] * 1e6, t[2] * 1e6, floor_us, t[2] * 1e6 / floor_us, tv[0] * 1e6,
-               tv[1] * 1e6, tv[2] * 1e6);
+        printf("| 12 layers + LM head | %lld | %7.1f | %7.1f | %7.1f | %6.1f | %4.2fx |\n", (long long)ch.T, t[0] * 1e6,
+               t[1] * 1e6, t[2] * 1e6, floor_us, t[2] * 1e6 / floor_us);
     }
     bench_step(&ch);
     for (int l = 0; l < 12; l++)
@@ -621,9 +558,6 @@ int main(int argc, char **argv) {
         return 77;
     }
     must(rg_backend_init(RG_BACKEND_CUDA, 0, &be), "backend");
-    if (getenv("RG_LI_MINB")) rg_cuda_linear_infer_minb = atoi(getenv("RG_LI_MINB")); /* for the step table */
-    if (getenv("RG_LI_MT")) rg_cuda_linear_infer_mt = atoi(getenv("RG_LI_MT"));
-    if (getenv("RG_LI_LNFRAG")) rg_cuda_linear_infer_lnfrag = atoi(getenv("RG_LI_LNFRAG"));
 
     copy_ctx cc = {.n = 256ll << 20};  /* 1 GiB of fp32, read + written */
     must(rg_buffer_alloc(be, (size_t)cc.n * 4, &cc.a), "alloc");

@@ -147,11 +147,12 @@ extern "C" rg_status rg_backend_cuda_create(rg_backend **out) {
     be->impl = st;
     /* Decode steps of more sequences than this write the new K/V with
      * kv_write and attend with the plain op: a decode step's kernels in one
-     * graph on an H100 (cuda_decode_bench step, 2026-11-22) took 285 vs 329 us
-     * fused at 1 sequence, 568 vs 540 at 16, 943 vs 886 at 64 (at 16 and 64
-     * the projections before it run on cuBLASLt, so its early start buys
-     * nothing and its longer kernel costs). */
-    be->decode_append_max_seqs = 8;
+     * graph on an H100 (cuda_decode_bench step, 2026-11-22 12:20 UTC), fused
+     * vs plain, us: 263 vs 297 at 1 sequence, 322 vs 370 at 2, 336 vs 389 at
+     * 4, 482 vs 475 at 8, 593 vs 574 at 16, 946 vs 889 at 64 (from 8 on the
+     * projections before it run on cuBLASLt, so its early start buys nothing
+     * and its longer kernel costs). */
+    be->decode_append_max_seqs = 4;
     const char *what = "cudaGetDevice";
     cudaError_t e = cudaGetDevice(&st->device);
     if (e == cudaSuccess) e = cudaGetDeviceProperties(&st->prop, st->device), what = "cudaGetDeviceProperties";

@@ -24,11 +24,8 @@
  *     residual and rounds once to bf16;
  *   - programmatic dependent launch: the first weight chunks are loaded before
  *     griddepcontrol.wait, so inside a CUDA graph the weight stream of one
- *     projection starts while the kernel before it finishes. Parameters
- *     (weights, bias, LN weights) are never written by a decode step and are
- *     requested before the wait; activations and residual after it;
- *   - launch bounds of 3 blocks per SM where measured faster, so that the
- *     next kernel's blocks fit beside this one's (see the launch).
+ *     projection starts while the kernel before it finishes. Weights are never
+ *     written by a decode step, everything else is read after the wait.
  * Where the kernel does not pay (measured: see rg_cuda_linear_infer_max_t) or
  * does not apply (T > 64, C % 8 != 0, unaligned pointers, staged rows too
  * large for shared memory) the op runs the existing path: LN kernel + cuBLASLt
@@ -66,17 +63,6 @@ int rg_cuda_linear_infer_mode = 0;
  * warps' chunks were already all in flight: qkv at T = 1 8.6 vs 3.5 us);
  * n > 0 asks for n (a power of two <= 8; tests, benchmarks). */
 int rg_cuda_linear_infer_ksplit = 0;
-/* Blocks per multiprocessor the kernel's registers must allow (T <= 16):
- * 0 picks (see the launch in rg_cuda_linear_infer), else 1 (the compiler's choice: 2 blocks),
- * 3 or 4 (tests, benchmarks). More blocks per SM let the next projection's
- * blocks become resident, and start their weight stream, while this one's
- * still run. */
-int rg_cuda_linear_infer_minb = 0;
-/* Row tiles (of 16) per block: 0 picks (pick_mt), else 1, 2 or 4 (benchmarks). */
-int rg_cuda_linear_infer_mt = 0;
-/* 1: at T <= 8 every warp normalises its own fragments (no shared LN pass);
- * measured slower (v3, call 1: qkv 3.5 -> 4.3 us at T = 1), so off (lab hook). */
-int rg_cuda_linear_infer_lnfrag = 0;
 }
 
 struct li_args {
@@ -86,7 +72,6 @@ struct li_args {
     int T, C, OC, gelu;
     int mt;     /* row tiles (of 16) per block; the block's 8 warps are mt row tiles x (8 / mt) column splits */
     int ksplit; /* blocks of a cluster splitting K further (1: no cluster) */
-    int lnfrag; /* T <= 8: LN applied to the fragments as they are read (rg_cuda_linear_infer_lnfrag) */
 };
 
 /* d += a (16x16, row) * b (16x8, col), bf16 in, fp32 accumulate. */
@@ -138,43 +123,6 @@ __device__ __forceinline__ const float *rank_ptr(float *p, int j) {
 #endif
 }
 
-/* LN statistics of one staged row x (C bf16), by a whole warp (every lane
- * gets them): one pass shifted by the row's first value (no cancellation
- * from a common offset), fp32, lanes over 8 columns at a time. */
-__device__ __forceinline__ void ln_row_stats(float &mean, float &rstd, const bf16 *x, int C, int lane, float eps) {
-    float x0 = __bfloat162float(x[0]), sum = 0.0f, sq = 0.0f, v[8];
-    for (int c = lane * 8; c < C; c += 256) {
-        rg_load_bf16<8>(v, x + c);
-#pragma unroll
-        for (int j = 0; j < 8; j++) {
-            float d = v[j] - x0;
-            sum += d;
-            sq += d * d;
-        }
-    }
-    sum = rg_warp_sum(sum);
-    sq = rg_warp_sum(sq);
-    float m = sum / C;
-    mean = x0 + m;
-    rstd = rsqrtf(fmaxf(sq / C - m * m, 0.0f) + eps);
-}
-
-/* 8 staged columns normalised with their LN weight w and bias b (NULL: 0),
- * rounded to bf16 exactly as the pass over shared memory rounds them. */
-__device__ __forceinline__ uint4 ln_apply(uint4 x, float m, float rs, const bf16 *w, const bf16 *b) {
-    float v[8], wv[8], bv[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    rg_unpack_bf16x8(v, x);
-    rg_load_bf16<8>(wv, w);
-    if (b) rg_load_bf16<8>(bv, b);
-#pragma unroll
-    for (int j = 0; j < 8; j++) v[j] = (v[j] - m) * rs * wv[j] + bv[j];
-    uint4 u;
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
-    return u;
-}
-
 /* Shared memory, in bytes from the start (each part 16-byte aligned):
  *   red   (8 warps, 16 rows, NT + 1) fp32: each warp's partial sums
  *   bsum  (T, mt * 16) fp32: the block's sums (read by the cluster when K is split)
@@ -221,8 +169,8 @@ __host__ __device__ __forceinline__ int li_staged_width(int C, int ksplit, bool 
  * (cp.async, all in flight at once), LN statistics and normalisation in
  * shared memory, the product, the sums (warps, then the cluster's blocks, in
  * a fixed order), the epilogue. */
-template <int NG, int MINB>
-__global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args a) {
+template <int NG>
+__global__ void __launch_bounds__(LI_THREADS) linear_infer_kernel(li_args a) {
     extern __shared__ __align__(16) unsigned char smem[];
     constexpr int NT = NG * 8, RS = NT + 1;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q = lane & 3;
@@ -244,12 +192,20 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
     for (int u = 0; u < LI_U; u++)
         if (u < mine) load_chunk(wbuf[u], w0, w1, (c_lo + kp + u * ks) * 32, lim);
 
-    /* Parameters are never written by a decode step either (backend.h): the
-     * epilogue's first bias and the LN weights are requested before the wait too. */
+    rg_pdl_wait(); /* from here on: inp and residual are the previous kernel's results */
+    rg_pdl_launch_dependents();
+
+    /* the epilogue's first output of this thread: its bias and residual requested now */
     const int n_out = rows * T, estride = ksplit * LI_THREADS, e0 = kr * LI_THREADS + tid;
-    const int r0 = rb * rows + e0 % rows;
     float bias0 = 0.0f, res0 = 0.0f;
-    if (e0 < n_out && r0 < OC && a.bias) bias0 = __bfloat162float(a.bias[r0]);
+    if (e0 < n_out) {
+        int r = rb * rows + e0 % rows;
+        if (r < OC) {
+            if (a.bias) bias0 = __bfloat162float(a.bias[r]);
+            if (a.residual) res0 = __bfloat162float(a.residual[(size_t)(e0 / rows) * OC + r]);
+        }
+    }
+
     const int W = li_staged_width(C, ksplit, ln), SA = W + LI_PAD, s0 = ln ? 0 : c_lo * 32;
     const int s1 = ln ? C : min(C, c_hi * 32);
     const li_layout L = li_layout_of(NG, mt, T, C, W, ln);
@@ -257,53 +213,41 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
     float *stats = reinterpret_cast<float *>(smem + L.stats);
     bf16 *lnw = reinterpret_cast<bf16 *>(smem + L.lnw), *lnb = reinterpret_cast<bf16 *>(smem + L.lnb);
     bf16 *xs = reinterpret_cast<bf16 *>(smem + L.xs);
-    if (ln)
-        for (int i = tid; i < C / 8; i += LI_THREADS) {
-            cp_async16(lnw + i * 8, a.ln_w + i * 8);
-            if (a.ln_b) cp_async16(lnb + i * 8, a.ln_b + i * 8);
-        }
-
-    rg_pdl_wait(); /* from here on: inp and residual are the previous kernel's results */
-    rg_pdl_launch_dependents();
-
-    /* the epilogue's first residual requested with the activations */
-    if (e0 < n_out && r0 < OC && a.residual) res0 = __bfloat162float(a.residual[(size_t)(e0 / rows) * OC + r0]);
     {
         const int per_row = (s1 - s0) / 8;
         for (int i = tid; i < T * per_row; i += LI_THREADS) {
             int t = i / per_row, c = (i - t * per_row) * 8;
             cp_async16(xs + (size_t)t * SA + c, a.inp + (size_t)t * C + s0 + c);
         }
+        if (ln)
+            for (int i = tid; i < C / 8; i += LI_THREADS) {
+                cp_async16(lnw + i * 8, a.ln_w + i * 8);
+                if (a.ln_b) cp_async16(lnb + i * 8, a.ln_b + i * 8);
+            }
         cp_async_wait_all();
         __syncthreads();
     }
-    /* lab variant, T <= 8 (NG = 1): every warp computes the statistics of
-     * the T rows itself (same lanes, same order as below: the same values)
-     * and normalises its fragments as it reads them, so the two barriers and
-     * the pass over shared memory below are not on the path after the wait
-     * (measured slower all the same: see rg_cuda_linear_infer_lnfrag). */
-    float ln_m = 0.0f, ln_rs = 0.0f;
-    const bool lnf = NG == 1 && ln && a.lnfrag;
-    if (lnf) {
-        const int tg = min(g, T - 1);
-#pragma unroll
-        for (int t = 0; t < 8; t++) {
-            if (t < T) {
-                float m, rs;
-                ln_row_stats(m, rs, xs + (size_t)t * SA, C, lane, a.eps);
-                if (t == tg) { ln_m = m; ln_rs = rs; }
-            }
-        }
-    }
-    if (ln && !lnf) {
+    if (ln) {
         /* statistics, one warp per row, in one pass shifted by the row's first
          * value (no cancellation from a common offset); fp32 */
         for (int t = warp; t < T; t += LI_WARPS) {
-            float m, rs;
-            ln_row_stats(m, rs, xs + (size_t)t * SA, C, lane, a.eps);
+            const bf16 *x = xs + (size_t)t * SA;
+            float x0 = __bfloat162float(x[0]), sum = 0.0f, sq = 0.0f, v[8];
+            for (int c = lane * 8; c < C; c += 256) {
+                rg_load_bf16<8>(v, x + c);
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    float d = v[j] - x0;
+                    sum += d;
+                    sq += d * d;
+                }
+            }
+            sum = rg_warp_sum(sum);
+            sq = rg_warp_sum(sq);
             if (lane == 0) {
-                stats[t] = m;
-                stats[NT + t] = rs;
+                float m = sum / C;
+                stats[t] = x0 + m;
+                stats[NT + t] = rsqrtf(fmaxf(sq / C - m * m, 0.0f) + a.eps);
             }
         }
         __syncthreads();
@@ -340,7 +284,6 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
 #pragma unroll
                 for (int n = 0; n < NG; n++) {
                     uint4 b = in ? *reinterpret_cast<const uint4 *>(xs + aoff[n] + k) : make_uint4(0, 0, 0, 0);
-                    if (lnf && in) b = ln_apply(b, ln_m, ln_rs, lnw + q * 8 + k, a.ln_b ? lnb + q * 8 + k : NULL);
                     mma_bf16(acc[n], wbuf[u][0].x, wbuf[u][1].x, wbuf[u][0].y, wbuf[u][1].y, b.x, b.y);
                     mma_bf16(acc[n], wbuf[u][0].z, wbuf[u][1].z, wbuf[u][0].w, wbuf[u][1].w, b.z, b.w);
                 }
@@ -399,8 +342,6 @@ __global__ void __launch_bounds__(LI_THREADS, MINB) linear_infer_kernel(li_args 
 /* Row tiles per block: as many as keep at least two blocks per multiprocessor
  * (fewer blocks recompute the LN prologue less), else one. */
 static int pick_mt(const rg_cuda_state *st, int OC) {
-    int m = rg_cuda_linear_infer_mt;
-    if (m == 1 || m == 2 || m == 4) return m;
     int tiles = (OC + 15) / 16, want = 2 * st->prop.multiProcessorCount;
     for (int mt = 4; mt > 1; mt /= 2)
         if ((tiles + mt - 1) / mt >= want) return mt;
@@ -435,18 +376,14 @@ static bool fused_pays(const rg_cuda_state *st, int64_t T, int C, int blocks, in
 rg_status rg_cuda_linear_infer_init(rg_cuda_state *st) {
     int cap = (int)st->prop.sharedMemPerBlockOptin;
     cudaFuncAttribute at = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<1, 1>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<1, 3>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<1, 4>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<2, 1>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<2, 3>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<2, 4>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<4, 1>, at, cap));
-    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<8, 1>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<1>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<2>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<4>, at, cap));
+    RG_CUDA_TRY(cudaFuncSetAttribute(linear_infer_kernel<8>, at, cap));
     return RG_OK;
 }
 
-template <int NG, int MINB>
+template <int NG>
 static rg_status launch_fused(rg_cuda_state *st, const li_args &a, size_t smem) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)((a.OC + a.mt * 16 - 1) / (a.mt * 16) * a.ksplit));
@@ -463,7 +400,7 @@ static rg_status launch_fused(rg_cuda_state *st, const li_args &a, size_t smem) 
     }
     cfg.attrs = attr;
     cfg.numAttrs = (unsigned)n;
-    RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, linear_infer_kernel<NG, MINB>, a));
+    RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, linear_infer_kernel<NG>, a));
     RG_CUDA_CHECK_LAUNCH("linear_infer_kernel");
     return RG_OK;
 }
@@ -545,23 +482,11 @@ rg_status rg_cuda_linear_infer(rg_backend *be, void *out, const void *inp, const
     /* the unfused path's matmuls time themselves (matmul.cu) */
     if (!fused) return unfused(be, o, x, lw, lb, eps, w, b, r, T, C, OC, gelu);
     int prof = rg_cuda_prof_begin(st);
-    li_args a = {o, x, lw, lb, w, b, r, eps, (int)T, C, OC, gelu, mt, ksplit, rg_cuda_linear_infer_lnfrag != 0};
-    /* launch bounds (v3, call 1, H100, graphs of 50 calls): 3 blocks per SM
-     * at T <= 8 (qkv 4.28 -> 3.98 us, fc1 4.61 -> 4.10 at T = 1 against the
-     * compiler's 2 blocks; the chain of a step's projections 224.5 -> 219.8)
-     * and for the LM head at every T (1 / 4 / 16: 36.6 -> 32.7, 40.5 -> 35.3,
-     * 45.2 -> 38.6); the compiler's at T = 9..16 elsewhere (fc1 8.07 vs 8.91,
-     * fc2 6.30 vs 7.32); 4 blocks per SM (64 registers) lost everywhere */
-    int mb = rg_cuda_linear_infer_minb;
-    if (mb != 1 && mb != 3 && mb != 4) mb = ng == 1 || blocks >= 2 * st->prop.multiProcessorCount ? 3 : 1;
-    rg_status s = ng == 1   ? (mb == 1 ? launch_fused<1, 1>(st, a, smem)
-                               : mb == 3 ? launch_fused<1, 3>(st, a, smem)
-                                         : launch_fused<1, 4>(st, a, smem))
-                  : ng == 2 ? (mb == 1 ? launch_fused<2, 1>(st, a, smem)
-                               : mb == 3 ? launch_fused<2, 3>(st, a, smem)
-                                         : launch_fused<2, 4>(st, a, smem))
-                  : ng == 4 ? launch_fused<4, 1>(st, a, smem)
-                            : launch_fused<8, 1>(st, a, smem);
+    li_args a = {o, x, lw, lb, w, b, r, eps, (int)T, C, OC, gelu, mt, ksplit};
+    rg_status s = ng == 1   ? launch_fused<1>(st, a, smem)
+                  : ng == 2 ? launch_fused<2>(st, a, smem)
+                  : ng == 4 ? launch_fused<4>(st, a, smem)
+                            : launch_fused<8>(st, a, smem);
     double bytes = 2.0 * ((double)OC * C + (double)T * C + (double)T * OC * (residual ? 2 : 1));
     rg_cuda_prof_end(st, prof, "linear_infer fused", 2.0 * T * C * OC, bytes, "T=%lld C=%d OC=%d", (long long)T, C,
                      OC);
