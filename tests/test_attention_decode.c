@@ -32,12 +32,7 @@ typedef struct dcase {
  * then one token per sequence), decodes layer 1 and compares. */
 static void run_case(rg_rng *r, const dcase *c, const char *label) {
     const int32_t n = c->n, h = c->h, hkv = c->hkv, d = c->d, row = hkv * d;
-    int32_t *koff = malloc(sizeof(int32_t) * (size_t)(n + 1)), need = 0;
-    koff[0] = 0;
-    for (int32_t b = 0; b < n; b++) {
-        koff[b + 1] = koff[b] + c->lens[b];
-        need += (c->lens[b] + c->bs - 1) / c->bs;
-    }
+    int32_t *koff = malloc(sizeof(int32_t) * (size_t)(n + 1)), need = kvt_offsets(n, c->lens, c->bs, koff);
     const int32_t total = koff[n];
     int32_t n_blocks = need + 3 + (int32_t)rg_rng_below(r, 8);
     rg_kv_cache *kv;

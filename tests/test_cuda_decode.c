@@ -143,13 +143,8 @@ static bool cpu_decode(const dcase *c, const int32_t *koff, const float *k, cons
  * with the double reference and the CPU op. */
 static void run_case(rg_rng *r, const dcase *c, const char *label) {
     const int32_t n = c->n, h = c->h, hkv = c->hkv, d = c->d, row = hkv * d;
-    int32_t *koff = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n + 1)), need = 0;
-    koff[0] = 0;
-    for (int32_t b = 0; b < n; b++) {
-        koff[b + 1] = koff[b] + c->lens[b];
-        need += (c->lens[b] + c->bs - 1) / c->bs;
-    }
-    const int32_t total = koff[n];
+    int32_t *koff = rg_test_xmalloc(sizeof(int32_t) * (size_t)(n + 1));
+    const int32_t need = kvt_offsets(n, c->lens, c->bs, koff), total = koff[n];
     const int32_t n_blocks = need + 3 + (int32_t)rg_rng_below(r, 8);
     rg_kv_cache *kv = NULL;
     if (!CHECK(rg_kv_cache_init(gpu, 2, hkv, d, c->bs, n_blocks, &kv) == RG_OK, "%s: init: %s", label,

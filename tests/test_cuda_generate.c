@@ -25,6 +25,7 @@
  * and test_graph_replay checks them against op-by-op decoding bit for bit
  * while the batch size changes and the buffers they baked in move. */
 #include "test_model_util.h"
+#include "kv_util.h"
 #include "model/model.h"
 #include <math.h>
 
@@ -53,14 +54,9 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
     rg_gen_scratch *g;
     TRY_OK(rg_kv_cache_init(gpu, cfg.n_layers, cfg.n_kv_heads, cfg.d_model / cfg.n_heads, block_size, 256, &kv));
     TRY_OK(rg_gen_scratch_init(mg, total, N, &g));
-    int32_t ids[N] = {9, 2, 4, 0, 6}, cu[N + 1] = {0};
+    int32_t ids[N] = {9, 2, 4, 0, 6}, cu[N + 1];
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)total);
-    for (int i = 0; i < N; i++) {
-        TRY_OK(rg_kv_cache_add_seq(kv, ids[i]));
-        memcpy(tokens + cu[i], seqs[i], sizeof(int32_t) * lens[i]);
-        cu[i + 1] = cu[i] + lens[i];
-    }
-    TRY_OK(rg_kv_cache_append(kv, N, ids, lens));
+    TRY_OK(kvt_prefill(kv, N, ids, seqs, lens, cu, tokens));
     float *got = malloc(sizeof(float) * N * V);
     TRY_OK(rg_model_forward_kv(mg, g, kv, true, N, ids, cu, tokens, got));
     double worst = 0, worst_full = 0;
@@ -75,10 +71,8 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
         free(ref);
         free(full);
         if (step == STEPS) break;
-        int32_t ones[N], dcu[N + 1], dtok[N];
-        for (int i = 0; i < N; i++) { ones[i] = 1; dcu[i] = i; dtok[i] = seqs[i][lens[i]]; lens[i]++; }
-        dcu[N] = N;
-        TRY_OK(rg_kv_cache_append(kv, N, ids, ones));
+        int32_t dcu[N + 1], dtok[N];
+        TRY_OK(kvt_decode_step(kv, N, ids, seqs, lens, dcu, dtok));
         TRY_OK(rg_model_forward_kv(mg, g, kv, false, N, ids, dcu, dtok, got));
     }
     printf("%s: worst relative error over %d steps: cached %.2e, CUDA full forward %.2e\n", label, STEPS + 1, worst,

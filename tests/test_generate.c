@@ -11,6 +11,7 @@
  * themselves and the bandwidth helper. */
 #include "check.h"
 #include "test_model_util.h"
+#include "kv_util.h"
 #include "backend.h"
 #include "model/model.h"
 #include <stdio.h>
@@ -40,13 +41,8 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
     rg_gen_scratch *g;
     TRY_OK(rg_kv_cache_init(be, cfg.n_layers, cfg.n_kv_heads, cfg.d_model / cfg.n_heads, block_size, 64, &kv));
     TRY_OK(rg_gen_scratch_init(m, 64, N, &g));
-    int32_t ids[N] = {7, 3, 11, 0}, cu[N + 1] = {0}, tokens[64];
-    for (int i = 0; i < N; i++) {
-        TRY_OK(rg_kv_cache_add_seq(kv, ids[i]));
-        memcpy(tokens + cu[i], seqs[i], sizeof(int32_t) * lens[i]);
-        cu[i + 1] = cu[i] + lens[i];
-    }
-    TRY_OK(rg_kv_cache_append(kv, N, ids, lens));
+    int32_t ids[N] = {7, 3, 11, 0}, cu[N + 1], tokens[64];
+    TRY_OK(kvt_prefill(kv, N, ids, seqs, lens, cu, tokens));
     float *got = malloc(sizeof(float) * N * V);
     TRY_OK(rg_model_forward_kv(m, g, kv, true, N, ids, cu, tokens, got));
     double worst = 0;
@@ -61,10 +57,8 @@ static void test_cached_logits(rg_rng *rng, const char *label, rg_model_config c
         CHECK_CLOSE(what, got, ref, (size_t)N * V, 1e-5);
         free(ref);
         if (step == steps) break;
-        int32_t ones[N] = {1, 1, 1, 1}, dcu[N + 1], dtok[N];
-        for (int i = 0; i < N; i++) { dcu[i] = i; dtok[i] = seqs[i][lens[i]]; lens[i]++; }
-        dcu[N] = N;
-        TRY_OK(rg_kv_cache_append(kv, N, ids, ones));
+        int32_t dcu[N + 1], dtok[N];
+        TRY_OK(kvt_decode_step(kv, N, ids, seqs, lens, dcu, dtok));
         TRY_OK(rg_model_forward_kv(m, g, kv, false, N, ids, dcu, dtok, got));
     }
     printf("%s: worst per-sequence relative error %.2e over %d steps\n", label, worst, steps + 1);
