@@ -68,13 +68,8 @@ rg_status rg_cuda_argmax_rows(rg_backend *be, int32_t *out, const void *x, int64
     if (n <= 0 || V <= 0) return RG_OK;
     if (n > INT_MAX) return rg_fail(RG_ERR_INVALID_ARG, "argmax_rows: %lld rows exceed one grid", (long long)n);
     rg_cuda_state *st = rg_cuda(be);
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)n);
-    cfg.blockDim = dim3(THREADS);
-    cfg.stream = st->stream;
     cudaLaunchAttribute attr[1];
-    cfg.attrs = attr;
-    cfg.numAttrs = rg_cuda_pdl_attr(st, &attr[0]);
+    cudaLaunchConfig_t cfg = rg_cuda_launch_cfg(st, dim3((unsigned)n), dim3(THREADS), 0, true, attr);
     RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, argmax_rows_kernel, out, (const bf16 *)x, V));
     RG_CUDA_CHECK_LAUNCH("argmax_rows");
     return RG_OK;

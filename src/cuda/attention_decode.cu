@@ -564,15 +564,11 @@ static rg_status decode(rg_backend *be, const rg_attn_decode_args *a, void *o, c
     p.pacc = p.pl + n_ml;
     /* Head groups along x, items along y: CTAs are dispatched x first, so every
      * real item is issued before the empty ones at the end of y. */
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)cpp, (unsigned)n_items);
-    cfg.blockDim = dim3(DEC_THREADS);
-    cfg.stream = st->stream;
-    cudaLaunchAttribute attr[1];
-    cfg.attrs = attr;
     /* PDL only for append: the plain op follows the kv_write it reads, so it
      * could only wait first (see load_cache for what that measured) */
-    cfg.numAttrs = append ? rg_cuda_pdl_attr(st, &attr[0]) : 0;
+    cudaLaunchAttribute attr[1];
+    cudaLaunchConfig_t cfg =
+        rg_cuda_launch_cfg(st, dim3((unsigned)cpp, (unsigned)n_items), dim3(DEC_THREADS), 0, append, attr);
     RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, kern.fn, p));
     RG_CUDA_CHECK_LAUNCH("decode attention");
     return RG_OK;

@@ -512,17 +512,8 @@ static cudaError_t allow_smem_all(void) {
 
 /* Launch configuration of the kernel for a grid of `ctas` in clusters of cl. */
 static cudaLaunchConfig_t launch_cfg(rg_cuda_state *st, unsigned ctas, int cl, cudaLaunchAttribute *attr) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(ctas, 1, 1);
-    cfg.blockDim = dim3(THREADS, 1, 1);
-    cfg.dynamicSmemBytes = SMEM_BYTES;
-    cfg.stream = st->stream;
-    attr->id = cudaLaunchAttributeClusterDimension;
-    attr->val.clusterDim.x = (unsigned)cl;
-    attr->val.clusterDim.y = 1;
-    attr->val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = rg_cuda_launch_cfg(st, dim3(ctas), dim3(THREADS), SMEM_BYTES, false, attr);
+    rg_cuda_cfg_cluster(&cfg, (unsigned)cl);
     return cfg;
 }
 

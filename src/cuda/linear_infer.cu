@@ -385,21 +385,10 @@ rg_status rg_cuda_linear_infer_init(rg_cuda_state *st) {
 
 template <int NG>
 static rg_status launch_fused(rg_cuda_state *st, const li_args &a, size_t smem) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((a.OC + a.mt * 16 - 1) / (a.mt * 16) * a.ksplit));
-    cfg.blockDim = dim3(LI_THREADS);
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = st->stream;
     cudaLaunchAttribute attr[2];
-    int n = (int)rg_cuda_pdl_attr(st, &attr[0]); /* PDL is a Hopper feature */
-    if (a.ksplit > 1) {
-        attr[n].id = cudaLaunchAttributeClusterDimension;
-        attr[n].val.clusterDim.x = (unsigned)a.ksplit;
-        attr[n].val.clusterDim.y = 1;
-        attr[n++].val.clusterDim.z = 1;
-    }
-    cfg.attrs = attr;
-    cfg.numAttrs = (unsigned)n;
+    cudaLaunchConfig_t cfg = rg_cuda_launch_cfg(st, dim3((unsigned)((a.OC + a.mt * 16 - 1) / (a.mt * 16) * a.ksplit)),
+                                                dim3(LI_THREADS), smem, true, attr);
+    if (a.ksplit > 1) rg_cuda_cfg_cluster(&cfg, (unsigned)a.ksplit);
     RG_CUDA_TRY(cudaLaunchKernelEx(&cfg, linear_infer_kernel<NG>, a));
     RG_CUDA_CHECK_LAUNCH("linear_infer_kernel");
     return RG_OK;

@@ -164,7 +164,7 @@ __device__ __forceinline__ void rg_store_bf16(bf16 *p, const float (&f)[VEC]) {
 }
 
 /* Programmatic dependent launch (Hopper; no-ops before sm_90). A kernel
- * launched with rg_cuda_pdl_attr may start while the kernel before it in the
+ * launched with rg_cuda_launch_cfg(..., pdl = true, ...) may start while the kernel before it in the
  * stream still runs: before rg_pdl_wait it may read only what no kernel of
  * the last two writes (weights, buffers uploaded before the step), after it
  * everything; rg_pdl_launch_dependents right after the wait lets the next
@@ -180,13 +180,33 @@ __device__ __forceinline__ void rg_pdl_launch_dependents() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
-/* Fills attr with the PDL launch attribute where the device has it; returns
- * how many attributes were set (0 or 1). */
-static inline unsigned rg_cuda_pdl_attr(const rg_cuda_state *st, cudaLaunchAttribute *attr) {
-    if (st->prop.major < 9) return 0;
-    attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr->val.programmaticStreamSerializationAllowed = 1;
-    return 1;
+/* The cudaLaunchKernelEx configuration of grid x block (smem: dynamic
+ * shared bytes) on the backend's stream, launched with programmatic
+ * dependent launch when pdl and the device has it (Hopper). Its attributes
+ * live in attr, which needs room for every attribute the caller appends
+ * (rg_cuda_cfg_cluster: one more). */
+static inline cudaLaunchConfig_t rg_cuda_launch_cfg(const rg_cuda_state *st, dim3 grid, dim3 block, size_t smem,
+                                                    bool pdl, cudaLaunchAttribute *attr) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st->stream;
+    cfg.attrs = attr;
+    if (pdl && st->prop.major >= 9) {
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.numAttrs = 1;
+    }
+    return cfg;
+}
+/* Appends to cfg a cluster dimension of x CTAs (Hopper thread-block clusters). */
+static inline void rg_cuda_cfg_cluster(cudaLaunchConfig_t *cfg, unsigned x) {
+    cudaLaunchAttribute *a = &cfg->attrs[cfg->numAttrs++];
+    a->id = cudaLaunchAttributeClusterDimension;
+    a->val.clusterDim.x = x;
+    a->val.clusterDim.y = 1;
+    a->val.clusterDim.z = 1;
 }
 
 /* Sum over a warp, every lane gets the result (fixed order: deterministic). */
