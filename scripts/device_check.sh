@@ -19,7 +19,8 @@
 # ratio comes from one call.
 # RG_GEN=1: `ragged bench generate --backend cuda` (GPT-2 124M shape, batches 1/16/64) and HF
 # transformers' generate on the same prompts (scripts/hf_generate_bench.py, bf16; RG_GEN_HF_ARGS
-# adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128).
+# adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128), RG_GEN_BATCHES
+# (default 1,16,64); RG_GEN_HF=0 skips HF. RG_CTEST_TIMEOUT: seconds per test program (default 400).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -65,7 +66,7 @@ fi
 note "build ok ($(since)); spills: $(grep -c 'spilled' "$OUT/build.log")"
 
 # ---- tests ----
-(cd "$BUILD" && ctest -V --timeout 400 ${RG_TESTS:+-R "$RG_TESTS"}) >"$OUT/ctest.log" 2>&1
+(cd "$BUILD" && ctest -V --timeout ${RG_CTEST_TIMEOUT:-400} ${RG_TESTS:+-R "$RG_TESTS"}) >"$OUT/ctest.log" 2>&1
 rc=$?
 grep -E "tests passed|Passed|Failed|Skipped|\*\*\*" "$OUT/ctest.log" | tee -a "$SUM"
 grep -E "FAIL|worst errors" "$OUT/ctest.log" | head -20 | tee -a "$SUM"
@@ -179,11 +180,12 @@ fi
 
 # ---- generation: ragged bench generate, then HF generate on the same prompts ----
 if [ "${RG_GEN:-0}" = 1 ]; then
-  GB=(bench generate --backend cuda -n "${RG_GEN_TOKENS:-128}" --prompts-out "$OUT/gen_prompts.txt")
+  GB=(bench generate --backend cuda -n "${RG_GEN_TOKENS:-128}" -B "${RG_GEN_BATCHES:-1,16,64}"
+      --prompts-out "$OUT/gen_prompts.txt")
   "$BUILD/ragged" "${GB[@]}" -q -o json >"$OUT/gen_ragged.json" 2>"$OUT/gen_ragged.err"
   note "ragged bench generate rc=$? ($(since))"
   "$BUILD/ragged" "${GB[@]}" -q 2>>"$OUT/gen_ragged.err" | tee -a "$SUM"
-  if [ -f scripts/hf_generate_bench.py ]; then
+  if [ -f scripts/hf_generate_bench.py ] && [ "${RG_GEN_HF:-1}" = 1 ]; then
     PYTHONUNBUFFERED=1 timeout 300 python3 scripts/hf_generate_bench.py --prompts "$OUT/gen_prompts.txt" \
       --new-tokens "${RG_GEN_TOKENS:-128}" --dtypes bf16 ${RG_GEN_HF_ARGS:-} --json "$OUT/gen_hf.json" \
       >"$OUT/gen_hf.log" 2>&1
