@@ -21,6 +21,7 @@
 # transformers' generate on the same prompts (scripts/hf_generate_bench.py, bf16; RG_GEN_HF_ARGS
 # adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128), RG_GEN_BATCHES
 # (default 1,16,64); RG_GEN_HF=0 skips HF. RG_CTEST_TIMEOUT: seconds per test program (default 400).
+# RG_BARRIER=1: bench/cuda_barrier_bench (the cost of one grid barrier, per variant).
 set -u
 OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
@@ -192,6 +193,11 @@ if [ "${RG_GEN:-0}" = 1 ]; then
     note "hf generate rc=$? ($(since))"
     tail -8 "$OUT/gen_hf.log" | tee -a "$SUM"
   fi
+fi
+
+# ---- what one grid-wide handoff costs (bench/cuda_barrier_bench.cu) ----
+if [ "${RG_BARRIER:-0}" = 1 ] && [ -x "$BUILD/cuda_barrier_bench" ]; then
+  timeout 120 "$BUILD/cuda_barrier_bench" 2>&1 | tee -a "$SUM"
 fi
 
 # ---- summary (last, so it ends the output) ----
