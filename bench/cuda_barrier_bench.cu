@@ -10,7 +10,7 @@
  *   counter+sleep  the same, polling with __nanosleep(32) between loads
  *   flags     every CTA stores its own flag (st.release); CTA 0's first warp
  *             polls all G flags, then releases a generation word the others poll
- *   cluster8  clusters of 8 CTAs: a hardware cluster barrier, one atomic per
+ *   cluster8  clusters of 8 CTAs (the largest multiple of 8 that fits): a hardware cluster barrier, one atomic per
  *             cluster, the leader polls, a second cluster barrier (sm_90)
  *   handoff   not a barrier: CTA 0 stores a flag, CTA G-1 waits for it and
  *             answers; half the round trip is the latency of one producer ->
@@ -155,8 +155,8 @@ int main(int argc, char **argv) {
     CHECK(cudaMalloc(&mem, 4096));
     printf("%s, %d CTAs of 256 threads, %d barriers per kernel, median of 7 (us per barrier)\n", prop.name, G, n);
     for (int v = 0; v < V_N; v++) {
-        if (v == V_CLUSTER && (prop.major < 9 || G % 8)) {
-            printf("%-14s  (needs sm_90 and a multiple of 8 CTAs)\n", names[v]);
+        if (v == V_CLUSTER && (prop.major < 9 || G < 8)) {
+            printf("%-14s  (needs sm_90 and 8 CTAs)\n", names[v]);
             continue;
         }
         int g = v == V_CLUSTER ? G / 8 * 8 : G;
