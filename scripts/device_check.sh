@@ -196,8 +196,12 @@ if [ "${RG_GEN:-0}" = 1 ]; then
 fi
 
 # ---- what one grid-wide handoff costs (bench/cuda_barrier_bench.cu) ----
-if [ "${RG_BARRIER:-0}" = 1 ] && [ -x "$BUILD/cuda_barrier_bench" ]; then
-  timeout 120 "$BUILD/cuda_barrier_bench" 2>&1 | tee -a "$SUM"
+if [ "${RG_BARRIER:-0}" = 1 ]; then
+  if [ -x "$BUILD/cuda_barrier_bench" ]; then
+    timeout 120 "$BUILD/cuda_barrier_bench" 2>&1 | tee -a "$SUM"
+  else
+    note "RG_BARRIER=1: $BUILD/cuda_barrier_bench was not built (RG_TARGETS?)"
+  fi
 fi
 
 # ---- summary (last, so it ends the output) ----
