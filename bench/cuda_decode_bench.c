@@ -12,7 +12,9 @@
  * Built only with the CUDA backend; prints a markdown table.
  * RG_DECODE_LAB=1 adds a row per forced partition size (the lab for the
  * automatic choice); then kv_write and gather_rows at a decode step's size;
- * then the inference projection (linear_infer) at GPT-2's decode shapes;
+ * then the inference projection (linear_infer) at GPT-2's decode shapes
+ * (and, for the automatic choice, once more on a single weight copy that L2
+ * serves: what a projection costs when its bytes are not the limit);
  * then a decode step's kernels in one graph (12 layers of qkv, attention,
  * proj, fc1, fc2 + LM head) with the attention as kv_write + attn_decode or
  * as attn_decode_append, batches 1, 2, 4, 8, 16, 64.
@@ -464,6 +466,7 @@ static void bench_projections(int only_step) {
         printf("| projection | C -> OC | T | fused (K split as picked) us | fused, K over 4 blocks us | LN + cuBLASLt us | speedup | fused GB/s | "
                "of copy | floor us | auto picks |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         double layer_t1[2] = {0, 0}; /* T = 1: 12 x (qkv + proj + fc1 + fc2) + LM head, fused / unfused */
+        double hot[5][4];            /* auto picks, weights served by L2 (one copy), [projection][T] */
         for (int k = 0; k < 5; k++) {
             const proj_shape *s = &gpt2_proj[k];
             proj_ctx c = {.s = s};
@@ -490,6 +493,11 @@ static void bench_projections(int only_step) {
                 rg_cuda_linear_infer_ksplit = 0;
                 rg_cuda_linear_infer_mode = 0;
                 t_auto = time_graph(proj_run, &c);
+                /* the same calls on one weight copy: L2 serves it from the second call on */
+                int sets = c.sets;
+                c.sets = 1;
+                hot[k][it] = time_graph(proj_run, &c);
+                c.sets = sets;
                 if (c.T == 1)
                     for (int m = 0; m < 2; m++) layer_t1[m] += t[m] * (k == 4 ? 1 : 12);
                 printf("| %-20s | %d -> %d | %lld | %7.2f | %7.2f | %7.2f | %5.2fx | %6.0f | %5.1f%% | %5.2f | %7.2f us |\n",
@@ -504,6 +512,11 @@ static void bench_projections(int only_step) {
             rg_buffer_free(be, c.ln_b);
             rg_buffer_free(be, c.bias);
         }
+        printf("\nauto picks on one weight copy (L2 serves it where it fits: all but the LM head), us, T = 1 / 4 / "
+               "16 / 64:\n");
+        for (int k = 0; k < 5; k++)
+            printf("  %-20s %7.2f %7.2f %7.2f %7.2f\n", gpt2_proj[k].name, hot[k][0] * 1e6, hot[k][1] * 1e6,
+                   hot[k][2] * 1e6, hot[k][3] * 1e6);
         printf("\nT = 1, sum of the rows above, 12 x (qkv + proj + fc1 + fc2) + LM head: fused %.1f us, LN + cuBLASLt "
                "%.1f us; floor %.1f us (%.1f MB of weights at %.0f GB/s)\n",
                layer_t1[0] * 1e6, layer_t1[1] * 1e6, floor_us, step_bytes / 1e6, copy_gbs);

@@ -20,7 +20,10 @@
 # RG_GEN=1: `ragged bench generate --backend cuda` (GPT-2 124M shape, batches 1/16/64) and HF
 # transformers' generate on the same prompts (scripts/hf_generate_bench.py, bf16; RG_GEN_HF_ARGS
 # adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128), RG_GEN_BATCHES
-# (default 1,16,64); RG_GEN_HF=0 skips HF. RG_CTEST_TIMEOUT: seconds per test program (default 400).
+# (default 1,16,64); RG_GEN_HF=0 skips HF; RG_GEN_VARIANTS: space-separated environments, each
+# a comma-joined list of NAME=VALUE, one more ragged run per entry in the order given (A/B of
+# runtime switches inside one call, e.g. "RG_L2_PREFETCH=0 RG_L2_PREFETCH=1 RG_L2_PREFETCH=0").
+# RG_CTEST_TIMEOUT: seconds per test program (default 400).
 # RG_BARRIER=1: bench/cuda_barrier_bench (the cost of one grid barrier, per variant).
 set -u
 OUT=${OUT:-$PWD/device-out}
@@ -186,6 +189,10 @@ if [ "${RG_GEN:-0}" = 1 ]; then
   "$BUILD/ragged" "${GB[@]}" -q -o json >"$OUT/gen_ragged.json" 2>"$OUT/gen_ragged.err"
   note "ragged bench generate rc=$? ($(since))"
   "$BUILD/ragged" "${GB[@]}" -q 2>>"$OUT/gen_ragged.err" | tee -a "$SUM"
+  for v in ${RG_GEN_VARIANTS:-}; do
+    note "-- variant ${v//,/ }"
+    env ${v//,/ } "$BUILD/ragged" "${GB[@]}" -q 2>>"$OUT/gen_ragged.err" | tee -a "$SUM"
+  done
   if [ -f scripts/hf_generate_bench.py ] && [ "${RG_GEN_HF:-1}" = 1 ]; then
     PYTHONUNBUFFERED=1 timeout 300 python3 scripts/hf_generate_bench.py --prompts "$OUT/gen_prompts.txt" \
       --new-tokens "${RG_GEN_TOKENS:-128}" --dtypes bf16 ${RG_GEN_HF_ARGS:-} --json "$OUT/gen_hf.json" \
