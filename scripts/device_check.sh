@@ -22,7 +22,7 @@
 # adds flags, e.g. --compile), RG_GEN_TOKENS new tokens per prompt (default 128), RG_GEN_BATCHES
 # (default 1,16,64); RG_GEN_HF=0 skips HF; RG_GEN_VARIANTS: space-separated environments, each
 # a comma-joined list of NAME=VALUE, one more ragged run per entry in the order given (A/B of
-# runtime switches inside one call, e.g. "RG_L2_PREFETCH=0 RG_L2_PREFETCH=1 RG_L2_PREFETCH=0").
+# runtime switches inside one call, e.g. "RG_NO_GRAPH=1 RG_NO_GRAPH=0 RG_NO_GRAPH=1").
 # RG_CTEST_TIMEOUT: seconds per test program (default 400).
 # RG_BARRIER=1: bench/cuda_barrier_bench (the cost of one grid barrier, per variant).
 set -u
